@@ -1,0 +1,115 @@
+"""On-the-fly augmentation and the tf.data input pipeline.
+
+Augmentation runs on whole batches (one vectorised op per transform), seeded
+statelessly from ``(seed, epoch, batch)`` so a run is reproducible with ``--seed``.
+Images are bilinearly resampled; masks use nearest neighbour and fill with class 0
+(unlabeled, ignored by loss and metric), so labels stay valid.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from marsedge.train.tf_env import tf
+
+MAX_ROTATION_DEG = 15.0
+ZOOM_RANGE = (0.9, 1.35)  # >1 zooms in
+SHIFT_FRACTION = 0.06
+AFFINE_PROBABILITY = 0.6
+
+
+def _per_sample(seed, shape, dtype=tf.float32, minval=0.0, maxval=1.0):
+    return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval, dtype=dtype)
+
+
+def _flip(values, masks, seed, axis):
+    batch = tf.shape(values)[0]
+    take = _per_sample(seed, [batch]) < 0.5
+    cond = tf.reshape(take, [-1, 1, 1, 1])
+    return tf.where(cond, tf.reverse(values, [axis]), values), tf.where(cond, tf.reverse(masks, [axis]), masks)
+
+
+def affine_matrices(batch, height, width, seed):
+    """Random rotation/zoom/shift as ImageProjectiveTransform rows (output -> input coordinates)."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    angle = _per_sample(seeds[0], [batch], minval=-1.0, maxval=1.0) * (MAX_ROTATION_DEG * math.pi / 180.0)
+    scale = tf.exp(_per_sample(seeds[1], [batch], minval=math.log(ZOOM_RANGE[0]), maxval=math.log(ZOOM_RANGE[1])))
+    tx = _per_sample(seeds[2], [batch], minval=-1.0, maxval=1.0) * SHIFT_FRACTION * width
+    ty = _per_sample(seeds[3], [batch], minval=-1.0, maxval=1.0) * SHIFT_FRACTION * height
+    apply = _per_sample(seeds[4], [batch]) < AFFINE_PROBABILITY
+    angle = tf.where(apply, angle, 0.0)
+    scale = tf.where(apply, scale, 1.0)
+    tx, ty = tf.where(apply, tx, 0.0), tf.where(apply, ty, 0.0)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    a2 = cx - cos * cx + sin * cy + tx
+    b2 = cy - sin * cx - cos * cy + ty
+    zeros = tf.zeros_like(cos)
+    return tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
+
+
+def _transform(values, matrices, interpolation, fill_mode):
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=values,
+        transforms=matrices,
+        output_shape=tf.shape(values)[1:3],
+        fill_value=0.0,
+        interpolation=interpolation,
+        fill_mode=fill_mode,
+    )
+
+
+def augment_batch(images, masks, seed, strength: str = "strong"):
+    """Augment a batch: images float32 ``(B,H,W,1)`` 0..255, masks float32 ``(B,H,W,1)``."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    images, masks = _flip(images, masks, seeds[0], axis=2)
+    if strength == "strong":
+        images, masks = _flip(images, masks, seeds[1], axis=1)  # with the LR flip: 180-degree rotations
+        shape = tf.shape(images)
+        matrices = affine_matrices(shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32), seeds[2])
+        images = _transform(images, matrices, "BILINEAR", "REFLECT")
+        masks = _transform(masks, matrices, "NEAREST", "CONSTANT")
+        batch = shape[0]
+        contrast = tf.exp(_per_sample(seeds[3], [batch, 1, 1, 1], minval=-0.25, maxval=0.25))
+        brightness = _per_sample(seeds[4], [batch, 1, 1, 1], minval=-20.0, maxval=20.0)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * contrast + mean + brightness
+        noise = tf.random.stateless_normal(tf.shape(images), seed=seeds[5], stddev=2.0)
+        images = tf.clip_by_value(images + noise, 0.0, 255.0)
+    return images, masks
+
+
+def _to_float(images, masks):
+    return tf.cast(images, tf.float32)[..., None], tf.cast(masks, tf.float32)[..., None]
+
+
+def make_dataset(
+    images: np.ndarray,
+    masks: np.ndarray,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    augment: str = "strong",
+):
+    """A batched, prefetched dataset of ``(tile float32 (B,H,W,1), mask int32 (B,H,W))``.
+
+    Training sets are shuffled with a seed derived from ``(seed, epoch)`` and augmented,
+    so resuming at epoch ``e`` sees the same data as an uninterrupted run.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed * 100003 + epoch, reshuffle_each_iteration=False)
+    dataset = dataset.batch(batch_size, drop_remainder=training and len(images) >= batch_size)
+    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment != "none":
+        dataset = dataset.enumerate().map(
+            lambda index, batch: augment_batch(
+                batch[0], batch[1], tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + index]), augment
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    dataset = dataset.map(lambda x, y: (x, tf.cast(y[..., 0], tf.int32)))
+    return dataset.prefetch(tf.data.AUTOTUNE)

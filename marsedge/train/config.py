@@ -1,0 +1,161 @@
+"""Training configuration: frozen dataclasses with defaults that work, saved as JSON."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marsedge.errors import MarsEdgeError
+
+LOSSES = ("focal", "focal_dice", "cross_entropy")
+SCHEDULES = ("cosine", "plateau", "constant")
+CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
+AUGMENTATIONS = ("none", "flips", "strong")
+STRATEGIES = ("default", "mirrored")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the compact U-Net.
+
+    Attributes:
+        base_filters: filters of the first encoder block; each level doubles them.
+        depth: number of 2x down-samplings (the bottleneck runs at 1/2**depth).
+        dilation_rates: parallel dilated 3x3 convolutions summed in the bottleneck.
+        bottleneck_filters: bottleneck width; None for ``base_filters * 2**depth``.
+        global_context: add a global-context block (GCNet-style) after the bottleneck.
+        squeeze_excitation: add squeeze-excitation to every decoder block.
+        dropout: spatial dropout rate in the bottleneck.
+    """
+
+    base_filters: int = 12
+    depth: int = 3
+    dilation_rates: tuple[int, ...] = (1, 2, 4)
+    bottleneck_filters: int | None = None
+    global_context: bool = False
+    squeeze_excitation: bool = False
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 4 <= self.base_filters <= 256:
+            raise MarsEdgeError(f"base_filters must be in 4..256, got {self.base_filters}")
+        if not 1 <= self.depth <= 5:
+            raise MarsEdgeError(f"depth must be in 1..5, got {self.depth}")
+        if not self.dilation_rates or any(r < 1 for r in self.dilation_rates):
+            raise MarsEdgeError(f"dilation_rates must be positive integers, got {self.dilation_rates}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise MarsEdgeError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything needed to repeat a training run.
+
+    Attributes:
+        data: AN2DL-layout .npz file or a folder of image/mask PNG pairs.
+        out: run directory.
+        epochs: maximum number of epochs.
+        batch_size: tiles per batch.
+        seed: seeds the split, shuffling, augmentation and initial weights.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        schedule: "cosine" (with warm-up), "plateau" or "constant".
+        warmup_epochs: linear warm-up length for the cosine schedule.
+        patience: early stopping patience in epochs on validation mean IoU.
+        loss: "focal", "focal_dice" or "cross_entropy".
+        focal_gamma: focusing parameter of the focal loss.
+        class_weighting: "none", "inverse" or "inverse_sqrt" pixel frequency.
+        ignore_background: class 0 (unlabeled) is ignored by loss and metric, and the
+            model predicts classes 1..4 only.
+        val_fraction: share of frames for validation (early stopping, model selection).
+        test_fraction: share of frames held out for the final, untouched test figure.
+        augment: "none", "flips" or "strong" (flips, rotations, zoom, brightness/contrast).
+        clean: drop outlier samples (all-unlabeled masks, masks shared by many images,
+            exact duplicates).
+        limit: use only the first N tiles (quick runs); None for all.
+        mixed_precision: float16 compute on a GPU.
+        strategy: "default" or "mirrored" (several GPUs on one machine).
+        preview_tiles: validation tiles in the preview grid.
+        model: the network shape.
+    """
+
+    data: str = ""
+    out: str = "runs/exp"
+    epochs: int = 40
+    batch_size: int = 32
+    seed: int = 0
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    patience: int = 10
+    loss: str = "focal"
+    focal_gamma: float = 2.0
+    class_weighting: str = "inverse_sqrt"
+    ignore_background: bool = True
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    augment: str = "strong"
+    clean: bool = True
+    limit: int | None = None
+    mixed_precision: bool = False
+    strategy: str = "default"
+    preview_tiles: int = 8
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("loss", LOSSES),
+            ("schedule", SCHEDULES),
+            ("class_weighting", CLASS_WEIGHTINGS),
+            ("augment", AUGMENTATIONS),
+            ("strategy", STRATEGIES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise MarsEdgeError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise MarsEdgeError("epochs and batch_size must be at least 1")
+        if not 0 < self.val_fraction < 0.5 or not 0 <= self.test_fraction < 0.5:
+            raise MarsEdgeError("val_fraction must be in (0, 0.5) and test_fraction in [0, 0.5)")
+        if self.limit is not None and self.limit < 4:
+            raise MarsEdgeError(f"limit must be at least 4 tiles, got {self.limit}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build a config from a (possibly partial) dict, rejecting unknown keys."""
+        values = dict(values)
+        model_values = dict(values.pop("model", {}) or {})
+        for key, allowed in (("top", cls), ("model", ModelConfig)):
+            names = {f.name for f in dataclasses.fields(allowed)}
+            unknown = set(values if key == "top" else model_values) - names
+            if unknown:
+                raise MarsEdgeError(
+                    f"unknown {'model ' if key == 'model' else ''}config keys: {', '.join(sorted(unknown))}; "
+                    f"allowed: {', '.join(sorted(names))}"
+                )
+        if "dilation_rates" in model_values:
+            model_values["dilation_rates"] = tuple(model_values["dilation_rates"])
+        return cls(**values, model=ModelConfig(**model_values))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise MarsEdgeError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as exc:
+            raise MarsEdgeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        model_changes = changes.pop("model", None)
+        config = dataclasses.replace(self, **changes)
+        if model_changes:
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model_changes))
+        return config

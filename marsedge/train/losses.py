@@ -1,0 +1,64 @@
+"""Losses on integer masks with unlabeled pixels ignored.
+
+Masks hold class ids 0..4. With ``ignore_background`` the model has 4 output channels
+for classes 1..4 and class-0 pixels contribute nothing; otherwise 5 channels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from marsedge.train.tf_env import tf
+
+
+def _targets(masks, num_outputs: int):
+    """Channel index per pixel and a 0/1 validity weight."""
+    masks = tf.cast(masks, tf.int32)
+    offset = 5 - num_outputs  # 1 when class 0 is ignored
+    valid = tf.cast(masks >= offset, tf.float32)
+    index = tf.maximum(masks - offset, 0)
+    return index, valid
+
+
+def focal_loss(masks, logits, class_weights: np.ndarray, gamma: float = 2.0):
+    """Mean class-weighted focal loss over labelled pixels.
+
+    ``loss = -w[c] * (1 - p_c)**gamma * log(p_c)`` averaged over pixels whose class is
+    scored; ``class_weights`` is indexed by class id (length 5).
+    """
+    num_outputs = logits.shape[-1]
+    index, valid = _targets(masks, num_outputs)
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    log_pt = tf.gather(log_probs, index, axis=-1, batch_dims=3)
+    pt = tf.exp(log_pt)
+    weights = tf.gather(tf.constant(class_weights[5 - num_outputs :], tf.float32), index)
+    loss = -weights * tf.pow(1.0 - pt, gamma) * log_pt
+    return tf.reduce_sum(loss * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+
+
+def dice_loss(masks, logits, smooth: float = 1.0):
+    """Soft Dice loss averaged over classes, on labelled pixels of the whole batch."""
+    num_outputs = logits.shape[-1]
+    index, valid = _targets(masks, num_outputs)
+    probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1) * valid[..., None]
+    onehot = tf.one_hot(index, num_outputs) * valid[..., None]
+    intersection = tf.reduce_sum(probs * onehot, axis=[0, 1, 2])
+    total = tf.reduce_sum(probs + onehot, axis=[0, 1, 2])
+    return 1.0 - tf.reduce_mean((2.0 * intersection + smooth) / (total + smooth))
+
+
+def make_loss(name: str, class_weights: np.ndarray, gamma: float):
+    """Keras-compatible ``loss(masks, logits)`` for a config loss name."""
+
+    def focal(masks, logits):
+        return focal_loss(masks, logits, class_weights, gamma)
+
+    def focal_dice(masks, logits):
+        return focal_loss(masks, logits, class_weights, gamma) + dice_loss(masks, logits)
+
+    def cross_entropy(masks, logits):
+        return focal_loss(masks, logits, class_weights, 0.0)
+
+    losses = {"focal": focal, "focal_dice": focal_dice, "cross_entropy": cross_entropy}
+    if name not in losses:
+        raise ValueError(f"loss must be one of {', '.join(losses)}; got {name!r}")
+    return losses[name]

@@ -1,0 +1,150 @@
+"""The compact U-Net family: small block factories, every layer named.
+
+Input: ``(H, W, 1)`` raw grey values 0..255; a ``Rescaling`` layer normalises them
+inside the model so int8 input quantisation maps uint8 pixels almost exactly.
+Output: ``(H, W, C)`` logits, one channel per predicted class.
+"""
+from __future__ import annotations
+
+from marsedge.train.config import ModelConfig
+from marsedge.train.tf_env import keras, tf
+
+layers = keras.layers
+
+
+@keras.utils.register_keras_serializable(package="marsedge")
+class SpatialSoftmaxPool(layers.Layer):
+    """Attention pooling of GCNet: softmax over all pixels of ``logits``, weighted sum of ``features``.
+
+    Inputs ``[features (B,H,W,C), logits (B,H,W,1)]``; output ``(B,1,1,C)``.
+    """
+
+    def call(self, inputs):
+        features, logits = inputs
+        shape = tf.shape(features)
+        weights = tf.nn.softmax(tf.reshape(logits, [shape[0], -1, 1]), axis=1)
+        flat = tf.reshape(features, [shape[0], -1, shape[3]])
+        context = tf.matmul(weights, flat, transpose_a=True)
+        return tf.reshape(context, [shape[0], 1, 1, shape[3]])
+
+    def compute_output_shape(self, input_shape):
+        features = input_shape[0]
+        return (features[0], 1, 1, features[-1])
+
+
+def conv_bn_relu(x, filters: int, name: str, kernel_size: int = 3, dilation_rate: int = 1):
+    x = layers.Conv2D(
+        filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def conv_block(x, filters: int, name: str):
+    """Two 3x3 conv + BN + ReLU."""
+    x = conv_bn_relu(x, filters, f"{name}_1")
+    return conv_bn_relu(x, filters, f"{name}_2")
+
+
+def dilated_bottleneck(x, filters: int, rates: tuple[int, ...], dropout: float, name: str):
+    """Parallel dilated 3x3 convolutions at several rates, summed (the seed's bottleneck)."""
+    x = conv_bn_relu(x, filters, f"{name}_in", kernel_size=1)
+    branches = [conv_bn_relu(x, filters, f"{name}_d{rate}", dilation_rate=rate) for rate in rates]
+    x = branches[0] if len(branches) == 1 else layers.Add(name=f"{name}_sum")(branches)
+    if dropout:
+        x = layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def global_context(x, filters: int, name: str, reduction: int = 4):
+    """GCNet block: attention-pooled context, a bottleneck transform, added to every pixel."""
+    logits = layers.Conv2D(1, 1, name=f"{name}_attn")(x)
+    context = SpatialSoftmaxPool(name=f"{name}_pool")([x, logits])
+    context = layers.Conv2D(max(filters // reduction, 4), 1, name=f"{name}_reduce")(context)
+    context = layers.ReLU(name=f"{name}_relu")(context)
+    context = layers.Conv2D(filters, 1, name=f"{name}_expand")(context)
+    return layers.Add(name=f"{name}_add")([x, context])
+
+
+def squeeze_excitation(x, filters: int, name: str, reduction: int = 4):
+    """Channel attention: global average, two 1x1 convs, sigmoid gate multiplied in."""
+    gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    gate = layers.Conv2D(max(filters // reduction, 4), 1, activation="relu", name=f"{name}_reduce")(gate)
+    gate = layers.Conv2D(filters, 1, activation="sigmoid", name=f"{name}_expand")(gate)
+    return layers.Multiply(name=f"{name}_scale")([x, gate])
+
+
+def decoder_block(x, skip, filters: int, name: str, use_se: bool):
+    """Conv2DTranspose + BN up-sampling, concatenated skip, conv block."""
+    x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", use_bias=False, name=f"{name}_up")(x)
+    x = layers.BatchNormalization(name=f"{name}_up_bn")(x)
+    x = layers.ReLU(name=f"{name}_up_relu")(x)
+    x = layers.Concatenate(name=f"{name}_concat")([x, skip])
+    x = conv_block(x, filters, name)
+    if use_se:
+        x = squeeze_excitation(x, filters, f"{name}_se")
+    return x
+
+
+def build_unet(
+    config: ModelConfig,
+    input_shape: tuple[int, int] = (64, 128),
+    num_outputs: int = 4,
+    mean: float = 0.0,
+    std: float = 255.0,
+    name: str = "marsedge_unet",
+):
+    """Build the U-Net.
+
+    Args:
+        config: width, depth, bottleneck dilations and optional blocks.
+        input_shape: tile height and width; both must be divisible by ``2**depth``.
+        num_outputs: logit channels (4 when unlabeled pixels are ignored, else 5).
+        mean: grey-level mean of the training tiles (0..255 scale).
+        std: grey-level standard deviation of the training tiles.
+        name: model name.
+
+    Raises:
+        ValueError: if the tile size is not divisible by ``2**depth``.
+    """
+    height, width = input_shape
+    factor = 2**config.depth
+    if height % factor or width % factor:
+        raise ValueError(f"tile size {height}x{width} must be divisible by 2**depth = {factor}")
+    inputs = keras.Input(shape=(height, width, 1), name="tile")
+    x = layers.Rescaling(1.0 / std, offset=-mean / std, name="normalize")(inputs)
+    skips = []
+    for level in range(config.depth):
+        filters = config.base_filters * 2**level
+        x = conv_block(x, filters, f"enc{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+    bottleneck_filters = config.bottleneck_filters or config.base_filters * 2**config.depth
+    x = dilated_bottleneck(x, bottleneck_filters, config.dilation_rates, config.dropout, "bottleneck")
+    if config.global_context:
+        x = global_context(x, bottleneck_filters, "context")
+    for level in reversed(range(config.depth)):
+        filters = config.base_filters * 2**level
+        x = decoder_block(x, skips[level], filters, f"dec{level}", config.squeeze_excitation)
+    outputs = layers.Conv2D(num_outputs, 1, name="logits")(x)
+    outputs = layers.Activation("linear", dtype="float32", name="logits_f32")(outputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates for one tile (convolutions, transposed convolutions, dense)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
+            kh, kw = layer.kernel_size
+            cin = layer.input_shape[-1] if not isinstance(layer.input_shape, list) else layer.input_shape[0][-1]
+            out = layer.output_shape
+            if isinstance(layer, layers.Conv2DTranspose):
+                # every input pixel scatters a kh x kw x cout kernel
+                h, w = layer.input_shape[1], layer.input_shape[2]
+                total += h * w * kh * kw * cin * layer.filters
+            else:
+                total += out[1] * out[2] * kh * kw * cin * layer.filters
+        elif isinstance(layer, layers.Dense):
+            total += layer.input_shape[-1] * layer.units
+    return int(total)

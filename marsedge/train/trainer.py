@@ -1,0 +1,382 @@
+"""The training loop: data hygiene, split, AdamW + schedule, early stopping, checkpoints, resume."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from marsedge import __version__
+from marsedge.atomic import write_bytes, write_json, write_text
+from marsedge.errors import MarsEdgeError, RunDirError
+from marsedge.train import rundir
+from marsedge.train.config import TrainConfig
+from marsedge.train.data import (
+    CLASS_NAMES,
+    class_pixel_shares,
+    class_weights,
+    clean_tiles,
+    file_sha256,
+    frame_groups,
+    load_tiles,
+    stratified_split,
+)
+from marsedge.train.metrics import confusion_matrix, iou_report
+from marsedge.train.preview import choose_preview_tiles, write_preview
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+class TrainingDiverged(MarsEdgeError):
+    """The loss became NaN or infinite."""
+
+
+def _prepare(config: TrainConfig, out: Path, resume: bool):
+    """Load, clean and split the data; write or check config.json and split.npz."""
+    tiles = load_tiles(config.data)
+    if config.limit and config.limit < len(tiles):
+        tiles = tiles.subset(_random_frames(tiles, config.limit, config.seed))
+    data_hash = file_sha256(config.data)
+    if resume:
+        run = rundir.read_run(out, need_weights=False)
+        if run.data_sha256 and run.data_sha256 != data_hash:
+            raise RunDirError(
+                f"{config.data}: data changed since this run started (sha256 {run.data_sha256[:12]}… now "
+                f"{data_hash[:12]}…); start a new run directory"
+            )
+        split = rundir.split_indices(run)
+        return tiles, split, run.derived
+    keep, report = clean_tiles(tiles) if config.clean else (np.arange(len(tiles)), None)
+    groups = frame_groups(tiles.images)
+    split_local = stratified_split(
+        tiles.masks[keep], groups[keep], config.val_fraction, config.test_fraction, config.seed
+    )
+    split = {name: keep[index] for name, index in split_local.items()}
+    split["dropped"] = np.array(report.dropped if report else [], dtype=np.int64)
+    if len(split["train"]) == 0 or len(split["val"]) == 0:
+        raise MarsEdgeError(f"{config.data}: too few usable tiles ({len(keep)}) to split into train and validation")
+    train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
+    mean, std = float(train_images.mean()), float(max(train_images.std(), 1.0))
+    output_classes = [1, 2, 3, 4] if config.ignore_background else [0, 1, 2, 3, 4]
+    derived = {
+        "input_shape": list(tiles.images.shape[1:]),
+        "mean": mean,
+        "std": std,
+        "output_classes": output_classes,
+        "class_names": list(CLASS_NAMES),
+        "class_weights": class_weights(train_masks, config.class_weighting, config.ignore_background).tolist(),
+        "class_pixel_shares": class_pixel_shares(train_masks).tolist(),
+        "tiles_loaded": len(tiles),
+        "frame_grouping": "pairs" if groups[-1] != len(groups) - 1 else "tiles",
+        "split_sizes": {name: int(len(split[name])) for name in ("train", "val", "test")},
+        "cleaning": report.summary() if report else None,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with io.BytesIO() as buffer:
+        np.savez(buffer, **split)
+        write_bytes(out / rundir.SPLIT_FILE, buffer.getvalue())
+    write_json(
+        out / rundir.CONFIG_FILE,
+        {"marsedge_version": __version__, "train": config.to_dict(), "data_sha256": data_hash, "derived": derived},
+    )
+    log.info(
+        "data %s: %d tiles, dropped %d (%s); frames grouped as %s; train/val/test = %s",
+        config.data, len(tiles), len(split["dropped"]), derived["cleaning"], derived["frame_grouping"],
+        derived["split_sizes"],
+    )
+    log.info(
+        "class pixel shares (train): %s",
+        ", ".join(f"{n} {s:.1%}" for n, s in zip(CLASS_NAMES, derived["class_pixel_shares"])),
+    )
+    return tiles, split, derived
+
+
+def _device_summary(tf) -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"GPU x{len(gpus)} ({', '.join(g.name for g in gpus)})"
+    return f"CPU ({platform.processor() or platform.machine()}, {tf.config.threading.get_inter_op_parallelism_threads() or 'auto'} threads)"
+
+
+def _strategy(tf, name: str):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _schedule(config: TrainConfig, steps_per_epoch: int, keras, tf):
+    if config.schedule != "cosine":
+        return config.learning_rate
+    total = max(config.epochs * steps_per_epoch, 1)
+    warmup = min(config.warmup_epochs * steps_per_epoch, total // 2)
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = config.learning_rate * (step + 1.0) / max(warmup, 1)
+            progress = tf.clip_by_value((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
+            cosine = config.learning_rate * (0.02 + 0.98 * 0.5 * (1.0 + tf.cos(math.pi * progress)))
+            return tf.where(step < warmup, warm, cosine)
+
+        def get_config(self):
+            return {}
+
+    return WarmupCosine()
+
+
+def predict_classes(model, images: np.ndarray, output_classes: list[int], batch_size: int = 64) -> np.ndarray:
+    """Class-id masks from a Keras model for uint8 tiles ``(N,H,W)``."""
+    logits = model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
+    return np.asarray(output_classes, dtype=np.uint8)[np.argmax(logits, axis=-1)]
+
+
+class _Progress:
+    """A one-line progress bar on stderr (per batch on a terminal, per epoch otherwise)."""
+
+    def __init__(self, keras, epoch: int, epochs: int, steps: int, batch_size: int, enabled: bool):
+        outer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                outer.update(batch + 1, (logs or {}).get("loss", float("nan")))
+
+        self.callback = Callback()
+        self.epoch, self.epochs, self.steps, self.batch_size = epoch, epochs, steps, batch_size
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def update(self, step: int, loss: float) -> None:
+        if not self.enabled or (step % 5 and step != self.steps):
+            return
+        width = 24
+        done = int(width * step / max(self.steps, 1))
+        rate = step * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
+        sys.stderr.write(
+            f"\repoch {self.epoch + 1}/{self.epochs} [{'=' * done}{'.' * (width - done)}] "
+            f"{step}/{self.steps} loss {loss:.4f} {rate:.0f} img/s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 78 + "\r")
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    fields = list(rows[0].keys())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def _save_checkpoint(tf, checkpoint, out: Path, epoch: int, state: dict) -> None:
+    """Write the checkpoint files first, then point state.json at them (atomic rename)."""
+    directory = out / CHECKPOINT_DIR
+    directory.mkdir(exist_ok=True)
+    name = f"epoch_{epoch:04d}"
+    tmp = directory / f".{name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    checkpoint.write(str(tmp / "ckpt"))
+    final = directory / name
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    write_json(out / rundir.STATE_FILE, {**state, "checkpoint": f"{CHECKPOINT_DIR}/{name}/ckpt"})
+    for old in sorted(p for p in directory.glob("epoch_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in directory.glob(".*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train a model and write the run directory; returns the final metrics.
+
+    With ``resume`` the run continues from the last complete checkpoint in ``config.out``
+    (same data, split and optimizer state).
+
+    Raises:
+        MarsEdgeError: bad data, a run directory in the way, or a diverged loss.
+    """
+    out = Path(config.out)
+    state_path = out / rundir.STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise RunDirError(f"{out}: nothing to resume (no {rundir.STATE_FILE}); start without --resume")
+        saved = rundir.read_run(out, need_weights=False)
+        config = saved.config.replace(epochs=config.epochs) if config.epochs != saved.config.epochs else saved.config
+    elif state_path.exists() or (out / rundir.BEST_WEIGHTS).exists():
+        raise RunDirError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
+
+    from marsedge.train.augment import make_dataset
+    from marsedge.train.keras_metrics import MeanIoU
+    from marsedge.train.losses import make_loss
+    from marsedge.train.model import build_unet, count_macs
+    from marsedge.train.tf_env import keras, tf
+
+    started = time.perf_counter()
+    tiles, split, derived = _prepare(config, out, resume)
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    device = _device_summary(tf)
+    log.info("device: %s", device)
+
+    train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
+    val_images, val_masks = tiles.images[split["val"]], tiles.masks[split["val"]]
+    steps = max(len(train_images) // config.batch_size, 1)
+    strategy = _strategy(tf, config.strategy)
+    with strategy.scope():
+        model = build_unet(
+            config.model,
+            input_shape=tuple(derived["input_shape"]),
+            num_outputs=len(derived["output_classes"]),
+            mean=derived["mean"],
+            std=derived["std"],
+        )
+        learning_rate = _schedule(config, steps, keras, tf)
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
+        if config.mixed_precision:
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+        loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
+        model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
+    params, macs = model.count_params(), count_macs(model)
+    log.info("model: %s parameters, %.1f M MACs per tile", f"{params:,}", macs / 1e6)
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    history: list[dict] = []
+    start_epoch, best_miou, best_epoch, since_best, lr_scale = 0, -1.0, -1, 0, 1.0
+    if resume:
+        state = json.loads(state_path.read_text())
+        checkpoint.read(str(out / state["checkpoint"])).expect_partial()
+        start_epoch, best_miou, best_epoch = state["epoch"] + 1, state["best_miou"], state["best_epoch"]
+        since_best, lr_scale = state.get("since_best", 0), state.get("lr_scale", 1.0)
+        history = _read_history(out / rundir.HISTORY_FILE)[:start_epoch]
+        log.info("resuming at epoch %d (best val mIoU %.4f at epoch %d)", start_epoch + 1, best_miou, best_epoch + 1)
+    preview_index = choose_preview_tiles(val_masks, config.preview_tiles, config.seed)
+
+    for epoch in range(start_epoch, config.epochs):
+        if since_best >= config.patience:
+            break
+        if config.schedule == "plateau":
+            optimizer.learning_rate.assign(config.learning_rate * lr_scale)
+        dataset = make_dataset(
+            train_images, train_masks, config.batch_size, True, config.seed, epoch, config.augment
+        )
+        bar = _Progress(keras, epoch, config.epochs, steps, config.batch_size, progress)
+        tick = time.perf_counter()
+        fit = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=[bar.callback])
+        train_seconds = time.perf_counter() - tick
+        bar.close()
+        train_loss = float(fit.history["loss"][-1])
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch + 1} (loss {train_loss}); the best checkpoint "
+                f"(epoch {best_epoch + 1}, val mIoU {best_miou:.4f}) is kept in {out}"
+            )
+        prediction = predict_classes(model, val_images, derived["output_classes"])
+        report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
+        miou = report["mean_iou"]
+        current_lr = _current_learning_rate(optimizer)
+        row = {
+            "epoch": epoch + 1,
+            "loss": round(train_loss, 6),
+            "train_miou": round(float(fit.history["miou"][-1]), 6),
+            "val_miou": round(miou, 6),
+            **{f"val_iou_{n}": round(v, 6) if v is not None else "" for n, v in report["class_iou"].items()},
+            "learning_rate": current_lr,
+            "images_per_s": round(steps * config.batch_size / train_seconds, 1),
+            "epoch_seconds": round(time.perf_counter() - tick, 1),
+        }
+        history.append(row)
+        improved = miou > best_miou
+        if improved:
+            best_miou, best_epoch, since_best = miou, epoch, 0
+            model.save_weights(str(out / ".best.partial.weights.h5"))
+            (out / ".best.partial.weights.h5").replace(out / rundir.BEST_WEIGHTS)
+            write_preview(
+                out / rundir.PREVIEW_FILE,
+                val_images[preview_index],
+                val_masks[preview_index],
+                prediction[preview_index],
+            )
+        else:
+            since_best += 1
+            if config.schedule == "plateau" and since_best % max(config.patience // 3, 1) == 0:
+                lr_scale *= 0.5
+        _write_history(out / rundir.HISTORY_FILE, history)
+        _save_checkpoint(
+            tf, checkpoint, out, epoch,
+            {"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch, "since_best": since_best,
+             "lr_scale": lr_scale},
+        )
+        log.info(
+            "epoch %d/%d loss %.4f val mIoU %.4f%s (%s) %.0f img/s %.0fs",
+            epoch + 1, config.epochs, train_loss, miou, " *" if improved else "",
+            " ".join(f"{n} {v:.3f}" for n, v in report["class_iou"].items() if v is not None),
+            row["images_per_s"], row["epoch_seconds"],
+        )
+
+    model.load_weights(str(out / rundir.BEST_WEIGHTS))
+    metrics = {
+        "marsedge_version": __version__,
+        "best_epoch": best_epoch + 1,
+        "epochs_run": len(history),
+        "val": iou_report(
+            confusion_matrix(val_masks, predict_classes(model, val_images, derived["output_classes"])), CLASS_NAMES
+        ),
+        "parameters": params,
+        "macs_per_tile": macs,
+        "dropped_samples": split["dropped"].tolist(),
+        "cleaning": derived.get("cleaning"),
+        "split_sizes": derived.get("split_sizes"),
+        "device": device,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    if len(split["test"]):
+        test_images, test_masks = tiles.images[split["test"]], tiles.masks[split["test"]]
+        metrics["test"] = iou_report(
+            confusion_matrix(test_masks, predict_classes(model, test_images, derived["output_classes"])), CLASS_NAMES
+        )
+    previous = out / rundir.METRICS_FILE
+    if resume and previous.exists():
+        metrics["wall_seconds"] += json.loads(previous.read_text()).get("wall_seconds", 0.0)
+    write_json(previous, metrics)
+    log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], best_epoch + 1, out)
+    return metrics
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _current_learning_rate(optimizer) -> float:
+    rate = getattr(optimizer, "inner_optimizer", optimizer).learning_rate
+    if callable(rate):
+        rate = rate(optimizer.iterations)
+    return float(np.asarray(rate))
+
+
+def _random_frames(tiles, count: int, seed: int) -> np.ndarray:
+    """Indices of about ``count`` tiles drawn as whole frames at random (sorted), for quick runs."""
+    groups = frame_groups(tiles.images)
+    order = np.random.default_rng(seed).permutation(np.unique(groups))
+    sizes = np.bincount(groups)
+    chosen = order[: int(np.searchsorted(np.cumsum(sizes[order]), count) + 1)]
+    return np.flatnonzero(np.isin(groups, chosen))[:count]
