@@ -1,0 +1,128 @@
+"""Loss, metrics, augmentation and the model builder."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from marsedge.train.metrics import class_iou, confusion_matrix, mean_iou
+
+tf_env = pytest.importorskip("marsedge.train.tf_env")
+tf = tf_env.tf
+
+
+def test_confusion_matrix_ignores_unlabeled_and_mean_iou_is_hand_computed():
+    truth = np.array([[0, 1, 1, 2], [2, 3, 4, 0]])
+    pred = np.array([[4, 1, 2, 2], [2, 3, 3, 1]])
+    cm = confusion_matrix(truth, pred)
+    assert cm.sum() == 6  # two class-0 pixels skipped, whatever was predicted there
+    assert cm[1, 1] == 1 and cm[1, 2] == 1 and cm[2, 2] == 2 and cm[3, 3] == 1 and cm[4, 3] == 1
+    # soil 1/(1+0+1)=0.5, bedrock 2/(2+1+0)=2/3, sand 1/(1+1+0)=0.5, big rock 0/(0+0+1)=0
+    np.testing.assert_allclose(class_iou(cm)[1:], [0.5, 2 / 3, 0.5, 0.0])
+    assert math.isclose(mean_iou(cm), (0.5 + 2 / 3 + 0.5 + 0.0) / 4)
+
+
+def test_mean_iou_skips_classes_absent_everywhere():
+    cm = confusion_matrix(np.array([1, 1, 2]), np.array([1, 1, 2]))
+    assert mean_iou(cm) == 1.0
+
+
+def test_keras_metric_matches_numpy_on_whole_epoch():
+    from marsedge.train.keras_metrics import MeanIoU
+
+    rng = np.random.default_rng(0)
+    metric = MeanIoU()
+    truths, preds = [], []
+    for _ in range(3):  # accumulated across batches, not batch-averaged
+        truth = rng.integers(0, 5, (2, 8, 16))
+        logits = rng.normal(size=(2, 8, 16, 4)).astype(np.float32)
+        metric.update_state(truth, logits)
+        truths.append(truth)
+        preds.append(np.argmax(logits, -1) + 1)
+    expected = mean_iou(confusion_matrix(np.concatenate(truths), np.concatenate(preds)))
+    assert math.isclose(float(metric.result()), expected, rel_tol=1e-6)
+
+
+def test_focal_loss_matches_hand_computed_value():
+    from marsedge.train.losses import focal_loss
+
+    logits = np.zeros((1, 1, 3, 4), np.float32)
+    logits[0, 0, 0] = [2.0, 0.0, 0.0, 0.0]  # class 1, confident
+    logits[0, 0, 1] = [0.0, 1.0, 0.0, 0.0]  # class 3, wrong-ish
+    masks = np.array([[[1, 3, 0]]])  # third pixel unlabeled: ignored
+    weights = np.array([0.0, 1.0, 1.0, 2.0, 1.0], np.float32)
+
+    def term(row, cls_index, weight, gamma=2.0):
+        p = np.exp(row) / np.exp(row).sum()
+        return -weight * (1 - p[cls_index]) ** gamma * np.log(p[cls_index])
+
+    expected = (term(logits[0, 0, 0], 0, 1.0) + term(logits[0, 0, 1], 2, 2.0)) / 2
+    value = float(focal_loss(masks, logits, weights, gamma=2.0))
+    assert math.isclose(value, expected, rel_tol=1e-5)
+    ce = float(focal_loss(masks, logits, weights, gamma=0.0))
+    assert ce > value  # focusing down-weights the confident pixel
+
+
+def test_dice_loss_is_zero_for_perfect_prediction():
+    from marsedge.train.losses import dice_loss
+
+    masks = np.array([[[1, 2], [3, 4]]])
+    logits = np.eye(4, dtype=np.float32)[masks - 1] * 50.0
+    assert float(dice_loss(masks, logits)) < 1e-3
+
+
+def test_augmentation_moves_planted_pattern_with_the_mask():
+    from marsedge.train.augment import augment_batch
+
+    images = np.full((16, 64, 128, 1), 60.0, np.float32)
+    masks = np.ones((16, 64, 128, 1), np.float32)
+    images[:, 10:30, 20:50] = 220.0  # a bright planted block labelled big rock
+    masks[:, 10:30, 20:50] = 4
+    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), tf.constant([3, 7], tf.int64))
+    out_images, out_masks = out_images.numpy()[..., 0], out_masks.numpy()[..., 0]
+    assert set(np.unique(out_masks)) <= {0.0, 1.0, 4.0}  # nearest neighbour, no blended labels
+    moved = 0
+    for image, mask in zip(out_images, out_masks):
+        rock, soil = image[mask == 4], image[mask == 1]
+        assert rock.size and soil.size
+        assert np.median(rock) > np.median(soil) + 80  # the pattern stays under its label
+        moved += not np.array_equal(mask == 4, masks[0, ..., 0] == 4)
+    assert moved >= 8  # and it really moved in most tiles
+
+
+def test_augmentation_is_reproducible_and_seed_dependent():
+    from marsedge.train.augment import make_dataset
+    from marsedge.train.synthetic import generate_tiles
+
+    images, masks = generate_tiles(16, seed=1)
+    first = [x.numpy() for x, _ in make_dataset(images, masks, 8, True, seed=1, epoch=0)]
+    again = [x.numpy() for x, _ in make_dataset(images, masks, 8, True, seed=1, epoch=0)]
+    other = [x.numpy() for x, _ in make_dataset(images, masks, 8, True, seed=1, epoch=1)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    for _, y in make_dataset(images, masks, 8, True, seed=1, epoch=0):
+        assert y.dtype == tf.int32 and int(tf.reduce_min(y)) >= 0 and int(tf.reduce_max(y)) <= 4
+
+
+def test_every_layer_is_named_and_model_is_compact():
+    from marsedge.train.config import ModelConfig
+    from marsedge.train.model import build_unet, count_macs
+
+    model = build_unet(ModelConfig(global_context=True, squeeze_excitation=True))
+    names = [layer.name for layer in model.layers]
+    assert len(names) == len(set(names))
+    assert not any(name.startswith(("conv2d", "batch_normalization", "re_lu", "add", "multiply")) for name in names)
+    assert {"normalize", "bottleneck_sum", "context_pool", "dec0_se_scale", "logits"} <= set(names)
+    default = build_unet(ModelConfig())
+    assert default.count_params() < 1_000_000
+    assert 50e6 < count_macs(default) < 400e6
+    assert default.output_shape == (None, 64, 128, 4)
+
+
+def test_model_rejects_indivisible_tile_size():
+    from marsedge.train.config import ModelConfig
+    from marsedge.train.model import build_unet
+
+    with pytest.raises(ValueError, match="divisible"):
+        build_unet(ModelConfig(depth=3), input_shape=(60, 128))

@@ -1,0 +1,123 @@
+"""End-to-end training runs on tiny generated data: artefacts, resume, CLI."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("marsedge.train.tf_env")
+
+from marsedge.cli import app
+from marsedge.train.config import ModelConfig, TrainConfig
+from marsedge.train.synthetic import write_dataset
+from marsedge.train.trainer import train
+
+TINY_MODEL = ModelConfig(base_filters=4, depth=2, dilation_rates=(1, 2), dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", count=64, seed=0)
+
+
+def _config(data: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(data=str(data), out=str(out), epochs=1, batch_size=16, model=TINY_MODEL, preview_tiles=4)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_one_epoch_writes_every_artefact(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(_config(tiny_data, out), progress=False)
+    for name in ("config.json", "split.npz", "history.csv", "best.weights.h5", "metrics.json", "preview.png", "state.json"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "config.json").read_text())
+    assert TrainConfig.from_dict(saved["train"]) == _config(tiny_data, out)
+    assert len(saved["data_sha256"]) == 64
+    assert saved["derived"]["output_classes"] == [1, 2, 3, 4]
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert set(on_disk["val"]["class_iou"]) == {"soil", "bedrock", "sand", "big_rock"}
+    assert np.array(on_disk["val"]["confusion_matrix"]).shape == (5, 5)
+    assert on_disk["parameters"] > 0 and on_disk["macs_per_tile"] > 0 and "device" in on_disk
+    assert "test" in on_disk
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["1"] and float(rows[0]["images_per_s"]) > 0
+    split = np.load(out / "split.npz")
+    assert not set(split["train"]) & set(split["val"])
+
+
+def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_data, out, epochs=1), progress=False)
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 0
+    train(_config(tiny_data, out, epochs=2), resume=True, progress=False)
+    with open(out / "history.csv") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["1", "2"]
+    assert json.loads((out / "state.json").read_text())["epoch"] == 1
+    assert len(list((out / "checkpoints").glob("epoch_*"))) == 2
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tiny_data, tmp_path):
+    from marsedge.errors import RunDirError
+
+    out = tmp_path / "run"
+    train(_config(tiny_data, out), progress=False)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train(_config(tiny_data, out), progress=False)
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        train(_config(tiny_data, tmp_path / "empty"), resume=True, progress=False)
+
+
+def test_resume_detects_changed_data(tiny_data, tmp_path):
+    from marsedge.errors import RunDirError
+
+    data = tmp_path / "data.npz"
+    data.write_bytes(tiny_data.read_bytes())
+    out = tmp_path / "run"
+    train(_config(data, out), progress=False)
+    write_dataset(data, count=64, seed=99)
+    with pytest.raises(RunDirError, match="data changed"):
+        train(_config(data, out, epochs=2), resume=True, progress=False)
+
+
+def test_cli_train_and_clear_errors(tiny_data, tmp_path):
+    runner = CliRunner()
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model": {"base_filters": 4, "depth": 2, "dilation_rates": [1]}, "batch_size": 16}))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "val mIoU" in result.output and (out / "metrics.json").exists()
+
+    missing = tmp_path / "nope.npz"
+    result = runner.invoke(app, ["train", "--data", str(missing), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2
+    assert f"error: {missing}: no such file" in result.output
+    assert "Traceback" not in result.output
+
+    config.write_text(json.dumps({"los": "focal"}))
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r3"), "--config", str(config)])
+    assert result.exit_code == 2 and "unknown config keys: los" in result.output
+
+
+def test_train_without_tensorflow_names_the_extra(tmp_path):
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from marsedge.cli import main\n"
+        f"sys.argv = ['marsedge', 'train', '--data', {str(tmp_path / 'x.npz')!r}, '--out', {str(tmp_path / 'r')!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "pip install 'marsedge[train]'" in result.stderr
+    assert "Traceback" not in result.stderr
