@@ -1,0 +1,148 @@
+"""A batch of image files: expanding inputs and segmenting each file into its outputs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_gray, mask_png, overlay_png, write_atomic
+from .segmenter import Segmenter
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An INPUT argument that yields no image: the argument and why."""
+
+    source: str
+    message: str
+
+
+def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[InputProblem]]:
+    """Turns INPUT arguments (files, directories, globs) into image paths, in order.
+
+    A named file is always tried (a non-image fails later with a clear message); a
+    directory contributes its PNG/JPEG files, not recursing; a glob contributes what it
+    matches, directories expanded the same way. Paths are listed once.
+    """
+    paths: list[Path] = []
+    problems: list[InputProblem] = []
+    seen: set[str] = set()
+
+    def add(path: Path) -> None:
+        key = os.path.realpath(path)  # never raises, even on symlink loops
+        if key not in seen:
+            seen.add(key)
+            paths.append(path)
+
+    for source in inputs:
+        if os.path.isdir(source):
+            images = _images_in(Path(source))
+            if not images:
+                problems.append(InputProblem(source, "directory has no PNG or JPEG images"))
+            for image in images:
+                add(image)
+        elif os.path.lexists(source) or not _GLOB_CHARS & set(source):
+            add(Path(source))  # a missing file fails with a clear message when loaded
+        else:
+            matches = sorted(glob.glob(source, recursive=True))
+            if not matches:
+                problems.append(InputProblem(source, "no files match this pattern"))
+            for match in matches:
+                for image in _images_in(Path(match)) if os.path.isdir(match) else [Path(match)]:
+                    add(image)
+    return paths, problems
+
+
+def output_stem(path: Path, used: set[str]) -> str:
+    """The file stem for ``path``'s outputs, made unique within one batch (``x``, ``x-2``...)."""
+    stem, n = path.stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{path.stem}-{n}"
+    used.add(stem)
+    return stem
+
+
+def segment_file(
+    segmenter: Segmenter,
+    path: Path,
+    out_dir: Path,
+    stem: str,
+    overlay: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> dict[str, Any]:
+    """Segments one image file and writes ``<stem>_mask.png``, ``<stem>_overlay.png`` and
+    ``<stem>.json`` into ``out_dir``; returns the JSON record.
+
+    Each file is written atomically, the record last; if any write fails, the outputs
+    already written for this image are removed, so an image has all its outputs or none.
+
+    Raises:
+        ImageError: the image cannot be read or used.
+        OSError: an output cannot be written.
+    """
+    start = time.perf_counter()
+    gray = load_gray(path, max_pixels=max_pixels)
+    load_ms = (time.perf_counter() - start) * 1e3
+    result = segmenter.segment(gray)
+
+    tick = time.perf_counter()
+    outputs: dict[str, bytes] = {f"{stem}_mask.png": mask_png(result.mask, result.classes)}
+    if overlay:
+        shown = segmenter.metadata["output_classes"]
+        outputs[f"{stem}_overlay.png"] = overlay_png(gray, result.mask, result.classes, result.class_fractions, shown)
+    latency = {"load": load_ms, **result.timings}
+    record: dict[str, Any] = {
+        "input": str(path),
+        "size": {"width": int(gray.shape[1]), "height": int(gray.shape[0])},
+        "class_fractions": {name: round(value, 6) for name, value in result.class_fractions.items()},
+        "latency_ms": {},
+        "tiles": result.tiles,
+        "model": segmenter.model_info,
+        "outputs": {
+            "mask": str(out_dir / f"{stem}_mask.png"),
+            "overlay": str(out_dir / f"{stem}_overlay.png") if overlay else None,
+            "json": str(out_dir / f"{stem}.json"),
+        },
+    }
+    written: list[Path] = []
+    try:
+        for name, data in outputs.items():
+            write_atomic(out_dir / name, data)
+            written.append(out_dir / name)
+        latency["write"] = (time.perf_counter() - tick) * 1e3
+        latency["total"] = sum(latency.values())
+        record["latency_ms"] = {stage: round(ms, 3) for stage, ms in latency.items()}
+        write_atomic(out_dir / f"{stem}.json", (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    except BaseException:
+        for done in written:
+            with suppress(OSError):
+                done.unlink()
+        raise
+    return record
+
+
+def summary(latencies_ms: Sequence[float], failures: int) -> str:
+    """One line: images segmented, failures, mean ms/image and FPS over the segmented ones."""
+    mean = sum(latencies_ms) / len(latencies_ms) if latencies_ms else 0.0
+    fps = 1000.0 / mean if mean else 0.0
+    images = "image" if len(latencies_ms) == 1 else "images"
+    noun = "failure" if failures == 1 else "failures"
+    return f"{len(latencies_ms)} {images} segmented, {failures} {noun}, mean {mean:.1f} ms/image, {fps:.1f} FPS"
+
+
+def _images_in(directory: Path) -> list[Path]:
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]

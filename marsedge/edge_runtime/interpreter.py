@@ -1,0 +1,104 @@
+"""The TFLite interpreter, from the lightest package that provides one.
+
+Order: ``ai_edge_litert`` (LiteRT, the base dependency), ``tflite_runtime`` (older Pi
+images), then ``tensorflow.lite`` as a last resort on a development machine. The import
+happens on first use, so reading metadata or images never pays for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def interpreter_api() -> tuple[type, Any, str]:
+    """Returns ``(Interpreter class, OpResolverType enum, package name)``."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        return Interpreter, OpResolverType, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+
+        return Interpreter, OpResolverType, "tflite_runtime"
+    except ImportError:
+        pass
+    try:
+        # Last resort only: a development machine with the [train] extra.
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tensorflow.lite"
+    except ImportError:
+        raise ModelError(
+            "no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert)"
+        ) from None
+
+
+def make_interpreter(model_content: bytes, threads: int | None = None, reference_kernels: bool = False) -> Any:
+    """Builds an interpreter with tensors allocated.
+
+    Args:
+        model_content: the whole .tflite file (trailing metadata is ignored by TFLite).
+        threads: CPU threads for the optimised kernels; None lets the interpreter choose.
+        reference_kernels: use the builtin reference kernels (no XNNPACK): slower, but the
+            same bits on x86_64 and aarch64.
+
+    Raises:
+        ModelError: the bytes are not a TFLite model the interpreter can run.
+    """
+    interpreter_cls, op_resolver, package = interpreter_api()
+    kwargs: dict[str, Any] = {"model_content": model_content, "num_threads": threads}
+    if reference_kernels:
+        kwargs["experimental_op_resolver_type"] = op_resolver.BUILTIN_REF
+    try:
+        with _native_stderr_to_log():
+            interpreter = interpreter_cls(**kwargs)
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"not a TFLite model the interpreter can run: {_first_line(exc)}") from None
+    logger.debug("interpreter from %s, threads=%s, reference kernels=%s", package, threads, reference_kernels)
+    return interpreter
+
+
+@contextlib.contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
+    """Sends what the C++ runtime writes to stderr (e.g. "INFO: Created TensorFlow Lite
+    XNNPACK delegate") to the debug log, so the CLI's stderr holds only its own lines.
+
+    It swaps file descriptor 2 for the process while the interpreter is built (a few ms).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield  # no usable fd 2 (embedded interpreter): leave stderr alone
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace").strip()
+            if text:
+                logger.debug("interpreter said: %s", text)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

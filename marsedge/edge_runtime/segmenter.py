@@ -1,0 +1,255 @@
+"""The public entry point: a :class:`Segmenter` loaded once and reused for every frame."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+from .grey import to_gray8
+from .interpreter import make_interpreter
+from .metadata import ClassInfo, class_table, read_metadata
+from .tiling import pad_to, ramp, tile_origins
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "marsedge_int8.tflite"
+DEFAULT_TILE_OVERLAP = 16
+_INPUT_DTYPES = (np.float32, np.int8, np.uint8)
+
+
+@dataclass(frozen=True)
+class SegmenterOptions:
+    """How a :class:`Segmenter` runs; the CLI maps its options onto these one to one.
+
+    Attributes:
+        model: path to a marsedge .tflite, or None for the int8 model bundled with the
+            package.
+        threads: CPU threads for the interpreter; None lets it choose.
+        reference_kernels: builtin reference kernels instead of XNNPACK: slower, but
+            bit-identical masks on x86_64 and aarch64.
+        tile_overlap: pixels shared by neighbouring tiles of a frame larger than the
+            model input, 0 .. min(tile height, tile width) - 1.
+        tta: also segment the mirrored frame and average the logits (twice the time).
+    """
+
+    model: str | os.PathLike[str] | None = None
+    threads: int | None = None
+    reference_kernels: bool = False
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
+    tta: bool = False
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The result for one frame.
+
+    Attributes:
+        mask: uint8 array (H, W) of class ids, the size of the input frame.
+        class_fractions: share of the frame's pixels per class name, every class listed.
+        timings: milliseconds per stage: ``preprocess``, ``infer``, ``postprocess``.
+        classes: the model's classes (id, name, colour), sorted by id.
+        tiles: how many model tiles covered the frame (doubled with TTA).
+    """
+
+    mask: np.ndarray
+    class_fractions: dict[str, float]
+    timings: dict[str, float]
+    classes: tuple[ClassInfo, ...]
+    tiles: int
+
+
+class Segmenter:
+    """A marsedge model ready to segment frames of any size, loaded once.
+
+    Example:
+        >>> segmenter = Segmenter(threads=4)
+        >>> result = segmenter.segment(frame)  # uint8 (H, W) grey, or RGB / 16-bit
+        >>> result.mask.shape == frame.shape[:2]
+
+    Calls are serialised by a lock: one instance may be shared between threads, though a
+    Segmenter per thread runs them in parallel.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        reference_kernels: bool = False,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        tta: bool = False,
+    ) -> None:
+        """Loads and checks the model.
+
+        Raises:
+            ModelError: the model is unreadable, not TFLite, lacks metadata, or its tensors
+                do not match the model contract.
+            ValueError: ``threads`` or ``tile_overlap`` out of range.
+        """
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be 1 or more, got {threads}")
+        self.options = SegmenterOptions(model, threads, reference_kernels, tile_overlap, tta)
+        self.model_path = Path(model) if model is not None else DEFAULT_MODEL
+        try:
+            content = self.model_path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read model: {exc.strerror or exc}") from None
+        self.metadata: dict[str, Any] = read_metadata(content)
+        self.classes = class_table(self.metadata)
+        self.tile_height = int(self.metadata["input"]["height"])
+        self.tile_width = int(self.metadata["input"]["width"])
+        if not 0 <= tile_overlap < min(self.tile_height, self.tile_width):
+            raise ValueError(
+                f"tile_overlap must be in 0..{min(self.tile_height, self.tile_width) - 1} "
+                f"for {self.tile_height}x{self.tile_width} tiles, got {tile_overlap}"
+            )
+        self._content = content  # the interpreter may keep pointers into it
+        self._interpreter = make_interpreter(content, threads, reference_kernels)
+        self._input, self._output = self._check_tensors()
+        self._input_lut = self._make_input_lut()
+        scale, zero_point = self._output["quantization"]
+        self._output_scale = np.float32(scale) if self._output["dtype"] != np.float32 else None
+        self._output_zero_point = np.float32(zero_point)
+        self._class_ids = np.asarray(self.metadata["output_classes"], dtype=np.uint8)
+        self._weights = (
+            ramp(self.tile_height, tile_overlap)[:, None] * ramp(self.tile_width, tile_overlap)[None, :]
+        )[..., None]
+        self._lock = threading.Lock()
+        self.model_info = {
+            "name": self.metadata["name"],
+            "version": self.metadata.get("marsedge_version"),
+            "precision": self.metadata.get("precision"),
+            "path": str(self.model_path),
+            "sha256": hashlib.sha256(content).hexdigest()[:16],
+        }
+
+    @classmethod
+    def from_options(cls, options: SegmenterOptions) -> Segmenter:
+        """Builds a Segmenter from saved options."""
+        return cls(options.model, options.threads, options.reference_kernels, options.tile_overlap, options.tta)
+
+    def segment(self, image: np.ndarray) -> Segmentation:
+        """Segments one frame of any size.
+
+        Args:
+            image: (H, W) or (H, W, 1) grey, (H, W, 3|4) RGB(A); uint8 or uint16.
+
+        Raises:
+            ImageError: the array is not an image this model can take.
+        """
+        with self._lock:
+            return self._segment(image)
+
+    def _segment(self, image: np.ndarray) -> Segmentation:
+        start = time.perf_counter()
+        gray = to_gray8(image)
+        height, width = gray.shape
+        th, tw = self.tile_height, self.tile_width
+        quantised = self._input_lut[pad_to(gray, th, tw)]
+        full_height, full_width = quantised.shape
+        rows = tile_origins(full_height, th, self.options.tile_overlap)
+        cols = tile_origins(full_width, tw, self.options.tile_overlap)
+        mask = np.empty((full_height, full_width), dtype=np.uint8)
+        # Logits of one band of tile rows; rows above the next band's top are final.
+        band = np.zeros((th, full_width, len(self._class_ids)), dtype=np.float32)
+        band_top = 0
+        infer_s = post_s = 0.0
+        pre_s = time.perf_counter() - start
+        for y in rows:
+            tick = time.perf_counter()
+            shift = y - band_top
+            if shift:
+                mask[band_top:y] = self._class_ids[band[:shift].argmax(axis=-1)]
+                band[: th - shift] = band[shift:]
+                band[th - shift :] = 0.0
+                band_top = y
+            post_s += time.perf_counter() - tick
+            for x in cols:
+                tile = quantised[y : y + th, x : x + tw]
+                tick = time.perf_counter()
+                raw = self._invoke(tile)
+                if self.options.tta:
+                    flipped = self._invoke(tile[:, ::-1])[:, ::-1]
+                mid = time.perf_counter()
+                infer_s += mid - tick
+                logits = self._dequantise(raw)
+                if self.options.tta:
+                    logits += self._dequantise(flipped)
+                band[:, x : x + tw] += logits * self._weights
+                post_s += time.perf_counter() - mid
+        tick = time.perf_counter()
+        mask[band_top:] = self._class_ids[band[: full_height - band_top].argmax(axis=-1)]
+        mask = np.ascontiguousarray(mask[:height, :width])
+        counts = np.bincount(mask.ravel(), minlength=256)
+        fractions = {c.name: float(counts[c.id]) / mask.size for c in self.classes}
+        post_s += time.perf_counter() - tick
+        return Segmentation(
+            mask=mask,
+            class_fractions=fractions,
+            timings={"preprocess": pre_s * 1e3, "infer": infer_s * 1e3, "postprocess": post_s * 1e3},
+            classes=self.classes,
+            tiles=len(rows) * len(cols) * (2 if self.options.tta else 1),
+        )
+
+    def _invoke(self, tile: np.ndarray) -> np.ndarray:
+        self._interpreter.set_tensor(self._input["index"], tile[None, :, :, None])
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"])[0]
+
+    def _dequantise(self, raw: np.ndarray) -> np.ndarray:
+        if self._output_scale is None:
+            return raw.astype(np.float32, copy=True)
+        return (raw.astype(np.float32) - self._output_zero_point) * self._output_scale
+
+    def _check_tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"expected one input and one output tensor, got {len(inputs)} and {len(outputs)}")
+        expected = (1, self.tile_height, self.tile_width, 1)
+        shape = tuple(int(d) for d in inputs[0]["shape"])
+        if shape != expected:
+            raise ModelError(f"wrong input shape {shape}, expected {expected} (from the metadata)")
+        if inputs[0]["dtype"] not in _INPUT_DTYPES:
+            raise ModelError(f"unsupported input type {np.dtype(inputs[0]['dtype']).name}")
+        classes = len(self.metadata["output_classes"])
+        out_expected = (1, self.tile_height, self.tile_width, classes)
+        out_shape = tuple(int(d) for d in outputs[0]["shape"])
+        if out_shape != out_expected:
+            raise ModelError(
+                f"wrong output shape {out_shape}, expected {out_expected} "
+                f"({classes} output_classes in the metadata)"
+            )
+        if outputs[0]["dtype"] not in _INPUT_DTYPES:
+            raise ModelError(f"unsupported output type {np.dtype(outputs[0]['dtype']).name}")
+        if outputs[0]["dtype"] != np.float32 and not outputs[0]["quantization"][0] > 0:
+            raise ModelError("integer output tensor without a quantisation scale")
+        return inputs[0], outputs[0]
+
+    def _make_input_lut(self) -> np.ndarray:
+        """Maps each grey level 0..255 straight to the value the input tensor wants."""
+        values = np.arange(256, dtype=np.float64)
+        norm = self.metadata["input"].get("normalization") or {}
+        if norm and not norm.get("in_model", True):
+            mean, std = _scalar(norm.get("mean", 0.0)), _scalar(norm.get("std", 1.0))
+            values = (values - mean) / std
+        dtype = self._input["dtype"]
+        if dtype == np.float32:
+            return values.astype(np.float32)
+        scale, zero_point = self._input["quantization"]
+        if not scale > 0:
+            raise ModelError("integer input tensor without a quantisation scale")
+        limits = np.iinfo(dtype)
+        return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
+
+
+def _scalar(value: Any) -> float:
+    return float(value[0] if isinstance(value, (list, tuple)) else value)
