@@ -64,6 +64,9 @@ def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
     with open(out / "history.csv") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["1", "2"]
     assert json.loads((out / "state.json").read_text())["epoch"] == 1
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["epochs"] == 2
+    assert saved["epoch_changes"] == [{"after_epoch": 1, "from": 1, "to": 2}]
     assert len(list((out / "checkpoints").glob("epoch_*"))) == 2
 
 

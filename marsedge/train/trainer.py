@@ -217,7 +217,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if not state_path.exists():
             raise RunDirError(f"{out}: nothing to resume (no {rundir.STATE_FILE}); start without --resume")
         saved = rundir.read_run(out, need_weights=False)
-        config = saved.config.replace(epochs=config.epochs) if config.epochs != saved.config.epochs else saved.config
+        if config.epochs != saved.config.epochs:
+            record_epochs_change(out, config.epochs)
+        config = saved.config.replace(epochs=config.epochs)
     elif state_path.exists() or (out / rundir.BEST_WEIGHTS).exists():
         raise RunDirError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
 
@@ -380,3 +382,16 @@ def _random_frames(tiles, count: int, seed: int) -> np.ndarray:
     sizes = np.bincount(groups)
     chosen = order[: int(np.searchsorted(np.cumsum(sizes[order]), count) + 1)]
     return np.flatnonzero(np.isin(groups, chosen))[:count]
+
+
+def record_epochs_change(out: Path, epochs: int) -> None:
+    """Note in config.json that a resume changed the epoch budget (the cosine schedule follows it)."""
+    path = out / rundir.CONFIG_FILE
+    raw = json.loads(path.read_text())
+    state = json.loads((out / rundir.STATE_FILE).read_text())
+    raw.setdefault("epoch_changes", []).append(
+        {"after_epoch": state["epoch"] + 1, "from": raw["train"]["epochs"], "to": epochs}
+    )
+    raw["train"]["epochs"] = epochs
+    write_json(path, raw)
+    log.info("epoch budget changed from %s to %d after epoch %d", raw["epoch_changes"][-1]["from"], epochs, state["epoch"] + 1)
