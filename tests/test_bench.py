@@ -1,0 +1,192 @@
+"""marsedge bench: every column and file, the JSON schema, check mode, per-op profiling.
+
+One small benchmark (the two tiny test models, 8 synthetic tiles, one thread, 3 runs) is
+run once per module through the CLI; the other tests read its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from marsedge.benchmarks import bench, report
+from marsedge.cli import app
+
+# The tiny test U-Net's four convolutions, output pixels x kernel x channels in x out:
+TINY_MACS = 64 * 128 * 9 * 1 * 8 + 32 * 64 * 9 * 8 * 16 + 64 * 128 * 9 * 24 * 8 + 64 * 128 * 8 * 4
+STATS = {"mean", "std", "min", "p50", "p90", "p99", "n"}
+QUICK = ["--threads", "1", "--runs", "1", "--warmup", "0", "--frame-runs", "0", "--no-rss", "--no-peak"]
+
+
+def invoke(*args) -> object:
+    return CliRunner().invoke(app, ["bench", *[str(a) for a in args]], prog_name="marsedge")
+
+
+@pytest.fixture(scope="module")
+def tiles_npz(tmp_path_factory) -> Path:
+    from marsedge.train.synthetic import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("bench_data") / "tiles.npz", 8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, tiles_npz, tiny_float32, tiny_int8):
+    """The CLI run every test below reads: JSON on stdout, files in ``out``."""
+    out = tmp_path_factory.mktemp("bench_out")
+    doc = out / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\nHand-written intro.\n")
+    result = invoke(
+        tiny_float32, tiny_int8, "--data", tiles_npz, "--threads", "1", "--runs", "3", "--warmup", "1",
+        "--frame-size", "128x256", "--frame-runs", "1", "--out", out, "--json",
+        "--min-miou", "0", "--max-iou-drop", "1", "--write-doc", doc,
+    )
+    return result, out, doc
+
+
+def test_cli_writes_every_file_and_passes_lenient_checks(bench_run):
+    result, out, _ = bench_run
+    assert result.exit_code == 0, result.stderr
+    for name in ("benchmarks.md", "benchmarks.json", "benchmarks.png", "benchmarks.log"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads(result.stdout) == json.loads((out / "benchmarks.json").read_text())
+    assert "1/" in result.stderr and "done" in result.stderr  # progress on stderr
+    log = (out / "benchmarks.log").read_text().splitlines()
+    tile_lines = [line for line in log if "tile_ms:" in line]
+    assert len(tile_lines) == 2 and all(len(line.split(":")[1].split()) == 3 for line in tile_lines)
+
+
+def test_table_has_every_column_filled(bench_run):
+    _, out, _ = bench_run
+    lines = (out / "benchmarks.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    for column in ("format", "size KB", "mIoU", "IoU soil", "IoU bedrock", "IoU sand", "IoU big_rock", "agree %",
+                   "ms/tile p50", "ms/tile p99", "ms/frame", "FPS", "RSS MB", "GMAC/s (% peak)",
+                   "speed-up vs float32", "IoU drop"):
+        assert column in header, column
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:4]]
+    assert [row[0] for row in rows] == ["float32", "int8-ptq"]
+    for row in rows:
+        assert len(row) == len(header)
+        assert all(cell and cell != report.DASH for cell in row), row
+    assert rows[0][header.index("speed-up vs float32")] == "1.00x"
+
+
+def test_json_schema(bench_run):
+    result, _, _ = bench_run
+    data = json.loads(result.stdout)
+    assert data["schema"] == bench.SCHEMA
+    assert {"cpu", "machine", "logical_cpus", "memory_gb", "interpreter", "load_average"} <= set(data["machine"])
+    assert data["command"].startswith("marsedge bench ") and "--runs 3" in data["command"]
+    assert data["peak"][0]["threads"] == 1 and data["peak"][0]["float32_gmacs"] > 0
+    assert data["peak"][0]["int8_gmacs_estimate"] >= data["peak"][0]["float32_gmacs"]
+    assert data["settings"]["tiles"] == 8 and data["settings"]["tile_size"] == [64, 128]
+    assert data["reference"] == "float32"
+    for model in data["models"]:
+        assert model["kind"] == "tflite" and model["size_kb"] > 0
+        assert model["macs_per_tile"] == TINY_MACS
+        accuracy = model["accuracy"]
+        assert 0 <= accuracy["mean_iou"] <= 1 and 0 <= accuracy["pixel_agreement"] <= 1
+        assert set(accuracy["class_iou"]) == {"soil", "bedrock", "sand", "big_rock"}
+        (speed,) = model["speed"]
+        assert speed["threads"] == 1 and speed["load_ms"] > 0 and speed["first_ms"] > 0
+        for key in ("tile_ms", "infer_ms", "frame_ms"):
+            assert set(speed[key]) == STATS
+        assert speed["tile_ms"]["n"] == 3 and speed["frame_ms"]["n"] == 1
+        assert speed["tile_ms"]["min"] <= speed["tile_ms"]["p50"] <= speed["tile_ms"]["p90"] <= speed["tile_ms"]["p99"]
+        assert speed["infer_ms"]["p50"] <= speed["tile_ms"]["p50"] * 1.5
+        # 128x256 frame in 64x128 tiles overlapping by 16: rows at 0, 48, 64; columns at 0, 112, 128
+        assert speed["frame_tiles"] == 9
+        assert speed["fps"] > 0 and speed["gmacs"] > 0 and 0 < speed["peak_fraction"]
+        assert model["rss"]["peak_mb"] > model["rss"]["baseline_mb"] > 0
+    reference = data["models"][0]
+    assert reference["accuracy"]["pixel_agreement"] == 1.0 and reference["accuracy"]["iou_drop"] == 0.0
+    assert data["models"][1]["accuracy"]["iou_drop"] == pytest.approx(
+        reference["accuracy"]["mean_iou"] - data["models"][1]["accuracy"]["mean_iou"], abs=1e-4
+    )
+
+
+def test_write_doc_replaces_only_the_generated_section(bench_run):
+    result, _, doc = bench_run
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nHand-written intro.\n")
+    assert text.count(report.DOC_BEGIN) == 1 and "| float32 |" in text
+    data = json.loads(result.stdout)
+    report.update_doc(doc, report.doc_section(data, placeholder="tiny models"))
+    again = doc.read_text()
+    assert again.count(report.DOC_BEGIN) == 1 and again.count(report.DOC_END) == 1
+    assert "Placeholder:** tiny models" in again and again.startswith("# Benchmarks\n\nHand-written intro.\n")
+
+
+def test_check_results_names_each_model_that_falls_short(bench_run):
+    data = json.loads(bench_run[0].stdout)
+    assert bench.check_results(data, min_miou=0.0, max_iou_drop=1.0) == []
+    failures = bench.check_results(data, min_miou=1.01)
+    assert [f.split(":")[0] for f in failures] == ["float32", "int8-ptq"]
+    data["models"][1]["accuracy"]["iou_drop"] = 0.05  # as if int8 lost 5 points of IoU
+    failures = bench.check_results(data, max_iou_drop=0.02)
+    assert len(failures) == 1 and failures[0].startswith("int8-ptq:") and "--max-iou-drop 0.02" in failures[0]
+
+
+def test_check_mode_exit_codes(tiles_npz, tiny_float32, tiny_int8, tmp_path):
+    failed = invoke(tiny_float32, tiny_int8, "--data", tiles_npz, "--out", tmp_path, "--min-miou", "0.99", *QUICK)
+    assert failed.exit_code == 1
+    assert "check failed: float32: mIoU" in failed.stderr and "check failed: int8-ptq: mIoU" in failed.stderr
+    assert (tmp_path / "benchmarks.json").exists()  # the report is written even when a check fails
+
+    no_reference = invoke(tiny_int8, "--data", tiles_npz, "--out", tmp_path, "--max-iou-drop", "0.1", *QUICK)
+    assert no_reference.exit_code == 2
+    assert no_reference.stderr.strip().splitlines()[-1].startswith("error: --max-iou-drop needs a float reference")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.tflite"], "missing.tflite: no such file or directory"),
+        (["{npz}"], "not a marsedge model"),
+        (["{model}"], "no labelled tiles to score"),
+        (["{model}", "--data", "{npz}", "--threads", "1,x"], "threads must be a comma-separated list"),
+        (["{model}", "--data", "{npz}", "--frame-size", "1024"], "frame size must be HEIGHTxWIDTH"),
+    ],
+)
+def test_bad_input_is_one_error_line(args, message, tiles_npz, tiny_int8, tmp_path):
+    result = invoke(*[a.format(npz=tiles_npz, model=tiny_int8) for a in args], "--out", tmp_path)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_profile_ops_times_every_op_and_finds_the_partition_split(tiny_int8):
+    from marsedge.benchmarks.ops import model_macs, op_type_totals, profile_ops
+
+    profile = profile_ops(tiny_int8, threads=1, runs=2, warmup=0)
+    assert [row.index for row in profile.ops] == list(range(9))
+    assert sum(row.macs for row in profile.ops) == model_macs(tiny_int8) == TINY_MACS
+    assert all(row.ms > 0 and row.min_ms <= row.ms for row in profile.ops)
+    assert sum(row.share for row in profile.ops) == pytest.approx(1.0, abs=1e-3)
+    # XNNPACK has no int8 nearest-neighbour resize: it splits the graph in two partitions.
+    assert profile.not_delegated == ["RESIZE_NEAREST_NEIGHBOR (int8)"] and profile.partitions == 2
+    assert op_type_totals(profile)["CONV_2D"]["count"] == 4
+    assert "RESIZE_NEAREST_NEIGHBOR" in report.ops_markdown([profile])
+
+
+@pytest.mark.slow
+def test_run_directory_with_keras_reference(tmp_path_factory, tiny_float32, tiny_int8, tmp_path):
+    from tests._runs import make_tiny_run
+
+    run = make_tiny_run(tmp_path_factory.mktemp("runs"))
+    export = tmp_path / "run"
+    shutil.copytree(run, export)
+    (export / "export").mkdir(exist_ok=True)
+    for model in (tiny_float32, tiny_int8):
+        shutil.copy(model, export / "export" / model.name)
+    result = invoke(export, "--split", "val", "--out", tmp_path / "out", "--json", "--min-miou", "0", *QUICK)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [m["label"] for m in data["models"]] == ["keras", "float32", "int8-ptq"]
+    assert data["reference"] == "keras" and data["models"][0]["speed"] is None
+    assert data["models"][0]["accuracy"]["pixel_agreement"] == 1.0
+    assert data["settings"]["split"] == "val" and "val split of" in data["settings"]["tiles_from"]
