@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -104,6 +106,209 @@ def train(
     typer.echo(
         f"val mIoU {metrics['val']['mean_iou']:.4f} (best epoch {metrics['best_epoch']}); run directory: {out}"
     )
+
+
+@app.command()
+def bench(
+    sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.")] = None,
+    split: Annotated[str, typer.Option(help="The run's split to score: val or test.")] = "val",
+    tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
+    runs: Annotated[int, typer.Option(min=1, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed inferences before the timed ones.")] = 5,
+    frame_size: Annotated[str, typer.Option(help="Full frame HEIGHTxWIDTH timed through the runtime's tiling.")] = "1024x1024",
+    frame_runs: Annotated[int, typer.Option(min=0, help="Timed full frames per model and thread count; 0 skips frames.")] = 3,
+    out: Annotated[Path, typer.Option(help="Directory for benchmarks.md, .json, .png and .log (ops.md, ops.json with --profile-ops).")] = Path("benchmarks"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")] = False,
+    min_miou: Annotated[Optional[float], typer.Option(help="Check: exit 1 when a model's mIoU is below this.")] = None,
+    max_iou_drop: Annotated[Optional[float], typer.Option(help="Check: exit 1 when a model's mIoU is more than this below the float reference.")] = None,
+    keras: Annotated[bool, typer.Option("--keras/--no-keras", help="Score the run's Keras float model (needs TensorFlow: the train extra).")] = True,
+    rss: Annotated[bool, typer.Option("--rss/--no-rss", help="Measure the peak memory of a separate runtime process per model.")] = True,
+    peak: Annotated[bool, typer.Option("--peak/--no-peak", help="Measure the machine's float32 GEMM peak per thread count.")] = True,
+    reference_kernels: Annotated[bool, typer.Option(help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.")] = False,
+    write_doc: Annotated[Optional[Path], typer.Option(help="Also replace the generated section of this Markdown file (BENCHMARKS.md).")] = None,
+    doc_note: Annotated[Optional[str], typer.Option(help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).")] = None,
+    profile_ops: Annotated[bool, typer.Option("--profile-ops", help="Instead of the benchmark: time every op of each .tflite alone and compare op types.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Benchmark every export of a run: accuracy, latency, memory, size. Which model should ship?"""
+    _setup_logging(verbose)
+    from marsedge.edge_runtime import ModelError
+
+    try:
+        from marsedge.benchmarks import bench as benchmark
+        from marsedge.benchmarks import report
+
+        settings = benchmark.BenchSettings(
+            sources=tuple(sources), data=str(data) if data else None, split=split, tiles=tiles,
+            threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
+            frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
+            rss=rss, peak=peak, reference_kernels=reference_kernels,
+        )
+        if profile_ops:
+            _profile_ops(settings, out, json_output, write_doc, doc_note)
+            return
+        result = benchmark.run_bench(settings, progress=_progress_bar())
+        failures = benchmark.check_results(result.report, min_miou, max_iou_drop)
+        written = report.write_outputs(result, out)
+        if write_doc is not None:
+            plot_link = os.path.relpath(written["plot"], write_doc.parent) if "plot" in written else None
+            section = report.doc_section(result.report, placeholder=doc_note, plot_link=plot_link)
+            written["doc"] = report.update_doc(write_doc, section)
+    except (MarsEdgeError, ModelError, ValueError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or out}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    typer.echo(json.dumps(result.report, indent=2) if json_output else report.markdown_table(result.report))
+    typer.echo("wrote " + ", ".join(str(p) for p in written.values()), err=True)
+    for failure in failures:
+        typer.echo(f"check failed: {failure}", err=True)
+    if failures:
+        raise typer.Exit(code=1)
+
+
+def _profile_ops(settings, out: Path, json_output: bool, write_doc: Path | None, doc_note: str | None) -> None:
+    from marsedge.atomic import write_text
+    from marsedge.benchmarks.bench import discover
+    from marsedge.benchmarks.ops import profile_ops
+    from marsedge.benchmarks.report import OPS_BEGIN, OPS_END, ops_markdown, update_doc
+
+    candidates, _ = discover(settings)
+    models = [c for c in candidates if c.kind == "tflite"]
+    progress = _progress_bar()
+    total = len(models) * len(settings.threads)
+    profiles = []
+    for i, (candidate, threads) in enumerate((c, t) for c in models for t in settings.threads):
+        progress(i, total, f"{candidate.label}: ops at {threads} thread(s)")
+        profiles.append(profile_ops(candidate.path, threads, runs=settings.runs, warmup=settings.warmup))
+    progress(total, total, "done")
+    text = ops_markdown(profiles)
+    payload = json.dumps([p.to_dict() for p in profiles], indent=2)
+    write_text(out / "ops.md", text)
+    write_text(out / "ops.json", payload + "\n")
+    if write_doc is not None:
+        note = f"> **Placeholder:** {doc_note}\n\n" if doc_note else ""
+        command = shlex.join(
+            ["marsedge", "bench", *settings.sources, "--profile-ops", "--threads", ",".join(map(str, settings.threads)),
+             "--runs", str(settings.runs), "--warmup", str(settings.warmup)]
+        )
+        section = f"{OPS_BEGIN}\n\n{note}Command:\n\n```sh\n{command}\n```\n\n{text}\n{OPS_END}\n"
+        update_doc(write_doc, section, OPS_BEGIN, OPS_END)
+    typer.echo(payload if json_output else text)
+    typer.echo(f"wrote {out / 'ops.md'}, {out / 'ops.json'}" + (f", {write_doc}" if write_doc else ""), err=True)
+
+
+def _progress_bar():
+    """A progress callback drawing a bar on a terminal's stderr, or one line per step otherwise."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int, message: str) -> None:
+        width = 24
+        filled = width * done // max(total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {message}"
+        if tty:
+            sys.stderr.write("\r" + line[:119].ljust(119) + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    return show
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `marsedge train`.")],
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Include the int8 formats (QAT and PTQ); --no-int8 exports float formats only.")] = True,
+    formats: Annotated[Optional[str], typer.Option(help="Comma-separated subset of float32, float16, dynamic, ptq, qat (default: all).")] = None,
+    qat_epochs: Annotated[int, typer.Option(min=0, help="QAT fine-tuning epochs (0: calibrated ranges only); the epoch with the best val mIoU is kept.")] = 1,
+    qat_lr: Annotated[float, typer.Option(help="Peak QAT learning rate (cosine-decayed); keep it below the run's final rate.")] = 1e-6,
+    qat_fraction: Annotated[float, typer.Option(help="Share of each QAT epoch's batches to use (0-1]; lower for quick CPU exports.")] = 1.0,
+    calib_tiles: Annotated[int, typer.Option(min=1, help="Training tiles for int8 calibration.")] = 256,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN_DIR/export).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The run's data file, if it moved (default: the path in the run's config).")] = None,
+    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Fail (exit 1) when QAT int8 loses more than --max-iou-drop val mean IoU; files are written either way.")] = True,
+    max_iou_drop: Annotated[float, typer.Option(help="Allowed QAT int8 drop of val mean IoU vs float Keras, as a fraction (0.01 = 1 point).")] = 0.01,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for evaluating the .tflite files.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Quantise a trained run (QAT int8 and comparison formats), export TFLite and print the accuracy table."""
+    _setup_logging(verbose)
+    try:
+        from marsedge.export import AccuracyGateError, ExportOptions, export_run, format_table
+        from marsedge.export.convert import FORMATS, INT8_FORMATS, parse_formats
+
+        chosen = parse_formats(formats) if formats else FORMATS
+        if not int8:
+            excluded = [f for f in chosen if f in INT8_FORMATS]
+            if excluded and formats:
+                _fail(f"--no-int8 conflicts with --formats {','.join(excluded)}")
+            chosen = tuple(f for f in chosen if f not in INT8_FORMATS)
+        options = ExportOptions(
+            formats=chosen, out=str(out) if out else None, data=str(data) if data else None, qat_epochs=qat_epochs,
+            qat_lr=qat_lr, qat_fraction=qat_fraction, calib_tiles=calib_tiles, gate=gate, max_iou_drop=max_iou_drop,
+            threads=threads,
+        )
+        try:
+            summary = export_run(run_dir, options)
+        except AccuracyGateError as exc:
+            typer.echo(format_table(exc.summary))
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=1) from None
+    except MarsEdgeError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    typer.echo(format_table(summary))
+    target = Path(out) if out else Path(run_dir) / "export"
+    gate_line = summary["gate"]["message"]
+    typer.echo(f"{gate_line}\nwrote {target}")
+
+
+@app.command(name="eval")
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A .tflite from `marsedge export`, or a run directory (float Keras).")],
+    data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs (default: $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz).")] = None,
+    split: Annotated[str, typer.Option(help="all, or the run's train / val / test split (needs the run: a run dir, or a .tflite whose metadata names it).")] = "all",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles."""
+    _setup_logging(verbose)
+    try:
+        from marsedge.export.evaluate import evaluate as run_evaluation
+
+        if data is None:
+            data = default_data_path()
+            if data is None:
+                _fail("no --data given and ../shared/data/mars_terrain_64x128.npz is absent (set MARSEDGE_DATA)")
+        report = run_evaluation(model, data, split, threads)
+    except MarsEdgeError as exc:
+        _fail(str(exc))
+    if json_output:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(format_report(report))
+
+
+def format_report(report: dict) -> str:
+    """Human-readable eval report: mean IoU, per-class IoU, confusion matrix (rows: truth)."""
+    names = report["class_names"]
+    lines = [
+        f"{report['model']} ({report['kind']}) on {report['data']} [{report['split']}, {report['tiles']} tiles]",
+        f"mean IoU {report['mean_iou']:.4f}",
+    ]
+    for name, value in report["class_iou"].items():
+        lines.append(f"  {name:<10} {'-' if value is None else f'{value:.4f}'}")
+    width = max(max(len(n) for n in names), max(len(str(v)) for row in report["confusion_matrix"] for v in row)) + 1
+    lines.append("confusion matrix (rows: truth, columns: prediction; unlabeled truth ignored)")
+    lines.append(" " * width + "".join(n.rjust(width) for n in names))
+    for name, row in zip(names, report["confusion_matrix"]):
+        lines.append(name.rjust(width) + "".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)
 
 
 @app.command()

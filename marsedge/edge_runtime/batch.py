@@ -91,7 +91,7 @@ def segment_file(
         OSError: an output cannot be written.
     """
     start = time.perf_counter()
-    gray = load_gray(path, max_pixels=max_pixels)
+    gray = load_gray(path, max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
     load_ms = (time.perf_counter() - start) * 1e3
     result = segmenter.segment(gray)
 

@@ -1,10 +1,14 @@
 """``marsedge-run``: segment images on the rover board. Parses options, calls the library,
-prints; the work is in :mod:`.batch` and :mod:`.segmenter`."""
+prints; the work is in :mod:`.batch`, :mod:`.watch` and :mod:`.segmenter`."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,13 +18,16 @@ from .batch import expand_inputs, output_stem, segment_file, summary
 from .errors import ImageError, ModelError
 from .imageio import DEFAULT_MAX_PIXELS
 from .segmenter import DEFAULT_MODEL, DEFAULT_TILE_OVERLAP, Segmenter
+from .watch import DEFAULT_POLL_INTERVAL, JOURNAL_NAME, Journal, watch
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 @app.command()
 def run(
-    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", help="Image files, directories and globs (PNG/JPEG).")],
+    inputs: Annotated[
+        Optional[list[str]], typer.Argument(metavar="INPUT", help="Image files, directories and globs (PNG/JPEG).")
+    ] = None,
     model: Annotated[
         Optional[Path], typer.Option(help="marsedge .tflite model; default: the int8 model bundled with the package.")
     ] = None,
@@ -38,58 +45,163 @@ def run(
     ] = False,
     tta: Annotated[bool, typer.Option(help="Also segment the mirrored image and average (twice the time).")] = False,
     max_pixels: Annotated[
-        int, typer.Option(min=0, help="Refuse images with more pixels (decompression bombs); 0 = Pillow's limit.")
+        int,
+        typer.Option(
+            min=0,
+            help="Refuse images with more pixels, counted both as stored and as model input once resized and "
+            "padded to whole tiles (decompression bombs); 0 = Pillow's limit only.",
+        ),
     ] = DEFAULT_MAX_PIXELS,
+    expect_int8: Annotated[
+        bool, typer.Option(help="Refuse a model that is not integer-quantised (float32, float16, dynamic range).")
+    ] = False,
+    watch_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--watch",
+            metavar="DIR",
+            help="Segment frames as they arrive in DIR (once fully written), each once, also across restarts "
+            f"(journal: OUT/{JOURNAL_NAME}), until SIGINT or SIGTERM.",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.01, help="Seconds between two looks at the --watch directory.")
+    ] = DEFAULT_POLL_INTERVAL,
 ) -> None:
-    """Segment Mars terrain images into soil, bedrock, sand and big rock."""
+    """Segment Mars terrain images into soil, bedrock, sand and big rock.
+
+    With --watch DIR, segment frames as they arrive in DIR until SIGINT or SIGTERM.
+    """
+    if watch_dir is not None and inputs:
+        _fail("give INPUTs or --watch DIR, not both")
+    if watch_dir is None and not inputs:
+        _fail("nothing to segment: give INPUT files, directories or globs, or --watch DIR")
+    if watch_dir is not None and not watch_dir.is_dir():
+        _fail(f"{_shown(watch_dir)}: --watch needs an existing directory")
     try:
-        segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta)
+        segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta, expect_int8)
     except ModelError as exc:
-        _fail(f"{model or DEFAULT_MODEL}: {exc}")
+        _fail(f"{_shown(model or DEFAULT_MODEL)}: {exc}")
     except ValueError as exc:
         _fail(str(exc))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _fail(f"{out}: cannot create output directory: {exc.strerror or exc}")
+        _fail(f"{_shown(out)}: cannot create output directory: {exc.strerror or exc}")
+    try:
+        _probe_writable(out)
+    except OSError as exc:
+        _fail(f"{_shown(out)}: output directory is not writable: {exc.strerror or exc}")
 
-    paths, problems = expand_inputs(inputs)
-    for problem in problems:
-        _error(f"{problem.source}: {problem.message}")
-    failures = len(problems)
     class_names = {c.id: c.name for c in segmenter.classes}
     names = [class_names[k] for k in segmenter.metadata["output_classes"]]
-    if not json_lines:
-        print(_row("size", "tiles", "ms", names, "image"))
-    latencies: list[float] = []
+    report = _Report(names, json_lines)
+    if watch_dir is not None:
+        _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report)
+        return
+
+    paths, problems = expand_inputs(inputs or [])
+    for problem in problems:
+        report.failure(problem.source, problem.message)
+    report.header()
     used_stems: set[str] = set()
-    for path in paths:
-        try:
-            record = segment_file(segmenter, path, out, output_stem(path, used_stems), overlay, max_pixels or None)
-        except ImageError as exc:
-            failures += 1
-            _error(f"{path}: {exc}")
-            continue
-        except OSError as exc:
-            failures += 1
-            _error(f"{path}: cannot write outputs to {out}: {exc.strerror or exc}")
-            continue
-        except Exception as exc:  # never a traceback for one bad image; the batch goes on
-            failures += 1
-            _error(f"{path}: unexpected {type(exc).__name__}: {exc}")
-            continue
-        latencies.append(record["latency_ms"]["total"])
-        if json_lines:
+    try:
+        for path in paths:
+            try:
+                record = segment_file(segmenter, path, out, output_stem(path, used_stems), overlay, max_pixels or None)
+            except ImageError as exc:
+                report.failure(path, str(exc))
+                continue
+            except OSError as exc:
+                report.failure(path, f"cannot write outputs to {_shown(out)}: {exc.strerror or exc}")
+                continue
+            except Exception as exc:  # never a traceback for one bad image; the batch goes on
+                report.failure(path, f"unexpected {type(exc).__name__}: {exc}")
+                continue
+            report.segmented(path, record)
+    except KeyboardInterrupt:
+        report.summary("interrupted: ")
+        raise typer.Exit(130) from None
+    report.summary()
+    if report.failures:
+        raise typer.Exit(1)
+
+
+def _watch(
+    segmenter: Segmenter,
+    directory: Path,
+    out: Path,
+    overlay: bool,
+    max_pixels: int | None,
+    poll_interval: float,
+    report: _Report,
+) -> None:
+    """Runs watch mode until SIGINT/SIGTERM; a second signal stops at once."""
+    try:
+        journal = Journal.open(out / JOURNAL_NAME)
+    except OSError as exc:
+        _fail(f"{_shown(out / JOURNAL_NAME)}: cannot use the watch journal: {exc.strerror or exc}")
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signum, previous[signum])  # a second signal acts at once
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    report.header()
+    recovered = 0
+    try:
+        for event in watch(segmenter, directory, out, stop, poll_interval, overlay, max_pixels, journal):
+            if event.kind == "segmented":
+                report.segmented(event.path, event.record or {})
+            elif event.kind == "recovered":
+                recovered += 1
+            else:
+                report.failure(event.path, event.message)
+    except KeyboardInterrupt:
+        stopped_by.append("second SIGINT")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    done = sum(1 for e in journal.entries.values() if e.get("status") == "done")
+    report.summary(
+        f"watch stopped ({', '.join(stopped_by) or 'end'}): ",
+        f"; {recovered} recovered; journal {_shown(journal.path)} lists {done} segmented frames",
+    )
+
+
+class _Report:
+    """What the CLI prints: a table row or JSON line per image, one line per failure, a summary."""
+
+    def __init__(self, class_names: list[str], json_lines: bool) -> None:
+        self.class_names = class_names
+        self.json_lines = json_lines
+        self.latencies: list[float] = []
+        self.failures = 0
+
+    def header(self) -> None:
+        if not self.json_lines:
+            print(_row("size", "tiles", "ms", self.class_names, "image"), flush=True)
+
+    def segmented(self, path: Path, record: dict) -> None:
+        self.latencies.append(record["latency_ms"]["total"])
+        if self.json_lines:
             print(json.dumps(record), flush=True)
         else:
             size = f"{record['size']['width']}x{record['size']['height']}"
-            shares = [f"{100 * record['class_fractions'][n]:.1f}%" for n in names]
-            print(_row(size, str(record["tiles"]), f"{record['latency_ms']['total']:.1f}", shares, str(path)), flush=True)
+            shares = [f"{100 * record['class_fractions'][n]:.1f}%" for n in self.class_names]
+            ms = f"{record['latency_ms']['total']:.1f}"
+            print(_row(size, str(record["tiles"]), ms, shares, _shown(path)), flush=True)
 
-    line = summary(latencies, failures)
-    print(line, file=sys.stderr if json_lines else sys.stdout)
-    if failures:
-        raise typer.Exit(1)
+    def failure(self, source: str | Path, message: str) -> None:
+        self.failures += 1
+        _error(f"{_shown(source)}: {message}")
+
+    def summary(self, prefix: str = "", suffix: str = "") -> None:
+        line = prefix + summary(self.latencies, self.failures) + suffix
+        print(line, file=sys.stderr if self.json_lines else sys.stdout)
 
 
 def main() -> None:
@@ -102,7 +214,29 @@ def _row(size: str, tiles: str, ms: str, classes: list[str], image: str) -> str:
 
 
 def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    """A path as one printable line: bytes that are not UTF-8 and control characters
+    (a newline in a file name) are shown escaped, so every message stays one line and
+    printing never fails."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _one_line(message: str) -> str:
+    return message if message.isprintable() else "".join(c if c.isprintable() else " " for c in message)
+
+
+def _probe_writable(directory: Path) -> None:
+    """Creates and removes a file in ``directory`` (a read-only mount fails here, once,
+    instead of once per image)."""
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".marsedge-probe-")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _fail(message: str) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
+import stat
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -23,8 +25,14 @@ DEFAULT_MAX_PIXELS = 64_000_000
 OVERLAY_ALPHA = 0.45
 _FORMATS = ("PNG", "JPEG")
 
+logger = logging.getLogger(__name__)
 
-def load_gray(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+
+def load_gray(
+    path: str | os.PathLike[str],
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    work_pixels: Callable[[int, int], int] | None = None,
+) -> np.ndarray:
     """Reads a PNG or JPEG as a uint8 (H, W) grey array, upright per its EXIF orientation.
 
     Grey, RGB(A), palette and CMYK images are converted the way Pillow converts to "L";
@@ -35,37 +43,97 @@ def load_gray(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX
         max_pixels: refuse images with more pixels than this before decoding them (a
             decompression bomb guard); None or 0 turns the check off (Pillow's own limit
             of about 179 MP still holds).
+        work_pixels: ``(height, width) -> pixels`` the model will process for an image of
+            that size (e.g. :meth:`.Segmenter.work_pixels`, which counts padding to whole
+            tiles); also held to ``max_pixels``, so a 1-pixel-tall strip cannot become a
+            huge padded frame.
 
     Raises:
         ImageError: the file is missing, not a PNG/JPEG, truncated or corrupt, or too large.
     """
     try:
-        with warnings.catch_warnings():
-            # The explicit max_pixels check below replaces Pillow's warning.
+        with warnings.catch_warnings(record=True) as caught:
+            # The explicit max_pixels check below replaces Pillow's warning; other warnings
+            # (e.g. corrupt EXIF in a readable image) go to the debug log, not stderr.
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=_FORMATS) as img:
+            with _open_regular_file(path) as handle, Image.open(handle, formats=_FORMATS) as img:
                 width, height = img.size
-                if max_pixels and width * height > max_pixels:
-                    raise ImageError(
-                        f"{width}x{height} image has {width * height} pixels, above the limit of "
-                        f"{max_pixels} (--max-pixels)"
-                    )
-                return _pil_to_gray8(ImageOps.exif_transpose(img))
+                _check_size(width, height, max_pixels, work_pixels)
+                gray = _pil_to_gray8(ImageOps.exif_transpose(img))
+        for warning in caught:
+            logger.debug("%s: %s", path, warning.message)
+        return gray
     except ImageError:
         raise
+    except UnidentifiedImageError:
+        raise ImageError(_unidentified(path)) from None
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except IsADirectoryError:
         raise ImageError("is a directory") from None
     except PermissionError:
         raise ImageError("permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageError("not a PNG or JPEG image") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"refused as a decompression bomb: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        # Pillow's decoders report truncated or corrupt data with any of these.
+    except MemoryError:
+        raise ImageError("not enough memory to decode it") from None
+    except Exception as exc:
+        # Pillow's decoders report truncated or corrupt data with many types (OSError,
+        # SyntaxError, ValueError, EOFError, struct.error...): all mean a corrupt file.
         raise ImageError(f"cannot decode image: {_one_line(exc)}") from None
+
+
+def _open_regular_file(path: str | os.PathLike[str]) -> io.BufferedReader:
+    """Opens ``path`` for reading if it is a regular file. A FIFO or device named like an
+    image would block the read forever or never end: it is refused without reading."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"cannot open: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError("is a directory")
+        if not stat.S_ISREG(mode):
+            raise ImageError("not a regular file (a FIFO, device or socket)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _unidentified(path: str | os.PathLike[str]) -> str:
+    """Why Pillow did not recognise a file: a PNG or JPEG cut or corrupt in its header, or
+    something else altogether."""
+    with suppress(OSError), open(path, "rb") as handle:
+        head = handle.read(8)
+        if head.startswith(b"\x89PNG"):
+            return "cannot decode image: truncated or corrupt PNG header"
+        if head.startswith(b"\xff\xd8\xff"):
+            return "cannot decode image: truncated or corrupt JPEG header"
+    return "not a PNG or JPEG image"
+
+
+def _check_size(width: int, height: int, max_pixels: int | None, work_pixels: Callable[[int, int], int] | None) -> None:
+    if not max_pixels:
+        return
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{width}x{height} image has {width * height} pixels, above the limit of {max_pixels} (--max-pixels)"
+        )
+    work = work_pixels(height, width) if work_pixels else 0
+    if work > max_pixels:
+        raise ImageError(
+            f"{width}x{height} image becomes {work} pixels of model input (resized and padded to whole "
+            f"tiles), above the limit of {max_pixels} (--max-pixels)"
+        )
 
 
 def mask_png(mask: np.ndarray, classes: Sequence[ClassInfo]) -> bytes:
@@ -160,4 +228,5 @@ def _text_width(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -
 
 def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    known = isinstance(exc, (OSError, SyntaxError, ValueError, EOFError))
+    return (text if known else f"{type(exc).__name__}: {text}") if text else type(exc).__name__

@@ -3,12 +3,20 @@
 A JSON document ``marsedge.json`` lives in a ZIP archive appended to the TFLite
 flatbuffer. The interpreter ignores trailing bytes and :mod:`zipfile` finds an archive at
 the end of a file, so the model needs no side files (see DEVELOPERS.md, "Model contract").
+
+The archive also holds ``flatbuffer.sha256``, the SHA-256 of the flatbuffer, so a model
+damaged in transfer or storage is refused before the interpreter sees it: LiteRT checks a
+flatbuffer's structure, not its contents, and some corrupted models abort the process
+(found by fuzzing; see docs/reliability.md). Models written before the checksum existed
+are loaded without the check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -17,23 +25,57 @@ from typing import Any
 from .errors import ModelError
 
 METADATA_NAME = "marsedge.json"
+CHECKSUM_NAME = "flatbuffer.sha256"
 FORMAT = "marsedge-tflite/1"
 REQUIRED_KEYS = ("format", "name", "input", "classes", "output_classes")
+MAX_METADATA_BYTES = 1 << 20  # a real marsedge.json is a few KB; refuse a zip bomb
+MAX_INPUT_SCALE = 16.0
 
 
 def embed_metadata(model_bytes: bytes, metadata: dict[str, Any]) -> bytes:
-    """Returns ``model_bytes`` with ``metadata`` appended as a ZIP holding ``marsedge.json``.
+    """Returns ``model_bytes`` with ``metadata`` appended as a ZIP holding ``marsedge.json``
+    and the flatbuffer's SHA-256.
 
     Metadata already appended to ``model_bytes`` is replaced, not stacked.
     """
     flatbuffer = _strip_archive(bytes(model_bytes))
     archive = io.BytesIO()
-    # A fixed timestamp keeps the output a function of the inputs (reproducible exports).
-    info = zipfile.ZipInfo(METADATA_NAME, date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
+    members = {
+        METADATA_NAME: json.dumps(metadata, indent=2, sort_keys=True),
+        CHECKSUM_NAME: hashlib.sha256(flatbuffer).hexdigest() + "\n",
+    }
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr(info, json.dumps(metadata, indent=2, sort_keys=True))
+        for name, text in members.items():
+            # A fixed timestamp keeps the output a function of the inputs (reproducible exports).
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text)
     return flatbuffer + archive.getvalue()
+
+
+def check_flatbuffer(model: bytes) -> bool:
+    """Checks the flatbuffer of a model's bytes against the SHA-256 stored beside its
+    metadata; returns False when the model carries no checksum (written before it existed).
+
+    Raises:
+        ModelError: the flatbuffer does not match its checksum (the file is damaged).
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(model)) as zf:
+            info = zf.getinfo(CHECKSUM_NAME)
+            expected = zf.read(info)[:200].decode("ascii").strip() if info.file_size <= 200 else ""
+            offset = min(i.header_offset for i in zf.infolist())
+    except KeyError:
+        return False
+    except Exception:  # a damaged archive: read_metadata reports it
+        return False
+    actual = hashlib.sha256(model[:offset]).hexdigest()
+    if actual != expected:
+        raise ModelError(
+            f"corrupt model: its flatbuffer does not match the SHA-256 stored with its metadata "
+            f"({actual[:12]}… vs {expected[:12]}…); damaged in transfer or storage?"
+        )
+    return True
 
 
 def read_metadata(model: str | os.PathLike[str] | bytes) -> dict[str, Any]:
@@ -46,11 +88,18 @@ def read_metadata(model: str | os.PathLike[str] | bytes) -> dict[str, Any]:
     data = model if isinstance(model, (bytes, bytearray, memoryview)) else _read_bytes(model)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            raw = zf.read(METADATA_NAME)
+            info = zf.getinfo(METADATA_NAME)
+            if info.file_size > MAX_METADATA_BYTES:
+                raise ModelError(f"{METADATA_NAME} is {info.file_size} bytes, above the {MAX_METADATA_BYTES} allowed")
+            raw = zf.read(info)[: MAX_METADATA_BYTES + 1]
+    except ModelError:
+        raise
     except KeyError:
         raise ModelError(f"no {METADATA_NAME} in the appended archive (not a marsedge model)") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         raise ModelError("no marsedge metadata (was it written by `marsedge export`?)") from None
+    except Exception as exc:  # zlib errors, unsupported compression, encryption: a corrupt archive
+        raise ModelError(f"corrupt metadata archive ({type(exc).__name__}: {exc})") from None
     try:
         metadata = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -89,6 +138,19 @@ def _check(metadata: Any) -> None:
     size = metadata["input"]
     if not isinstance(size, dict) or not all(isinstance(size.get(k), int) and size[k] > 0 for k in ("height", "width")):
         raise ModelError(f"{METADATA_NAME}: input needs positive integer height and width")
+    scale = size.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= MAX_INPUT_SCALE:
+        raise ModelError(
+            f"{METADATA_NAME}: input.scale (model pixels per source pixel) must be a number in "
+            f"(0, {MAX_INPUT_SCALE:g}], got {scale!r}"
+        )
+    norm = size.get("normalization") or {}
+    if not isinstance(norm, dict):
+        raise ModelError(f"{METADATA_NAME}: input.normalization must be an object")
+    if not norm.get("in_model", True):
+        mean, std = norm.get("mean", 0.0), norm.get("std", 1.0)
+        if not (_numbers(mean) and _numbers(std) and all(v > 0 for v in _as_list(std))):
+            raise ModelError(f"{METADATA_NAME}: input.normalization needs numeric mean and positive std")
     classes = metadata["classes"]
     if not isinstance(classes, list) or not all(
         isinstance(c, dict) and isinstance(c.get("id"), int) and 0 <= c["id"] < 256 and isinstance(c.get("name"), str)
@@ -97,8 +159,19 @@ def _check(metadata: Any) -> None:
         raise ModelError(f"{METADATA_NAME}: classes must be a list of {{id, name, color}} with ids 0..255")
     ids = {c["id"] for c in classes}
     outputs = metadata["output_classes"]
-    if not isinstance(outputs, list) or not outputs or any(k not in ids for k in outputs):
+    if not isinstance(outputs, list) or not outputs or any(not isinstance(k, int) or k not in ids for k in outputs):
         raise ModelError(f"{METADATA_NAME}: output_classes {outputs!r} must be ids listed in classes {sorted(ids)}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _numbers(value: Any) -> bool:
+    items = _as_list(value)
+    return bool(items) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items
+    )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import numpy as np
 from .errors import ModelError
 from .grey import to_gray8
 from .interpreter import make_interpreter
-from .metadata import ClassInfo, class_table, read_metadata
+from .metadata import ClassInfo, check_flatbuffer, class_table, read_metadata
+from .resample import resize_area, resize_nearest, scaled_size
 from .tiling import pad_to, ramp, tile_origins
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class SegmenterOptions:
         tile_overlap: pixels shared by neighbouring tiles of a frame larger than the
             model input, 0 .. min(tile height, tile width) - 1.
         tta: also segment the mirrored frame and average the logits (twice the time).
+        expect_int8: refuse a model whose input and output tensors are not integer
+            (a float32, float16 or dynamic-range model), for pipelines that must run the
+            quantised model.
     """
 
     model: str | os.PathLike[str] | None = None
@@ -46,6 +50,7 @@ class SegmenterOptions:
     reference_kernels: bool = False
     tile_overlap: int = DEFAULT_TILE_OVERLAP
     tta: bool = False
+    expect_int8: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,26 +91,32 @@ class Segmenter:
         reference_kernels: bool = False,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         tta: bool = False,
+        expect_int8: bool = False,
     ) -> None:
         """Loads and checks the model.
 
         Raises:
-            ModelError: the model is unreadable, not TFLite, lacks metadata, or its tensors
-                do not match the model contract.
+            ModelError: the model is unreadable, not TFLite, lacks metadata, its tensors
+                do not match the model contract, or (with ``expect_int8``) it is not an
+                integer model.
             ValueError: ``threads`` or ``tile_overlap`` out of range.
         """
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be 1 or more, got {threads}")
-        self.options = SegmenterOptions(model, threads, reference_kernels, tile_overlap, tta)
+        self.options = SegmenterOptions(model, threads, reference_kernels, tile_overlap, tta, expect_int8)
         self.model_path = Path(model) if model is not None else DEFAULT_MODEL
         try:
             content = self.model_path.read_bytes()
         except OSError as exc:
             raise ModelError(f"cannot read model: {exc.strerror or exc}") from None
         self.metadata: dict[str, Any] = read_metadata(content)
+        if not check_flatbuffer(content):
+            logger.debug("%s carries no flatbuffer checksum (exported before marsedge wrote one)", self.model_path)
         self.classes = class_table(self.metadata)
         self.tile_height = int(self.metadata["input"]["height"])
         self.tile_width = int(self.metadata["input"]["width"])
+        # Model pixels per source pixel: frames are resized by this before tiling.
+        self.scale = float(self.metadata["input"].get("scale", 1.0))
         if not 0 <= tile_overlap < min(self.tile_height, self.tile_width):
             raise ValueError(
                 f"tile_overlap must be in 0..{min(self.tile_height, self.tile_width) - 1} "
@@ -114,6 +125,12 @@ class Segmenter:
         self._content = content  # the interpreter may keep pointers into it
         self._interpreter = make_interpreter(content, threads, reference_kernels)
         self._input, self._output = self._check_tensors()
+        tensor_type = "/".join(np.dtype(t["dtype"]).name for t in (self._input, self._output))
+        if expect_int8 and np.float32 in (self._input["dtype"], self._output["dtype"]):
+            raise ModelError(
+                f"not an int8 model (--expect-int8): its input/output tensors are {tensor_type}, "
+                f"metadata precision {self.metadata.get('precision', 'unknown')!r}"
+            )
         self._input_lut = self._make_input_lut()
         scale, zero_point = self._output["quantization"]
         self._output_scale = np.float32(scale) if self._output["dtype"] != np.float32 else None
@@ -127,6 +144,8 @@ class Segmenter:
             "name": self.metadata["name"],
             "version": self.metadata.get("marsedge_version"),
             "precision": self.metadata.get("precision"),
+            "tensor_type": tensor_type,
+            "input_scale": self.scale,
             "path": str(self.model_path),
             "sha256": hashlib.sha256(content).hexdigest()[:16],
         }
@@ -134,10 +153,24 @@ class Segmenter:
     @classmethod
     def from_options(cls, options: SegmenterOptions) -> Segmenter:
         """Builds a Segmenter from saved options."""
-        return cls(options.model, options.threads, options.reference_kernels, options.tile_overlap, options.tta)
+        return cls(
+            options.model, options.threads, options.reference_kernels, options.tile_overlap, options.tta,
+            options.expect_int8,
+        )  # fmt: skip
+
+    def work_pixels(self, height: int, width: int) -> int:
+        """Pixels of model input a ``height x width`` frame becomes: resized by the model's
+        input scale, then padded to at least one tile. Bounds the memory and time a frame
+        costs (a 1 x 4,000,000 image is small on disk but 64 tiles tall once padded)."""
+        scaled_height, scaled_width = scaled_size(height, width, self.scale)
+        return max(scaled_height, self.tile_height) * max(scaled_width, self.tile_width)
 
     def segment(self, image: np.ndarray) -> Segmentation:
         """Segments one frame of any size.
+
+        A model whose metadata gives ``input.scale`` (model pixels per source pixel) sees
+        the frame resized by that factor; the mask is resized back, so it always has the
+        frame's size.
 
         Args:
             image: (H, W) or (H, W, 1) grey, (H, W, 3|4) RGB(A); uint8 or uint16.
@@ -152,14 +185,22 @@ class Segmenter:
         start = time.perf_counter()
         gray = to_gray8(image)
         height, width = gray.shape
+        if self.scale != 1.0:
+            gray = resize_area(gray, *scaled_size(height, width, self.scale))
         th, tw = self.tile_height, self.tile_width
         quantised = self._input_lut[pad_to(gray, th, tw)]
         full_height, full_width = quantised.shape
-        rows = tile_origins(full_height, th, self.options.tile_overlap)
-        cols = tile_origins(full_width, tw, self.options.tile_overlap)
         mask = np.empty((full_height, full_width), dtype=np.uint8)
-        # Logits of one band of tile rows; rows above the next band's top are final.
-        band = np.zeros((th, full_width, len(self._class_ids)), dtype=np.float32)
+        # Tiles are visited in bands of one tile row, keeping the logits of the band; a
+        # frame much wider than tall is visited in bands of one tile column instead (the
+        # same tiles and sums, transposed), so the band's memory stays small for any shape.
+        across = th * full_width > tw * full_height
+        frame, out = (quantised.T, mask.T) if across else (quantised, mask)
+        bh, bw = (tw, th) if across else (th, tw)
+        weights = self._weights.transpose(1, 0, 2) if across else self._weights
+        rows = tile_origins(frame.shape[0], bh, self.options.tile_overlap)
+        cols = tile_origins(frame.shape[1], bw, self.options.tile_overlap)
+        band = np.zeros((bh, frame.shape[1], len(self._class_ids)), dtype=np.float32)
         band_top = 0
         infer_s = post_s = 0.0
         pre_s = time.perf_counter() - start
@@ -167,13 +208,15 @@ class Segmenter:
             tick = time.perf_counter()
             shift = y - band_top
             if shift:
-                mask[band_top:y] = self._class_ids[band[:shift].argmax(axis=-1)]
-                band[: th - shift] = band[shift:]
-                band[th - shift :] = 0.0
+                out[band_top:y] = self._class_ids[band[:shift].argmax(axis=-1)]
+                band[: bh - shift] = band[shift:]
+                band[bh - shift :] = 0.0
                 band_top = y
             post_s += time.perf_counter() - tick
             for x in cols:
-                tile = quantised[y : y + th, x : x + tw]
+                tile = frame[y : y + bh, x : x + bw]
+                if across:
+                    tile = tile.T
                 tick = time.perf_counter()
                 raw = self._invoke(tile)
                 if self.options.tta:
@@ -183,11 +226,12 @@ class Segmenter:
                 logits = self._dequantise(raw)
                 if self.options.tta:
                     logits += self._dequantise(flipped)
-                band[:, x : x + tw] += logits * self._weights
+                band[:, x : x + bw] += (logits.transpose(1, 0, 2) if across else logits) * weights
                 post_s += time.perf_counter() - mid
         tick = time.perf_counter()
-        mask[band_top:] = self._class_ids[band[: full_height - band_top].argmax(axis=-1)]
-        mask = np.ascontiguousarray(mask[:height, :width])
+        out[band_top:] = self._class_ids[band[: frame.shape[0] - band_top].argmax(axis=-1)]
+        mask = mask[: gray.shape[0], : gray.shape[1]]
+        mask = resize_nearest(mask, height, width) if mask.shape != (height, width) else np.ascontiguousarray(mask)
         counts = np.bincount(mask.ravel(), minlength=256)
         fractions = {c.name: float(counts[c.id]) / mask.size for c in self.classes}
         post_s += time.perf_counter() - tick
@@ -210,8 +254,11 @@ class Segmenter:
         return (raw.astype(np.float32) - self._output_zero_point) * self._output_scale
 
     def _check_tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        inputs = self._interpreter.get_input_details()
-        outputs = self._interpreter.get_output_details()
+        try:
+            inputs = self._interpreter.get_input_details()
+            outputs = self._interpreter.get_output_details()
+        except (ValueError, RuntimeError) as exc:  # e.g. a corrupt tensor name in the flatbuffer
+            raise ModelError(f"corrupt model: cannot read its tensors ({type(exc).__name__}: {exc})") from None
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"expected one input and one output tensor, got {len(inputs)} and {len(outputs)}")
         expected = (1, self.tile_height, self.tile_width, 1)

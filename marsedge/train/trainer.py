@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 2
+# An improved epoch's best weights and preview are written under these names (with the
+# epoch index) and moved into place only after state.json records that epoch as the best
+# (see _promote_pending_best).
+PENDING_BEST = ".best.{epoch:04d}.pending.weights.h5"
+PENDING_PREVIEW = ".preview.{epoch:04d}.pending.png"
 
 
 class TrainingDiverged(MarsEdgeError):
@@ -202,6 +207,27 @@ def _save_checkpoint(tf, checkpoint, out: Path, epoch: int, state: dict) -> None
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def _promote_pending_best(out: Path) -> None:
+    """Finishes or undoes the best-weights update of the last epoch, per state.json.
+
+    state.json is the commit point of an epoch. The pending best weights and preview of
+    an epoch are moved into place only when state.json has committed that epoch as the
+    best one; otherwise they belong to an epoch that was killed before it committed, and
+    are removed. Without this, a kill between saving the best weights and writing
+    state.json left best.weights.h5 from an epoch the run never recorded (or, in the
+    first epoch, a run directory that could neither be resumed nor started again).
+    """
+    state_path = out / rundir.STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    best = state.get("best_epoch") if state.get("best_epoch") == state.get("epoch") else None
+    for pattern, target in ((PENDING_BEST, rundir.BEST_WEIGHTS), (PENDING_PREVIEW, rundir.PREVIEW_FILE)):
+        for source in out.glob(pattern.replace("{epoch:04d}", "[0-9][0-9][0-9][0-9]")):
+            if best is not None and source.name == pattern.format(epoch=best):
+                source.replace(out / target)
+            else:
+                source.unlink()
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train a model and write the run directory; returns the final metrics.
 
@@ -222,6 +248,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         config = saved.config.replace(epochs=config.epochs)
     elif state_path.exists() or (out / rundir.BEST_WEIGHTS).exists():
         raise RunDirError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
+    if out.is_dir():
+        _promote_pending_best(out)
 
     from marsedge.train.augment import make_dataset
     from marsedge.train.keras_metrics import MeanIoU
@@ -285,10 +313,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         bar.close()
         train_loss = float(fit.history["loss"][-1])
         if not math.isfinite(train_loss):
-            raise TrainingDiverged(
-                f"training diverged at epoch {epoch + 1} (loss {train_loss}); the best checkpoint "
-                f"(epoch {best_epoch + 1}, val mIoU {best_miou:.4f}) is kept in {out}"
+            kept = (
+                f"the best checkpoint (epoch {best_epoch + 1}, val mIoU {best_miou:.4f}) is kept in {out}"
+                if best_epoch >= 0
+                else f"no epoch completed, so {out} holds no checkpoint"
             )
+            raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (loss {train_loss}); {kept}")
         prediction = predict_classes(model, val_images, derived["output_classes"])
         report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
         miou = report["mean_iou"]
@@ -307,10 +337,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         improved = miou > best_miou
         if improved:
             best_miou, best_epoch, since_best = miou, epoch, 0
-            model.save_weights(str(out / ".best.partial.weights.h5"))
-            (out / ".best.partial.weights.h5").replace(out / rundir.BEST_WEIGHTS)
+            model.save_weights(str(out / PENDING_BEST.format(epoch=epoch)))
             write_preview(
-                out / rundir.PREVIEW_FILE,
+                out / PENDING_PREVIEW.format(epoch=epoch),
                 val_images[preview_index],
                 val_masks[preview_index],
                 prediction[preview_index],
@@ -325,6 +354,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             {"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch, "since_best": since_best,
              "lr_scale": lr_scale},
         )
+        _promote_pending_best(out)
         log.info(
             "epoch %d/%d loss %.4f val mIoU %.4f%s (%s) %.0f img/s %.0fs",
             epoch + 1, config.epochs, train_loss, miou, " *" if improved else "",

@@ -1,0 +1,68 @@
+"""Resizing frames to the model's pixel scale and masks back to the frame's size.
+
+A model trained on tiles cut from NavCam frames reduced 2x sees the terrain at half the
+frame's resolution; its metadata says so with ``input.scale`` (model pixels per source
+pixel, e.g. 0.5). The frame is reduced by area averaging (what a 2x2 binning does) before
+tiling, and the mask is brought back to the frame's size by nearest neighbour, so it holds
+class ids only. numpy only, like :mod:`.grey`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The size of a ``height x width`` frame at ``scale`` model pixels per source pixel
+    (rounded half up, at least one pixel)."""
+    return max(1, math.floor(height * scale + 0.5)), max(1, math.floor(width * scale + 0.5))
+
+
+def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes a uint8 (H, W) image by area averaging: each output pixel is the mean of the
+    source area it covers (fractional pixels weighted by the part covered), rounded half up.
+
+    Reducing by an integer factor k is the mean of k x k blocks; enlarging repeats pixels.
+    """
+    if image.shape == (height, width):
+        return image
+    rows = _resize_axis(image.astype(np.float32), height, axis=0)
+    return np.floor(_resize_axis(rows, width, axis=1) + 0.5).astype(np.uint8)
+
+
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes a (h, w) class-id mask to (height, width), each pixel taking the class of the
+    mask pixel its centre falls in (no blending: the result holds ids of the input only)."""
+    if mask.shape == (height, width):
+        return mask
+    rows = _nearest_index(mask.shape[0], height)
+    cols = _nearest_index(mask.shape[1], width)
+    return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+
+
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    centres = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out)
+    return np.minimum(centres.astype(np.int64), n_in - 1)
+
+
+def _resize_axis(values: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Area-averages float32 ``values`` along ``axis`` to ``n_out`` samples."""
+    n_in = values.shape[axis]
+    if n_in == n_out:
+        return values
+    moved = np.moveaxis(values, axis, 0)
+    out = np.empty((n_out,) + moved.shape[1:], dtype=np.float32)
+    step = n_in / n_out
+    if n_in % n_out == 0:  # whole blocks: one reshape, exact
+        k = n_in // n_out
+        out[:] = moved.reshape((n_out, k) + moved.shape[1:]).mean(axis=1, dtype=np.float64)
+        return np.moveaxis(out, 0, axis)
+    for i in range(n_out):
+        start, stop = i * step, (i + 1) * step
+        first, last = math.floor(start), min(math.ceil(stop), n_in)
+        index = np.arange(first, last)
+        weights = (np.minimum(index + 1, stop) - np.maximum(index, start)) / (stop - start)
+        out[i] = np.tensordot(weights, moved[first:last].astype(np.float64), axes=1)
+    return np.moveaxis(out, 0, axis)

@@ -1,0 +1,225 @@
+"""Masks and IoU from a Keras run or a .tflite model on labelled tiles.
+
+Importing this module does not import TensorFlow: a .tflite is run with the edge
+runtime's interpreter (LiteRT), and TensorFlow loads only to evaluate a run directory's
+Keras model.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marsedge.errors import DataError, MarsEdgeError, RunDirError
+from marsedge.train.data import CLASS_NAMES, TileSet, file_sha256, load_tiles
+from marsedge.train.metrics import confusion_matrix, iou_report, pixel_agreement
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("all", "train", "val", "test")
+
+
+class TFLiteTileModel:
+    """A .tflite segmenter run tile by tile on tiles of exactly its input size.
+
+    Args:
+        content: the .tflite bytes (appended metadata is ignored by the interpreter).
+        output_classes: class id of each output channel; from the metadata when None.
+        threads: interpreter threads; None lets the interpreter choose.
+
+    Raises:
+        MarsEdgeError: not a model the interpreter can run, or no class list.
+    """
+
+    def __init__(self, content: bytes, output_classes: list[int] | None = None, threads: int | None = None):
+        from marsedge.edge_runtime.errors import ModelError
+        from marsedge.edge_runtime.interpreter import make_interpreter
+        from marsedge.edge_runtime.metadata import read_metadata
+
+        try:
+            if output_classes is None:
+                output_classes = list(read_metadata(content)["output_classes"])
+            self._interpreter = make_interpreter(content, threads)
+        except ModelError as exc:
+            raise MarsEdgeError(str(exc)) from None
+        self._content = content  # the interpreter may point into it
+        self.output_classes = np.asarray(output_classes, dtype=np.uint8)
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        _, self.height, self.width, _ = (int(d) for d in self._input["shape"])
+        self._lut = self._input_lut()
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> "TFLiteTileModel":
+        try:
+            content = Path(path).read_bytes()
+        except OSError as exc:
+            raise MarsEdgeError(f"{path}: cannot read model ({exc.strerror or exc})") from None
+        try:
+            return cls(content, threads=threads)
+        except MarsEdgeError as exc:
+            raise MarsEdgeError(f"{path}: {exc}") from None
+
+    def _input_lut(self) -> np.ndarray:
+        values = np.arange(256, dtype=np.float64)
+        dtype = np.dtype(self._input["dtype"])
+        if dtype == np.float32:
+            return values.astype(np.float32)
+        scale, zero_point = self._input["quantization"]
+        limits = np.iinfo(dtype)
+        return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
+
+    def logits(self, tile: np.ndarray) -> np.ndarray:
+        """Raw output ``(H, W, C)`` for one uint8 tile (int8 models: still quantised)."""
+        self._interpreter.set_tensor(self._input["index"], self._lut[tile][None, ..., None])
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"])[0]
+
+    def predict_masks(self, images: np.ndarray) -> np.ndarray:
+        """Class-id masks ``(N, H, W)`` for uint8 tiles ``(N, H, W)`` of the model's size.
+
+        Raises:
+            DataError: the tiles are not the model's input size.
+        """
+        _check_size(images, (self.height, self.width))
+        masks = np.empty(images.shape, dtype=np.uint8)
+        for index, tile in enumerate(images):
+            # argmax of int8 logits equals argmax after dequantising (positive scale)
+            masks[index] = self.output_classes[np.argmax(self.logits(tile), axis=-1)]
+        return masks
+
+
+class KerasTileModel:
+    """A run directory's float Keras model (best weights)."""
+
+    def __init__(self, model, output_classes: list[int], input_shape: tuple[int, int]):
+        self.model = model
+        self.output_classes = np.asarray(output_classes, dtype=np.uint8)
+        self.height, self.width = input_shape
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> "KerasTileModel":
+        from marsedge.train import rundir
+
+        run = rundir.read_run(run_dir)
+        return cls(rundir.load_model(run), run.output_classes, run.input_shape)
+
+    def predict_masks(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        _check_size(images, (self.height, self.width))
+        logits = self.model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
+        return self.output_classes[np.argmax(logits, axis=-1)]
+
+
+def _check_size(images: np.ndarray, size: tuple[int, int]) -> None:
+    if images.ndim != 3 or images.shape[1:] != size:
+        raise DataError(
+            f"tiles are {'x'.join(str(d) for d in images.shape[1:])} but the model takes {size[0]}x{size[1]}; "
+            "evaluate on tiles of the model's input size"
+        )
+
+
+def score(truth: np.ndarray, prediction: np.ndarray, reference: np.ndarray | None = None) -> dict[str, Any]:
+    """IoU report of ``prediction`` against ``truth`` (class 0 ignored), plus pixel agreement
+    with a ``reference`` prediction over all pixels when given."""
+    report = iou_report(confusion_matrix(truth, prediction), CLASS_NAMES)
+    if reference is not None:
+        report["agreement"] = pixel_agreement(prediction, reference)
+    return report
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """What ``marsedge eval`` measures: a model, the tiles and which split of them."""
+
+    kind: str  # "tflite" or "keras"
+    model: Any
+    tiles: TileSet
+    split: str
+    run_dir: Path | None
+
+
+def _source_run(model_path: Path) -> Path | None:
+    """The run directory a .tflite came from, when its metadata names one that exists."""
+    from marsedge.edge_runtime.errors import ModelError
+    from marsedge.edge_runtime.metadata import read_metadata
+
+    try:
+        source = read_metadata(model_path).get("source_run")
+    except ModelError:
+        return None
+    return Path(source) if source and Path(source).is_dir() else None
+
+
+def _split(tiles: TileSet, data: Path, split: str, run_dir: Path | None) -> TileSet:
+    if split == "all":
+        return tiles
+    if run_dir is None:
+        raise MarsEdgeError(
+            f"--split {split} needs the model's run directory (a run dir as MODEL, or a .tflite whose "
+            "metadata names an existing source_run); use --split all"
+        )
+    from marsedge.train import rundir
+
+    run = rundir.read_run(run_dir, need_weights=False)
+    if run.data_sha256 and data.is_file() and file_sha256(data) != run.data_sha256:
+        raise DataError(f"{data}: not the data file of run {run_dir}, so its {split} split does not apply; use --split all")
+    indices = rundir.split_indices(run)
+    if split not in indices:
+        raise RunDirError(f"{run_dir}: no '{split}' split")
+    if len(indices[split]) and indices[split].max() >= len(tiles):
+        raise DataError(f"{data}: has {len(tiles)} tiles but run {run_dir} splits {indices[split].max() + 1}+")
+    return tiles.subset(indices[split])
+
+
+def load_target(model: str | Path, data: str | Path, split: str = "all", threads: int | None = None) -> EvalTarget:
+    """Open a model (.tflite file or run directory) and the tiles to evaluate it on.
+
+    Raises:
+        MarsEdgeError: missing model, unreadable data, or a split that cannot apply.
+    """
+    if split not in SPLITS:
+        raise MarsEdgeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    path, data = Path(model), Path(data)
+    if path.is_dir():
+        run_dir: Path | None = path
+        predictor: Any = KerasTileModel.from_run(path)
+        kind = "keras"
+    elif path.is_file():
+        predictor = TFLiteTileModel.from_file(path, threads)
+        run_dir = _source_run(path)
+        kind = "tflite"
+    else:
+        raise MarsEdgeError(f"{path}: no such model file or run directory")
+    tiles = _split(load_tiles(data), data, split, run_dir)
+    if len(tiles) == 0:
+        raise DataError(f"{data}: no tiles in the {split} split")
+    return EvalTarget(kind, predictor, tiles, split, run_dir)
+
+
+def evaluate(model: str | Path, data: str | Path, split: str = "all", threads: int | None = None) -> dict[str, Any]:
+    """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles.
+
+    Args:
+        model: a .tflite from ``marsedge export`` or a run directory (float Keras).
+        data: AN2DL .npz or a folder of image/mask PNG pairs.
+        split: "all" tiles, or the run's "train" / "val" / "test" split of its own data.
+        threads: interpreter threads for a .tflite.
+
+    Raises:
+        MarsEdgeError: see :func:`load_target`; tiles of another size than the model's.
+    """
+    target = load_target(model, data, split, threads)
+    prediction = target.model.predict_masks(target.tiles.images)
+    report = score(target.tiles.masks, prediction)
+    return {
+        "model": str(model),
+        "kind": target.kind,
+        "data": str(data),
+        "split": split,
+        "tiles": len(target.tiles),
+        "class_names": list(CLASS_NAMES),
+        **report,
+    }

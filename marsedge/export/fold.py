@@ -1,0 +1,129 @@
+"""The graph the int8 model runs: BatchNormalization folded into its convolution.
+
+The TFLite converter folds every BatchNormalization into the preceding convolution. Doing
+it before QAT makes the fake-quantised Keras graph the same graph the converter writes:
+weights are quantised after folding, as on the device, and QAT fine-tuning cannot drift
+the batch statistics.
+
+A plain ReLU after a Conv2DTranspose also moves into the convolution's activation: the
+converter fuses ReLU into CONV_2D by itself but leaves a separate int8 RELU after
+TRANSPOSE_CONV, with its own scale, which XNNPACK cannot delegate (it splits the graph).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from marsedge.train.tf_env import keras
+
+layers = keras.layers
+_FOLDABLE = (layers.Conv2D, layers.Conv2DTranspose)
+
+
+def consumers_of(model) -> dict[str, list]:
+    """Layer name -> the layers that take its output."""
+    consumers: dict[str, list] = {layer.name: [] for layer in model.layers}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:  # noqa: SLF001 - Keras 2 functional graph
+            for inbound in node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]:
+                consumers.setdefault(inbound.name, []).append(layer)
+    return consumers
+
+
+def foldable_pairs(model) -> dict[str, object]:
+    """Convolution name -> the BatchNormalization it can absorb.
+
+    A pair folds when the convolution has a linear activation, its only consumer is the
+    BatchNormalization, and the normalisation runs over the channel axis.
+    """
+    consumers = consumers_of(model)
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, _FOLDABLE) or layer.get_config().get("activation") != "linear":
+            continue
+        after = consumers.get(layer.name, [])
+        if len(after) == 1 and isinstance(after[0], layers.BatchNormalization) and after[0].axis in ([-1], [3]):
+            pairs[layer.name] = after[0]
+    return pairs
+
+
+def _is_plain_relu(layer) -> bool:
+    if not isinstance(layer, layers.ReLU):
+        return False
+    config = layer.get_config()
+    return config.get("max_value") is None and not config.get("negative_slope") and not config.get("threshold")
+
+
+def mergeable_relus(model, pairs: dict[str, object]) -> dict[str, object]:
+    """Conv2DTranspose name -> the ReLU that becomes its activation (after its BN, if folded)."""
+    consumers = consumers_of(model)
+    merges = {}
+    for layer in model.layers:
+        if not isinstance(layer, layers.Conv2DTranspose) or layer.get_config().get("activation") != "linear":
+            continue
+        last = pairs.get(layer.name, layer)
+        after = consumers.get(last.name, [])
+        if len(after) == 1 and _is_plain_relu(after[0]):
+            merges[layer.name] = after[0]
+    return merges
+
+
+def _folded_weights(conv, bn) -> list[np.ndarray]:
+    weights = conv.get_weights()
+    kernel = weights[0]
+    bias = weights[1] if conv.use_bias else np.zeros(conv.filters, np.float32)
+    gamma = bn.gamma.numpy() if bn.scale else np.ones(conv.filters, np.float32)
+    beta = bn.beta.numpy() if bn.center else np.zeros(conv.filters, np.float32)
+    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    # Conv2D kernels are (kh, kw, in, out); Conv2DTranspose kernels are (kh, kw, out, in).
+    shape = (1, 1, -1, 1) if isinstance(conv, layers.Conv2DTranspose) else (1, 1, 1, -1)
+    kernel = kernel * scale.reshape(shape)
+    bias = (bias - bn.moving_mean.numpy()) * scale + beta
+    return [kernel.astype(np.float32), bias.astype(np.float32)]
+
+
+def fold_for_int8(model):
+    """A copy of ``model`` in the form the int8 model runs.
+
+    Each foldable BatchNormalization is merged into its convolution (which gains a bias),
+    and a plain ReLU after a Conv2DTranspose becomes its activation. Other layer names are
+    kept. Outputs at inference are unchanged (up to float rounding).
+    """
+    pairs = foldable_pairs(model)
+    relus = mergeable_relus(model, pairs)
+    absorbed = {bn.name for bn in pairs.values()} | {relu.name for relu in relus.values()}
+    tensors: dict[int, object] = {}
+    inputs = []
+    for tensor in model.inputs:
+        new = keras.Input(type_spec=tensor.type_spec, name=tensor.name.split(":")[0])
+        tensors[id(tensor)] = new
+        inputs.append(new)
+
+    def mapped(value):
+        if isinstance(value, (list, tuple)):
+            return [tensors[id(v)] for v in value]
+        return tensors[id(value)]
+
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        if len(layer._inbound_nodes) != 1:  # noqa: SLF001
+            raise ValueError(f"layer {layer.name} is used {len(layer._inbound_nodes)} times; cannot fold a shared layer")
+        if layer.name in absorbed:
+            tensors[id(layer.output)] = mapped(layer.input)
+            continue
+        config = layer.get_config()
+        if layer.name in pairs or layer.name in relus:
+            weights = _folded_weights(layer, pairs[layer.name]) if layer.name in pairs else layer.get_weights()
+            config["use_bias"] = len(weights) == 2
+            if layer.name in relus:
+                config["activation"] = "relu"
+            clone = layer.__class__.from_config(config)
+            output = clone(mapped(layer.input))
+            clone.set_weights(weights)
+        else:
+            clone = layer.__class__.from_config(config)
+            output = clone(mapped(layer.input))
+            clone.set_weights(layer.get_weights())
+        tensors[id(layer.output)] = output
+    outputs = [tensors[id(t)] for t in model.outputs]
+    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)

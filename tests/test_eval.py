@@ -1,0 +1,119 @@
+"""`marsedge eval`: IoU on a hand-made mask pair matches the hand count; clear errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from marsedge.cli import app
+
+CENTRES = (32.0, 96.0, 160.0, 224.0)  # grey level each output class (1..4) is nearest to
+
+
+def _metadata(height: int, width: int) -> dict:
+    return {
+        "format": "marsedge-tflite/1",
+        "name": "nearest-grey-stub",
+        "precision": "float32",
+        "input": {"height": height, "width": width, "channels": 1, "pixel_range": [0, 255]},
+        "classes": [{"id": i, "name": n, "color": "#808080"} for i, n in enumerate(
+            ("background", "soil", "bedrock", "sand", "big_rock"))],
+        "output_classes": [1, 2, 3, 4],
+    }
+
+
+@pytest.fixture(scope="module")
+def stub_model(tmp_path_factory) -> Path:
+    """A float32 .tflite whose class is the nearest of CENTRES to each pixel's grey level.
+
+    One 1x1 convolution: logit_k = c_k * g - c_k**2 / 2, largest for the nearest centre.
+    """
+    from marsedge.edge_runtime.metadata import embed_metadata
+    from marsedge.train.tf_env import keras, tf
+
+    inputs = keras.Input((64, 128, 1), batch_size=1)
+    conv = keras.layers.Conv2D(4, 1)
+    model = keras.Model(inputs, conv(inputs))
+    centres = np.asarray(CENTRES, np.float32)
+    conv.set_weights([centres.reshape(1, 1, 1, 4), -(centres**2) / 2])
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    path = tmp_path_factory.mktemp("stub") / "stub.tflite"
+    path.write_bytes(embed_metadata(content, _metadata(64, 128)))
+    return path
+
+
+@pytest.fixture
+def mask_pair(tmp_path) -> Path:
+    """One tile: left half grey 10 (-> soil), right half grey 250 (-> big rock).
+
+    Truth: rows 0-31 soil, rows 32-47 big rock, rows 48-63 unlabeled (ignored). By hand:
+    soil TP 32*64=2048, FN 2048 (right half), FP 16*64=1024 -> IoU 2048/5120 = 0.4;
+    big rock TP 1024, FN 1024, FP 2048 -> 1024/4096 = 0.25; bedrock and sand absent;
+    mean IoU (0.4 + 0.25) / 2 = 0.325.
+    """
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    image = np.full((64, 128), 10, np.uint8)
+    image[:, 64:] = 250
+    mask = np.zeros((64, 128), np.uint8)
+    mask[:32] = 1
+    mask[32:48] = 4
+    Image.fromarray(image).save(folder / "tile.png")
+    Image.fromarray(mask).save(folder / "tile_mask.png")
+    return folder
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], prog_name="marsedge")
+
+
+def test_eval_matches_the_hand_computed_iou(stub_model, mask_pair):
+    result = invoke("eval", stub_model, "--data", mask_pair, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["mean_iou"] == pytest.approx(0.325)
+    assert report["class_iou"] == {"soil": pytest.approx(0.4), "bedrock": None, "sand": None, "big_rock": pytest.approx(0.25)}
+    cm = np.asarray(report["confusion_matrix"])
+    assert (cm[1, 1], cm[1, 4], cm[4, 1], cm[4, 4]) == (2048, 2048, 1024, 1024)
+    assert cm.sum() == 2048 * 3  # unlabeled truth pixels are not counted
+    assert report["tiles"] == 1 and report["kind"] == "tflite"
+
+
+def test_eval_prints_iou_and_confusion_matrix(stub_model, mask_pair):
+    result = invoke("eval", stub_model, "--data", mask_pair)
+    assert result.exit_code == 0, result.output
+    assert "mean IoU 0.3250" in result.stdout
+    assert "soil       0.4000" in result.stdout and "bedrock    -" in result.stdout
+    assert "confusion matrix" in result.stdout and "big_rock" in result.stdout.splitlines()[-1]
+
+
+def test_eval_rejects_tiles_of_another_size(stub_model, tmp_path):
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.ones((32, 32), np.uint8)).save(tmp_path / "a_mask.png")
+    result = invoke("eval", stub_model, "--data", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: tiles are 32x32 but the model takes 64x128; evaluate on tiles of the model's input size"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--split", "val"], "--split val needs the model's run directory"),
+        (["--split", "everything"], "split must be one of all, train, val, test"),
+    ],
+)
+def test_eval_split_errors(stub_model, mask_pair, args, message):
+    result = invoke("eval", stub_model, "--data", mask_pair, *args)
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_eval_missing_model_and_data(tmp_path, mask_pair):
+    result = invoke("eval", tmp_path / "nope.tflite", "--data", mask_pair)
+    assert result.exit_code == 2 and "no such model file or run directory" in result.stderr
+    (tmp_path / "junk.tflite").write_bytes(b"not a model")
+    result = invoke("eval", tmp_path / "junk.tflite", "--data", mask_pair)
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
