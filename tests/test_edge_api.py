@@ -88,7 +88,9 @@ def test_bundled_model_is_a_trained_marsedge_model():
     assert read_metadata(DEFAULT_MODEL)["metrics"]
     assert segmenter.model_info["name"] and segmenter.model_info["version"]
     # A trained model gives structured masks, not one class everywhere.
-    frame = np.tile(np.repeat(np.array([60, 110, 150, 200], np.uint8), 40), (64, 1))
+    from marsedge.train.synthetic import generate_frame
+
+    frame, _ = generate_frame(256, 256, seed=0)
     assert len(np.unique(segmenter.segment(frame).mask)) >= 2
 
 
