@@ -124,3 +124,19 @@ def test_train_without_tensorflow_names_the_extra(tmp_path):
     assert result.returncode == 2
     assert "pip install 'marsedge[train]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_limited_run_split_indexes_the_whole_file(tiny_data, tmp_path):
+    """--limit picks a subset, but split.npz must point into the whole file so that export,
+    eval and bench (which reload the file) score the very tiles training scored."""
+    from marsedge.train import rundir
+    from marsedge.train.trainer import predict_classes
+    from marsedge.train.metrics import confusion_matrix, mean_iou
+
+    out = tmp_path / "run"
+    metrics = train(_config(tiny_data, out, limit=32), progress=False)
+    run = rundir.read_run(out)
+    val = rundir.split_tiles(run, "val")
+    model = rundir.load_model(run)
+    score = mean_iou(confusion_matrix(val.masks, predict_classes(model, val.images, run.output_classes)))
+    assert score == pytest.approx(metrics["val"]["mean_iou"], abs=1e-9)

@@ -50,8 +50,6 @@ class TrainingDiverged(MarsEdgeError):
 def _prepare(config: TrainConfig, out: Path, resume: bool):
     """Load, clean and split the data; write or check config.json and split.npz."""
     tiles = load_tiles(config.data)
-    if config.limit and config.limit < len(tiles):
-        tiles = tiles.subset(_random_frames(tiles, config.limit, config.seed))
     data_hash = file_sha256(config.data)
     if resume:
         run = rundir.read_run(out, need_weights=False)
@@ -62,13 +60,21 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
             )
         split = rundir.split_indices(run)
         return tiles, split, run.derived
-    keep, report = clean_tiles(tiles) if config.clean else (np.arange(len(tiles)), None)
-    groups = frame_groups(tiles.images)
-    split_local = stratified_split(
-        tiles.masks[keep], groups[keep], config.val_fraction, config.test_fraction, config.seed
+    # split.npz holds indices into the whole data file, also when --limit picks a subset,
+    # so export, eval and bench find the same tiles by reading the file again.
+    selected = (
+        _random_frames(tiles, config.limit, config.seed)
+        if config.limit and config.limit < len(tiles)
+        else np.arange(len(tiles))
     )
-    split = {name: keep[index] for name, index in split_local.items()}
-    split["dropped"] = np.array(report.dropped if report else [], dtype=np.int64)
+    work = tiles.subset(selected)
+    keep, report = clean_tiles(work) if config.clean else (np.arange(len(work)), None)
+    groups = frame_groups(work.images)
+    split_local = stratified_split(
+        work.masks[keep], groups[keep], config.val_fraction, config.test_fraction, config.seed
+    )
+    split = {name: selected[keep[index]] for name, index in split_local.items()}
+    split["dropped"] = selected[np.array(report.dropped if report else [], dtype=np.int64)]
     if len(split["train"]) == 0 or len(split["val"]) == 0:
         raise MarsEdgeError(f"{config.data}: too few usable tiles ({len(keep)}) to split into train and validation")
     train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
@@ -83,6 +89,7 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
         "class_weights": class_weights(train_masks, config.class_weighting, config.ignore_background).tolist(),
         "class_pixel_shares": class_pixel_shares(train_masks).tolist(),
         "tiles_loaded": len(tiles),
+        "tiles_used": len(work),
         "frame_grouping": "pairs" if groups[-1] != len(groups) - 1 else "tiles",
         "split_sizes": {name: int(len(split[name])) for name in ("train", "val", "test")},
         "cleaning": report.summary() if report else None,
@@ -97,7 +104,7 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
     )
     log.info(
         "data %s: %d tiles, dropped %d (%s); frames grouped as %s; train/val/test = %s",
-        config.data, len(tiles), len(split["dropped"]), derived["cleaning"], derived["frame_grouping"],
+        config.data, len(work), len(split["dropped"]), derived["cleaning"], derived["frame_grouping"],
         derived["split_sizes"],
     )
     log.info(
