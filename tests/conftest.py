@@ -5,6 +5,8 @@ tests/data is written only by `python tools/make_test_model.py`.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +46,19 @@ def save_png(path: Path, array: np.ndarray, **kwargs) -> Path:
     """Writes an array as an image file and returns its path."""
     Image.fromarray(array).save(path, **kwargs)
     return path
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fails a test that would hang, instead of hanging the suite."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -16,7 +16,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, GOLDEN, save_png
+from conftest import DATA, GOLDEN, save_png, time_limit
 from marsedge.edge_runtime import imageio
 from marsedge.edge_runtime.cli import app
 
@@ -33,22 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NASTY = DATA / "nasty"
 MANIFEST = json.loads((NASTY / "MANIFEST.json").read_text(encoding="utf-8"))
 OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", ".json")
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fails a test that would hang, instead of hanging the suite."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_cli(*args, timeout: float = 60):

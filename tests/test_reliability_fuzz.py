@@ -11,11 +11,9 @@ Every example is recorded with ``record_property`` for the report's counts.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import signal
 import tempfile
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import GOLDEN
+from conftest import GOLDEN, time_limit
 from marsedge.edge_runtime import ImageError
 from marsedge.edge_runtime.cli import app
 from marsedge.edge_runtime.imageio import load_gray
@@ -39,20 +37,6 @@ FUZZ = settings(
 )
 SUFFIXES = [".png", ".jpg", ".jpeg", ".PNG", ".JPG"]
 MODES = ["L", "LA", "RGB", "RGBA", "P", "1", "I;16", "CMYK"]
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _encode(array: np.ndarray, fmt: str, **options) -> bytes:
