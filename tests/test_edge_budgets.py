@@ -19,8 +19,17 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
-API = """
-import json, resource, time
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child started from a
+# big pytest process (TensorFlow loaded) would report the parent's peak.
+PEAK_RSS = """
+def peak_rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+API = PEAK_RSS + """
+import json, time
 start = time.perf_counter()
 import marsedge.edge_runtime as edge
 segmenter = edge.Segmenter()
@@ -28,17 +37,17 @@ loaded = time.perf_counter()
 import numpy as np
 result = segmenter.segment(np.random.default_rng(0).integers(0, 256, (1024, 1024), dtype=np.uint8))
 print(json.dumps({"import_load_s": loaded - start, "frame_ms": result.timings, "shape": list(result.mask.shape),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mib": peak_rss_mib()}))
 """
 
-CLI = """
-import resource, sys
+CLI = PEAK_RSS + """
+import sys
 from marsedge.edge_runtime.cli import main
 sys.argv[0] = "marsedge-run"
 try:
     main()
 finally:
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
+    print(peak_rss_mib(), file=sys.stderr)
 """
 
 
