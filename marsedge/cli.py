@@ -63,7 +63,7 @@ def train(
     loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice or cross_entropy.")] = None,
     augment: Annotated[Optional[str], typer.Option(help="none, flips or strong.")] = None,
     base_filters: Annotated[Optional[int], typer.Option(help="Width of the first U-Net level.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N tiles (quick runs).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use about N tiles, whole frames drawn at random with --seed (quick runs).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience (epochs).")] = None,
     mixed_precision: Annotated[bool, typer.Option(help="float16 compute (GPU).")] = False,
     strategy: Annotated[Optional[str], typer.Option(help="default or mirrored (several GPUs).")] = None,

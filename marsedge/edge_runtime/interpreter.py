@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from .errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -102,3 +104,26 @@ def _native_stderr_to_log() -> Iterator[None]:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def input_lut(details: dict[str, Any], values: np.ndarray | None = None) -> np.ndarray:
+    """Maps each grey level 0..255 straight to the value the input tensor wants.
+
+    Args:
+        details: the interpreter's input tensor details (dtype, quantization).
+        values: what each grey level means to the model (e.g. normalised levels);
+            the levels themselves when None.
+
+    Raises:
+        ModelError: an integer input tensor without a quantisation scale.
+    """
+    if values is None:
+        values = np.arange(256, dtype=np.float64)
+    dtype = np.dtype(details["dtype"])
+    if dtype == np.float32:
+        return values.astype(np.float32)
+    scale, zero_point = details["quantization"]
+    if not scale > 0:
+        raise ModelError("integer input tensor without a quantisation scale")
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)

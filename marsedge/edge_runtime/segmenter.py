@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ModelError
 from .grey import to_gray8
-from .interpreter import make_interpreter
+from .interpreter import input_lut, make_interpreter
 from .metadata import ClassInfo, check_flatbuffer, class_table, read_metadata
 from .resample import resize_area, resize_nearest, scaled_size
 from .tiling import pad_to, ramp, tile_origins
@@ -288,14 +288,7 @@ class Segmenter:
         if norm and not norm.get("in_model", True):
             mean, std = _scalar(norm.get("mean", 0.0)), _scalar(norm.get("std", 1.0))
             values = (values - mean) / std
-        dtype = self._input["dtype"]
-        if dtype == np.float32:
-            return values.astype(np.float32)
-        scale, zero_point = self._input["quantization"]
-        if not scale > 0:
-            raise ModelError("integer input tensor without a quantisation scale")
-        limits = np.iinfo(dtype)
-        return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
+        return input_lut(self._input, values)
 
 
 def _scalar(value: Any) -> float:

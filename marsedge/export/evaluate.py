@@ -36,7 +36,7 @@ class TFLiteTileModel:
 
     def __init__(self, content: bytes, output_classes: list[int] | None = None, threads: int | None = None):
         from marsedge.edge_runtime.errors import ModelError
-        from marsedge.edge_runtime.interpreter import make_interpreter
+        from marsedge.edge_runtime.interpreter import input_lut, make_interpreter
         from marsedge.edge_runtime.metadata import read_metadata
 
         try:
@@ -50,7 +50,10 @@ class TFLiteTileModel:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         _, self.height, self.width, _ = (int(d) for d in self._input["shape"])
-        self._lut = self._input_lut()
+        try:
+            self._lut = input_lut(self._input)
+        except ModelError as exc:
+            raise MarsEdgeError(str(exc)) from None
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int | None = None) -> "TFLiteTileModel":
@@ -62,15 +65,6 @@ class TFLiteTileModel:
             return cls(content, threads=threads)
         except MarsEdgeError as exc:
             raise MarsEdgeError(f"{path}: {exc}") from None
-
-    def _input_lut(self) -> np.ndarray:
-        values = np.arange(256, dtype=np.float64)
-        dtype = np.dtype(self._input["dtype"])
-        if dtype == np.float32:
-            return values.astype(np.float32)
-        scale, zero_point = self._input["quantization"]
-        limits = np.iinfo(dtype)
-        return np.clip(np.round(values / scale) + zero_point, limits.min, limits.max).astype(dtype)
 
     def logits(self, tile: np.ndarray) -> np.ndarray:
         """Raw output ``(H, W, C)`` for one uint8 tile (int8 models: still quantised)."""
@@ -108,9 +102,10 @@ class KerasTileModel:
         return cls(rundir.load_model(run), run.output_classes, run.input_shape)
 
     def predict_masks(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        from marsedge.train.trainer import predict_classes
+
         _check_size(images, (self.height, self.width))
-        logits = self.model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
-        return self.output_classes[np.argmax(logits, axis=-1)]
+        return predict_classes(self.model, images, list(self.output_classes), batch_size=batch_size)
 
 
 def _check_size(images: np.ndarray, size: tuple[int, int]) -> None:

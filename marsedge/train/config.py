@@ -74,7 +74,7 @@ class TrainConfig:
         augment: "none", "flips" or "strong" (flips, rotations, zoom, brightness/contrast).
         clean: drop outlier samples (all-unlabeled masks, masks shared by many images,
             exact duplicates).
-        limit: use only the first N tiles (quick runs); None for all.
+        limit: use about N tiles, whole frames drawn at random (quick runs); None for all.
         mixed_precision: float16 compute on a GPU.
         strategy: "default" or "mirrored" (several GPUs on one machine).
         preview_tiles: validation tiles in the preview grid.
