@@ -127,6 +127,7 @@ def bench(
     rss: Annotated[bool, typer.Option("--rss/--no-rss", help="Measure the peak memory of a separate runtime process per model.")] = True,
     peak: Annotated[bool, typer.Option("--peak/--no-peak", help="Measure the machine's float32 GEMM peak per thread count.")] = True,
     reference_kernels: Annotated[bool, typer.Option(help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Also measure every .tflite with test-time flip averaging (marsedge-run --tta), as rows of their own.")] = False,
     write_doc: Annotated[Optional[Path], typer.Option(help="Also replace the generated section of this Markdown file (BENCHMARKS.md).")] = None,
     doc_note: Annotated[Optional[str], typer.Option(help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).")] = None,
     profile_ops: Annotated[bool, typer.Option("--profile-ops", help="Instead of the benchmark: time every op of each .tflite alone and compare op types.")] = False,
@@ -144,7 +145,7 @@ def bench(
             sources=tuple(sources), data=str(data) if data else None, split=split, tiles=tiles,
             threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
             frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
-            rss=rss, peak=peak, reference_kernels=reference_kernels,
+            rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta,
         )
         if profile_ops:
             _profile_ops(settings, out, json_output, write_doc, doc_note)

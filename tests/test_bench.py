@@ -190,3 +190,13 @@ def test_run_directory_with_keras_reference(tmp_path_factory, tiny_float32, tiny
     assert data["reference"] == "keras" and data["models"][0]["speed"] is None
     assert data["models"][0]["accuracy"]["pixel_agreement"] == 1.0
     assert data["settings"]["split"] == "val" and "val split of" in data["settings"]["tiles_from"]
+
+
+def test_tta_adds_a_row_per_tflite_model(tiles_npz, tiny_int8, tmp_path):
+    result = invoke(tiny_int8, "--data", tiles_npz, "--out", tmp_path, "--tta", "--json", *QUICK)
+    assert result.exit_code == 0, result.stderr
+    report_ = json.loads(result.stdout)
+    assert [(m["label"], m["tta"]) for m in report_["models"]] == [("int8-ptq", False), ("int8-ptq +TTA", True)]
+    plain, tta = report_["models"]
+    assert tta["accuracy"]["mean_iou"] is not None and tta["speed"][0]["tile_ms"]["n"] == 1
+    assert tta["size_kb"] == plain["size_kb"] and "--tta" in report_["settings"]["sources"] or "--tta" in report_["command"]

@@ -118,3 +118,22 @@ def test_representative_dataset_starts_with_a_full_ramp():
     batches = list(representative_dataset(np.full((2, 64, 128), 7, np.uint8), (64, 128))())
     assert len(batches) == 3 and batches[0][0].shape == (1, 64, 128, 1)
     assert batches[0][0].min() == 0 and batches[0][0].max() == 255 and batches[1][0].dtype == np.float32
+
+
+def test_stride_two_stem_folds_and_quantises_every_layer():
+    from marsedge.export.fold import fold_for_int8
+    from marsedge.export.qat import build_qat_model
+    from marsedge.train.config import ModelConfig
+    from marsedge.train.model import build_unet
+    from marsedge.train.tf_env import keras, tfmot
+
+    keras.utils.set_random_seed(0)
+    model = build_unet(ModelConfig(base_filters=8, depth=2, dilation_rates=(1, 2), stem_stride=2), mean=60.0, std=25.0)
+    tiles = np.random.default_rng(1).uniform(0, 255, (2, 64, 128, 1)).astype(np.float32)
+    folded = fold_for_int8(model)
+    expected = model(tiles, training=False).numpy()
+    assert np.abs(folded(tiles, training=False).numpy() - expected).max() < 1e-4 * max(np.abs(expected).max(), 1)
+    qat = build_qat_model(model)
+    wrapper = tfmot.quantization.keras.QuantizeWrapperV2
+    assert isinstance(qat.get_layer("quant_logits"), wrapper)
+    assert qat(tiles, training=False).shape == (2, 64, 128, 4)

@@ -126,3 +126,25 @@ def test_model_rejects_indivisible_tile_size():
 
     with pytest.raises(ValueError, match="divisible"):
         build_unet(ModelConfig(depth=3), input_shape=(60, 128))
+
+
+def test_stride_two_stem_runs_at_half_resolution_with_full_resolution_logits():
+    from marsedge.errors import MarsEdgeError
+    from marsedge.train.config import ModelConfig
+    from marsedge.train.model import build_unet, count_macs
+    from marsedge.train.tf_env import keras
+
+    full = build_unet(ModelConfig(base_filters=8, depth=2, stem_stride=1))
+    half = build_unet(ModelConfig(base_filters=8, depth=2, stem_stride=2))
+    assert half.output_shape == full.output_shape == (None, 64, 128, 4)
+    assert half.get_layer("enc0_1_conv").output_shape == (None, 32, 64, 8)
+    assert isinstance(half.get_layer("logits"), keras.layers.Conv2DTranspose)
+    # the same layers at a quarter of the pixels: about a quarter of the work
+    assert 0.2 < count_macs(half) / count_macs(full) < 0.35
+    # no convolution but the stem sees fewer than base_filters input channels
+    convs = [l for l in half.layers if isinstance(l, keras.layers.Conv2D) and l.name != "enc0_1_conv"]
+    assert min(l.input_shape[-1] for l in convs) >= 8
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_unet(ModelConfig(depth=3, stem_stride=2), input_shape=(40, 128))  # 40 = 5 * 2**3
+    with pytest.raises(MarsEdgeError, match="stem_stride"):
+        ModelConfig(stem_stride=4)

@@ -69,6 +69,8 @@ class BenchSettings:
         peak: measure the machine's GEMM peak per thread count.
         reference_kernels: run the builtin reference kernels instead of XNNPACK (slow;
             for correctness under an emulator, where XNNPACK does not run).
+        tta: also measure every .tflite with test-time flip averaging (the runtime's
+            ``--tta``: each tile and its mirror image, logits averaged), as a row of its own.
     """
 
     sources: tuple[str, ...]
@@ -84,6 +86,7 @@ class BenchSettings:
     rss: bool = True
     peak: bool = True
     reference_kernels: bool = False
+    tta: bool = False
 
     def command(self) -> str:
         """The ``marsedge bench`` command line that measures exactly this."""
@@ -99,6 +102,7 @@ class BenchSettings:
         args += [] if self.rss else ["--no-rss"]
         args += [] if self.peak else ["--no-peak"]
         args += ["--reference-kernels"] if self.reference_kernels else []
+        args += ["--tta"] if self.tta else []
         return shlex.join(args)
 
     def __post_init__(self) -> None:
@@ -157,6 +161,7 @@ class Candidate:
     kind: str  # "keras" or "tflite"
     path: Path
     run: Any = None  # RunInfo of the run it came from, if any
+    tta: bool = False  # segmented with test-time flip averaging
 
     @property
     def size_kb(self) -> float:
@@ -207,6 +212,13 @@ def discover(settings: BenchSettings) -> tuple[list[Candidate], list[Any]]:
             unique.append(candidate)
     unique.sort(key=lambda c: FORMAT_ORDER.index(c.format) if c.format in FORMAT_ORDER else len(FORMAT_ORDER))
     _disambiguate(unique, multiple_runs=len(runs) > 1)
+    if settings.tta:
+        unique = [
+            twin
+            for c in unique
+            for twin in ([c, Candidate(f"{c.label} +TTA", c.format, c.kind, c.path, c.run, tta=True)]
+                         if c.kind == "tflite" else [c])
+        ]
     return unique, runs
 
 
@@ -284,11 +296,16 @@ class SpeedRun:
 
 
 def time_model(
-    path: Path, threads: int, tile: np.ndarray, frame: np.ndarray | None, settings: BenchSettings
+    path: Path,
+    threads: int,
+    tile: np.ndarray,
+    frame: np.ndarray | None,
+    settings: BenchSettings,
+    tta: bool = False,
 ) -> tuple[SpeedRun, Segmenter]:
     """Times one model through :class:`Segmenter` at one thread count; returns the segmenter too."""
     tick = time.perf_counter()
-    segmenter = Segmenter(path, threads=threads, reference_kernels=settings.reference_kernels)
+    segmenter = Segmenter(path, threads=threads, reference_kernels=settings.reference_kernels, tta=tta)
     load_ms = (time.perf_counter() - tick) * 1e3
     tile_ms, infer_ms = [], []
     with model_resolution(segmenter):
@@ -413,9 +430,8 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> Benc
     tiles, where = evaluation_tiles(settings, runs)
     tflites = [c for c in candidates if c.kind == "tflite"]
     keras_models = [c for c in candidates if c.kind == "keras"]
-    steps = len(settings.threads) * (1 if settings.peak else 0) + len(tflites) * (
-        len(settings.threads) + 1 + (1 if settings.rss else 0)
-    ) + len(keras_models)
+    steps = len(settings.threads) * (1 if settings.peak else 0) + len(keras_models)
+    steps += sum(len(settings.threads) + 1 + (1 if settings.rss and not c.tta else 0) for c in tflites)
     done = 0
 
     def step(message: str) -> None:
@@ -446,7 +462,7 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> Benc
         speed_runs = []
         for threads in settings.threads:
             step(f"{candidate.label}: speed at {threads} thread(s)")
-            run, segmenter = time_model(candidate.path, threads, tiles.images[0], frame, settings)
+            run, segmenter = time_model(candidate.path, threads, tiles.images[0], frame, settings, candidate.tta)
             speed_runs.append(run)
             samples.append(_sample_record(candidate.label, run))
         step(f"{candidate.label}: accuracy on {len(tiles)} tiles")
@@ -456,7 +472,7 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> Benc
         record["speed"] = [
             _speed_record(run, record["macs_per_tile"], peaks.get(run.threads), candidate.format) for run in speed_runs
         ]
-        if settings.rss:
+        if settings.rss and not candidate.tta:  # the same interpreter: the same memory
             step(f"{candidate.label}: peak memory of a runtime process")
             record["rss"] = _rss(candidate.path, max(settings.threads), settings.frame_size, settings.reference_kernels)
         records[candidate.label] = record
@@ -529,6 +545,7 @@ def _base_record(candidate: Candidate) -> dict[str, Any]:
         "path": str(candidate.path),
         "size_kb": candidate.size_kb,
         "macs_per_tile": macs,
+        "tta": candidate.tta,
         "speed": None,
         "rss": None,
     }

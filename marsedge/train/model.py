@@ -32,17 +32,23 @@ class SpatialSoftmaxPool(layers.Layer):
         return (features[0], 1, 1, features[-1])
 
 
-def conv_bn_relu(x, filters: int, name: str, kernel_size: int = 3, dilation_rate: int = 1):
+def conv_bn_relu(x, filters: int, name: str, kernel_size: int = 3, dilation_rate: int = 1, strides: int = 1):
     x = layers.Conv2D(
-        filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False, name=f"{name}_conv"
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        dilation_rate=dilation_rate,
+        use_bias=False,
+        name=f"{name}_conv",
     )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def conv_block(x, filters: int, name: str):
-    """Two 3x3 conv + BN + ReLU."""
-    x = conv_bn_relu(x, filters, f"{name}_1")
+def conv_block(x, filters: int, name: str, strides: int = 1):
+    """Two 3x3 conv + BN + ReLU (the first one may stride)."""
+    x = conv_bn_relu(x, filters, f"{name}_1", strides=strides)
     return conv_bn_relu(x, filters, f"{name}_2")
 
 
@@ -108,15 +114,15 @@ def build_unet(
         ValueError: if the tile size is not divisible by ``2**depth``.
     """
     height, width = input_shape
-    factor = 2**config.depth
+    factor = config.stem_stride * 2**config.depth
     if height % factor or width % factor:
-        raise ValueError(f"tile size {height}x{width} must be divisible by 2**depth = {factor}")
+        raise ValueError(f"tile size {height}x{width} must be divisible by stem_stride * 2**depth = {factor}")
     inputs = keras.Input(shape=(height, width, 1), name="tile")
     x = layers.Rescaling(1.0 / std, offset=-mean / std, name="normalize")(inputs)
     skips = []
     for level in range(config.depth):
         filters = config.base_filters * 2**level
-        x = conv_block(x, filters, f"enc{level}")
+        x = conv_block(x, filters, f"enc{level}", strides=config.stem_stride if level == 0 else 1)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
     bottleneck_filters = config.bottleneck_filters or config.base_filters * 2**config.depth
@@ -126,7 +132,12 @@ def build_unet(
     for level in reversed(range(config.depth)):
         filters = config.base_filters * 2**level
         x = decoder_block(x, skips[level], filters, f"dec{level}", config.squeeze_excitation)
-    outputs = layers.Conv2D(num_outputs, 1, name="logits")(x)
+    if config.stem_stride == 1:
+        outputs = layers.Conv2D(num_outputs, 1, name="logits")(x)
+    else:  # learned up-sampling straight to full-resolution logits
+        outputs = layers.Conv2DTranspose(
+            num_outputs, config.stem_stride, strides=config.stem_stride, padding="same", name="logits"
+        )(x)
     outputs = layers.Activation("linear", dtype="float32", name="logits_f32")(outputs)
     return keras.Model(inputs, outputs, name=name)
 
