@@ -1,6 +1,7 @@
 """A tiny trained run directory for tests (export, eval, bench), made once per session.
 
 ``make_tiny_run(root)`` writes a synthetic AN2DL file (64 tiles) and trains a 4-filter,
+stride-2-stem (the shipped shape),
 depth-2 U-Net on it for six short epochs (seconds on a laptop CPU). The run is cached
 per variant for the whole session: the first call trains it under its ``root``, later
 calls return that directory whatever root they pass. Treat it as read-only (export
@@ -55,7 +56,8 @@ def make_tiny_run(root: Path, attention: bool = False) -> Path:
         test_fraction=0.1,
         preview_tiles=2,
         model=ModelConfig(
-            base_filters=4, depth=2, dilation_rates=(1, 2), global_context=attention, squeeze_excitation=attention
+            base_filters=4, depth=2, dilation_rates=(1, 2), bottleneck_filters=None, stem_stride=2,
+            global_context=attention, squeeze_excitation=attention,
         ),
     )
     train(config, progress=False)

@@ -18,7 +18,10 @@ def attention_model():
 
     keras.utils.set_random_seed(0)
     model = build_unet(
-        ModelConfig(base_filters=4, depth=2, dilation_rates=(1, 2), global_context=True, squeeze_excitation=True),
+        ModelConfig(
+            base_filters=4, depth=2, dilation_rates=(1, 2), bottleneck_filters=None, global_context=True,
+            squeeze_excitation=True, stem_stride=1,
+        ),
         mean=60.0,
         std=25.0,
     )

@@ -148,7 +148,7 @@ main()
 """
 
 TINY = {
-    "model": {"base_filters": 4, "depth": 2, "dilation_rates": [1, 2], "dropout": 0.0},
+    "model": {"base_filters": 4, "depth": 2, "dilation_rates": [1, 2], "dropout": 0.0, "bottleneck_filters": None, "stem_stride": 1},
     "batch_size": 16,
     "preview_tiles": 4,
     "patience": 100,

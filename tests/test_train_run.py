@@ -19,7 +19,7 @@ from marsedge.train.config import ModelConfig, TrainConfig
 from marsedge.train.synthetic import write_dataset
 from marsedge.train.trainer import train
 
-TINY_MODEL = ModelConfig(base_filters=4, depth=2, dilation_rates=(1, 2), dropout=0.0)
+TINY_MODEL = ModelConfig(base_filters=4, depth=2, dilation_rates=(1, 2), bottleneck_filters=None, dropout=0.0, stem_stride=1)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_resume_detects_changed_data(tiny_data, tmp_path):
 def test_cli_train_and_clear_errors(tiny_data, tmp_path):
     runner = CliRunner()
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"model": {"base_filters": 4, "depth": 2, "dilation_rates": [1]}, "batch_size": 16}))
+    config.write_text(json.dumps({"model": {"base_filters": 4, "depth": 2, "dilation_rates": [1], "bottleneck_filters": None}, "batch_size": 16}))
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--config", str(config)])
     assert result.exit_code == 0, result.output

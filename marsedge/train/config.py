@@ -35,14 +35,14 @@ class ModelConfig:
             int8 kernels faster than float ones on CPUs without int8 dot-product instructions.
     """
 
-    base_filters: int = 12
+    base_filters: int = 24
     depth: int = 3
     dilation_rates: tuple[int, ...] = (1, 2, 4)
-    bottleneck_filters: int | None = None
+    bottleneck_filters: int | None = 96
     global_context: bool = False
     squeeze_excitation: bool = False
     dropout: float = 0.1
-    stem_stride: int = 1
+    stem_stride: int = 2
 
     def __post_init__(self) -> None:
         if self.stem_stride not in (1, 2):
@@ -99,7 +99,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: int = 1
     patience: int = 10
-    loss: str = "focal"
+    loss: str = "focal_dice"
     focal_gamma: float = 2.0
     class_weighting: str = "inverse_sqrt"
     ignore_background: bool = True

@@ -59,10 +59,20 @@ def read_run(run_dir: str | Path, need_weights: bool = True) -> RunInfo:
         )
     try:
         raw = json.loads((path / CONFIG_FILE).read_text())
-        config = TrainConfig.from_dict(raw["train"])
+        config = TrainConfig.from_dict(_with_legacy_defaults(raw["train"]))
         return RunInfo(path, config, raw["derived"], raw.get("data_sha256", ""))
     except (KeyError, ValueError, TypeError) as exc:
         raise RunDirError(f"{path / CONFIG_FILE}: not a marsedge run config ({exc})") from None
+
+
+# A run's config.json lists every field, so a missing one predates it: the run was built
+# with the default of its day, not today's.
+_LEGACY_MODEL_DEFAULTS = {"stem_stride": 1}
+
+
+def _with_legacy_defaults(train: dict) -> dict:
+    model = {**_LEGACY_MODEL_DEFAULTS, **(train.get("model") or {})}
+    return {**train, "model": model}
 
 
 def split_indices(run: RunInfo) -> dict[str, np.ndarray]:
