@@ -140,3 +140,14 @@ def test_limited_run_split_indexes_the_whole_file(tiny_data, tmp_path):
     model = rundir.load_model(run)
     score = mean_iou(confusion_matrix(val.masks, predict_classes(model, val.images, run.output_classes)))
     assert score == pytest.approx(metrics["val"]["mean_iou"], abs=1e-9)
+
+
+def test_run_made_before_stem_stride_existed_keeps_its_full_resolution_stem(tmp_path):
+    from marsedge.train import rundir
+
+    train_values = TrainConfig(data="d.npz", out=str(tmp_path)).to_dict()
+    del train_values["model"]["stem_stride"]  # config.json of a run trained before the option
+    (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps({"train": train_values, "derived": {}}))
+    np.savez(tmp_path / rundir.SPLIT_FILE, train=np.arange(2), val=np.arange(2, 3), test=np.arange(0))
+    assert rundir.read_run(tmp_path, need_weights=False).config.model.stem_stride == 1
+    assert TrainConfig.from_dict({"model": {"base_filters": 8}}).model.stem_stride == 2  # a user's partial config
