@@ -200,3 +200,19 @@ def test_tta_adds_a_row_per_tflite_model(tiles_npz, tiny_int8, tmp_path):
     plain, tta = report_["models"]
     assert tta["accuracy"]["mean_iou"] is not None and tta["speed"][0]["tile_ms"]["n"] == 1
     assert tta["size_kb"] == plain["size_kb"] and "--tta" in report_["settings"]["sources"] or "--tta" in report_["command"]
+
+
+def test_arch_speed_tool_times_float_and_int8_of_each_shape(tmp_path):
+    pytest.importorskip("tensorflow")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "arch_speed.py"
+    spec = importlib.util.spec_from_file_location("arch_speed", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "arch.md"
+    shapes = [{"base_filters": 4, "depth": 1, "dilation_rates": [1], "bottleneck_filters": None, "stem_stride": s} for s in (1, 2)]
+    assert tool.main(["--configs", json.dumps(shapes), "--threads", "1", "--runs", "10", "--warmup", "1", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| base_filters 4")]
+    assert len(rows) == 2 and all(line.count("|") == 8 for line in rows)  # 7 columns at 1 thread count
+    assert "stem_stride 2" in rows[1] and rows[1].split("|")[-2].strip().endswith("x")
