@@ -17,10 +17,11 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+ROUNDS = 10  # alternating timing rounds per model pair
 
 DEFAULT_CONFIGS = [  # every field that differs from ModelConfig's defaults is spelled out
     {"base_filters": 12, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},  # mars_cpu
@@ -50,9 +51,10 @@ def random_model(values: dict):
     return model
 
 
-def paired_median_ms(contents: list[bytes], threads: int, runs: int, warmup: int, rounds: int = 10) -> list[float]:
-    """Median ms per invoke of each model, timed in alternating rounds so that a slow
-    spell of a shared machine hits every model alike."""
+def paired_median_ms(contents: list[bytes], threads: int, runs: int, warmup: int) -> list[float]:
+    """Median ms per invoke of each model, timed in ``ROUNDS`` alternating rounds so that
+    a slow spell of a shared machine hits every model alike."""
+    from marsedge.benchmarks.ops import time_invokes
     from marsedge.edge_runtime.interpreter import make_interpreter
 
     interpreters = []
@@ -60,18 +62,13 @@ def paired_median_ms(contents: list[bytes], threads: int, runs: int, warmup: int
         interpreter = make_interpreter(content, threads=threads)
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-        for _ in range(warmup):
-            interpreter.invoke()
+        time_invokes(interpreter, 0, warmup)
         interpreters.append(interpreter)
     samples: list[list[float]] = [[] for _ in contents]
-    per_round = max(runs // rounds, 1)
-    for _ in range(rounds):
+    for _ in range(ROUNDS):
         for interpreter, bucket in zip(interpreters, samples):
-            for _ in range(per_round):
-                tick = time.perf_counter()
-                interpreter.invoke()
-                bucket.append(time.perf_counter() - tick)
-    return [float(np.median(bucket) * 1e3) for bucket in samples]
+            bucket += time_invokes(interpreter, max(runs // ROUNDS, 1), 0)
+    return [float(np.median(bucket)) for bucket in samples]
 
 
 def calibration_tiles(count: int = 32) -> np.ndarray:
@@ -100,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
 
+    from marsedge.benchmarks.bench import cpu_model
     from marsedge.export.convert import to_tflite
     from marsedge.train.model import count_macs
 
@@ -119,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(" | ".join(row), file=sys.stderr, flush=True)
     lines = [
-        f"Random weights, PTQ int8 vs float32, XNNPACK, median of {args.runs} invokes (in 10 rounds alternating "
-        f"the two models) after {args.warmup} warm-up, "
-        f"on {platform.machine()} `{_cpu()}`. Command: `python tools/arch_speed.py`.",
+        f"Random weights, PTQ int8 vs float32, XNNPACK, median of {args.runs} invokes (in {ROUNDS} rounds "
+        f"alternating the two models) after {args.warmup} warm-up, "
+        f"on {platform.machine()} `{cpu_model()}`. Command: `python tools/arch_speed.py`.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -132,16 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(text)
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -359,7 +359,7 @@ def describe_machine() -> dict[str, Any]:
             return None
 
     _, _, package = interpreter_api()
-    cpu = _cpu_model()
+    cpu = cpu_model()
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -378,7 +378,8 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The board (device tree) or CPU model name, for report headers."""
     for path in ("/sys/firmware/devicetree/base/model", "/proc/device-tree/model"):
         try:
             board = Path(path).read_text(errors="replace").strip("\x00 \n")

@@ -216,15 +216,9 @@ def soak(
 
 def machine() -> str:
     """The CPU and core count, for the report's header."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from marsedge.benchmarks.bench import cpu_model
+
+    name = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"{name}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, load average {load:.1f} at start"
 

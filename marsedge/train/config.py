@@ -30,9 +30,10 @@ class ModelConfig:
         dropout: spatial dropout rate in the bottleneck.
         stem_stride: 1 runs the first block at full resolution (the classic U-Net); 2 starts
             with a stride-2 3x3 convolution, runs the whole U-Net at half resolution and ends
-            with a learned 2x up-sampling (a Conv2DTranspose producing the logits). With 2,
-            every convolution sees >= ``base_filters`` input channels, which is what makes
-            int8 kernels faster than float ones on CPUs without int8 dot-product instructions.
+            with a learned 2x up-sampling (a Conv2DTranspose producing the logits). With 2, no
+            convolution but the stem runs at full resolution, and every one but the stem sees
+            >= ``base_filters`` input channels: what lets int8 kernels beat float ones on CPUs
+            without int8 dot-product instructions (benchmarks/arch_speed.md).
     """
 
     base_filters: int = 24
