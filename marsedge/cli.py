@@ -59,6 +59,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffling, augmentation, weights.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="JSON config file (keys of TrainConfig); options given here override it.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(help="Start from the best weights of this run directory (fine-tuning: fresh optimizer and schedule; same model shape and split required).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice or cross_entropy.")] = None,
     augment: Annotated[Optional[str], typer.Option(help="none, flips or strong.")] = None,
@@ -85,7 +86,7 @@ def train(
             for k, v in dict(
                 data=str(data) if data else None, out=str(out), epochs=epochs, batch_size=batch_size, seed=seed,
                 learning_rate=learning_rate, loss=loss, augment=augment, limit=limit, patience=patience,
-                strategy=strategy,
+                strategy=strategy, init_from=str(init_from) if init_from else None,
             ).items()
             if v is not None
         }

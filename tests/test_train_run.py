@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -151,3 +152,39 @@ def test_run_made_before_stem_stride_existed_keeps_its_full_resolution_stem(tmp_
     np.savez(tmp_path / rundir.SPLIT_FILE, train=np.arange(2), val=np.arange(2, 3), test=np.arange(0))
     assert rundir.read_run(tmp_path, need_weights=False).config.model.stem_stride == 1
     assert TrainConfig.from_dict({"model": {"base_filters": 8}}).model.stem_stride == 2  # a user's partial config
+
+
+def test_init_from_starts_at_the_source_runs_best_weights(tiny_data, tmp_path):
+    from marsedge.train.rundir import load_model, read_run
+
+    source = tmp_path / "source"
+    train(_config(tiny_data, source, epochs=2), progress=False)
+    # A learning rate of ~0 leaves the convolution kernels where they started.
+    still = dict(learning_rate=1e-12, weight_decay=0.0)
+    train(_config(tiny_data, tmp_path / "tuned", init_from=str(source), **still), progress=False)
+    train(_config(tiny_data, tmp_path / "fresh", **still), progress=False)
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["train"]["init_from"] == str(source)
+
+    def kernels(run):
+        model = load_model(read_run(run))
+        return {layer.name: layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")}
+
+    before, tuned, fresh = kernels(source), kernels(tmp_path / "tuned"), kernels(tmp_path / "fresh")
+    assert before and before.keys() == tuned.keys() == fresh.keys()
+    for name in before:
+        np.testing.assert_allclose(tuned[name], before[name], atol=1e-6, err_msg=name)
+    assert not all(np.allclose(fresh[name], before[name]) for name in before)
+
+
+def test_init_from_refuses_a_run_with_another_split_or_shape(tiny_data, tmp_path):
+    from marsedge.errors import RunDirError
+
+    source = tmp_path / "source"
+    train(_config(tiny_data, source), progress=False)
+    with pytest.raises(RunDirError, match="its train split differs|its val split differs"):
+        train(_config(tiny_data, tmp_path / "a", init_from=str(source), seed=7), progress=False)
+    wider = dataclasses.replace(TINY_MODEL, base_filters=8)
+    with pytest.raises(RunDirError, match="model shape differs"):
+        train(_config(tiny_data, tmp_path / "b", init_from=str(source), model=wider), progress=False)
+    with pytest.raises(RunDirError, match="run directory not found"):
+        train(_config(tiny_data, tmp_path / "c", init_from=str(tmp_path / "nope")), progress=False)

@@ -87,6 +87,9 @@ class TrainConfig:
         mixed_precision: float16 compute on a GPU.
         strategy: "default" or "mirrored" (several GPUs on one machine).
         preview_tiles: validation tiles in the preview grid.
+        init_from: run directory whose best weights start this run (fine-tuning with a fresh
+            optimizer and schedule); it must have the same model shape and the same
+            train/val/test split, so its test tiles never reach training. None: random weights.
         model: the network shape.
     """
 
@@ -112,6 +115,7 @@ class TrainConfig:
     mixed_precision: bool = False
     strategy: str = "default"
     preview_tiles: int = 8
+    init_from: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:

@@ -266,6 +266,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     started = time.perf_counter()
     tiles, split, derived = _prepare(config, out, resume)
+    source = _init_source(config, split) if config.init_from and not resume else None
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -290,6 +291,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
         model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
+    if source is not None:
+        model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
+        log.info("weights from %s (its best epoch, val mIoU %s)", source.path,
+                 source.metrics().get("val", {}).get("mean_iou", "?"))
     params, macs = model.count_params(), count_macs(model)
     log.info("model: %s parameters, %.1f M MACs per tile", f"{params:,}", macs / 1e6)
 
@@ -396,6 +401,25 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     write_json(previous, metrics)
     log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], best_epoch + 1, out)
     return metrics
+
+
+def _init_source(config: TrainConfig, split: dict[str, np.ndarray]) -> rundir.RunInfo:
+    """The run named by ``config.init_from``, checked to share this run's model shape and split."""
+    source = rundir.read_run(config.init_from)
+    if source.path.resolve() == Path(config.out).resolve():
+        raise RunDirError(f"{source.path}: --init-from names this run's own directory; use --resume to continue it")
+    if source.config.model != config.model:
+        raise RunDirError(
+            f"{source.path}: its model shape differs from this run's ({source.config.model} vs {config.model})"
+        )
+    theirs = rundir.split_indices(source)
+    for name in ("train", "val", "test"):
+        if not np.array_equal(theirs.get(name, np.empty(0)), split[name]):
+            raise RunDirError(
+                f"{source.path}: its {name} split differs from this run's (use the same data, seed, limit and "
+                f"fractions), so its weights may have seen this run's validation or test tiles"
+            )
+    return source
 
 
 def _read_history(path: Path) -> list[dict]:
