@@ -23,6 +23,7 @@ from .metadata import ClassInfo
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_MAX_PIXELS = 64_000_000
 OVERLAY_ALPHA = 0.45
+OVERLAY_BAND_ROWS = 128
 _FORMATS = ("PNG", "JPEG")
 
 logger = logging.getLogger(__name__)
@@ -163,15 +164,20 @@ def overlay_png(
     for c in classes:
         colors[c.id] = c.color
         weight[c.id] = 0 if c.id == 0 else round(alpha * 256)
-    w = weight[mask][..., None]
-    rgb = ((gray[..., None].astype(np.uint16) * (256 - w) + colors[mask] * w) >> 8).astype(np.uint8)
     shown = [c for c in classes if c.id in shown_ids]
     row, pad = 14, 4
     font = _font()
     text_width = max((_text_width(font, f"{c.name} 100.0%") for c in shown), default=0)
-    width = max(gray.shape[1], pad * 3 + row + text_width)
-    canvas = Image.new("RGB", (width, gray.shape[0] + pad * 2 + row * len(shown)), (0, 0, 0))
-    canvas.paste(Image.fromarray(rgb), (0, 0))
+    height, width = gray.shape
+    pixels = np.zeros((height + pad * 2 + row * len(shown), max(width, pad * 3 + row + text_width), 3), np.uint8)
+    # Blend a band of rows at a time: whole-frame uint16 temporaries would cost ~20 MB at 1024x1024.
+    for top in range(0, height, OVERLAY_BAND_ROWS):
+        band = mask[top : top + OVERLAY_BAND_ROWS]
+        w = weight[band][..., None]
+        blended = (gray[top : top + OVERLAY_BAND_ROWS, :, None].astype(np.uint16) * (256 - w) + colors[band] * w) >> 8
+        pixels[top : top + len(band), :width] = blended
+    canvas = Image.fromarray(pixels)
+    del pixels
     draw = ImageDraw.Draw(canvas)
     for i, c in enumerate(shown):
         top = gray.shape[0] + pad + i * row
