@@ -62,7 +62,7 @@ def train(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from the best weights of this run directory (fine-tuning: fresh optimizer and schedule; same model shape and split required).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice or cross_entropy.")] = None,
-    augment: Annotated[Optional[str], typer.Option(help="none, flips or strong.")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="none, flips (left-right mirror, the default) or strong (adds up-down flips, rotation, zoom, brightness).")] = None,
     base_filters: Annotated[Optional[int], typer.Option(help="Width of the first U-Net level.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use about N tiles, whole frames drawn at random with --seed (quick runs).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience (epochs).")] = None,

@@ -79,7 +79,7 @@ def test_augmentation_moves_planted_pattern_with_the_mask():
     masks = np.ones((16, 64, 128, 1), np.float32)
     images[:, 10:30, 20:50] = 220.0  # a bright planted block labelled big rock
     masks[:, 10:30, 20:50] = 4
-    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), tf.constant([3, 7], tf.int64))
+    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), tf.constant([3, 7], tf.int64), "strong")
     out_images, out_masks = out_images.numpy()[..., 0], out_masks.numpy()[..., 0]
     assert set(np.unique(out_masks)) <= {0.0, 1.0, 4.0}  # nearest neighbour, no blended labels
     moved = 0
@@ -89,6 +89,22 @@ def test_augmentation_moves_planted_pattern_with_the_mask():
         assert np.median(rock) > np.median(soil) + 80  # the pattern stays under its label
         moved += not np.array_equal(mask == 4, masks[0, ..., 0] == 4)
     assert moved >= 8  # and it really moved in most tiles
+
+
+def test_flips_keep_the_camera_view_upright():
+    from marsedge.train.augment import augment_batch
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (32, 64, 128, 1)).astype(np.float32)
+    masks = rng.integers(0, 5, (32, 64, 128, 1)).astype(np.float32)
+    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), tf.constant([1, 2], tf.int64))
+    mirrored = 0
+    for before, after, mask_before, mask_after in zip(images, out_images.numpy(), masks, out_masks.numpy()):
+        same = np.array_equal(after, before) and np.array_equal(mask_after, mask_before)
+        flipped = np.array_equal(after, before[:, ::-1]) and np.array_equal(mask_after, mask_before[:, ::-1])
+        assert same or flipped  # never up-down, rotated or re-lit: the sky stays at the top
+        mirrored += flipped
+    assert 4 <= mirrored <= 28
 
 
 def test_augmentation_is_reproducible_and_seed_dependent():

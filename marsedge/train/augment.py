@@ -60,7 +60,7 @@ def _transform(values, matrices, interpolation, fill_mode):
     )
 
 
-def augment_batch(images, masks, seed, strength: str = "strong"):
+def augment_batch(images, masks, seed, strength: str = "flips"):
     """Augment a batch: images float32 ``(B,H,W,1)`` 0..255, masks float32 ``(B,H,W,1)``."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
     images, masks = _flip(images, masks, seeds[0], axis=2)
@@ -91,7 +91,7 @@ def make_dataset(
     training: bool,
     seed: int = 0,
     epoch: int = 0,
-    augment: str = "strong",
+    augment: str = "flips",
 ):
     """A batched, prefetched dataset of ``(tile float32 (B,H,W,1), mask int32 (B,H,W))``.
 

@@ -80,7 +80,10 @@ class TrainConfig:
             model predicts classes 1..4 only.
         val_fraction: share of frames for validation (early stopping, model selection).
         test_fraction: share of frames held out for the final, untouched test figure.
-        augment: "none", "flips" or "strong" (flips, rotations, zoom, brightness/contrast).
+        augment: "none", "flips" (left-right mirror only: the camera's view stays upright)
+            or "strong" (left-right and up-down flips, rotation, zoom, shift,
+            brightness/contrast, noise). "strong" measured worse on NavCam tiles, from
+            scratch and as a fine-tuning baseline (benchmarks/experiments.md).
         clean: drop outlier samples (all-unlabeled masks, masks shared by many images,
             exact duplicates).
         limit: use about N tiles, whole frames drawn at random (quick runs); None for all.
@@ -109,7 +112,7 @@ class TrainConfig:
     ignore_background: bool = True
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    augment: str = "strong"
+    augment: str = "flips"
     clean: bool = True
     limit: int | None = None
     mixed_precision: bool = False
