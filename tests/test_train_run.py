@@ -188,3 +188,6 @@ def test_init_from_refuses_a_run_with_another_split_or_shape(tiny_data, tmp_path
         train(_config(tiny_data, tmp_path / "b", init_from=str(source), model=wider), progress=False)
     with pytest.raises(RunDirError, match="run directory not found"):
         train(_config(tiny_data, tmp_path / "c", init_from=str(tmp_path / "nope")), progress=False)
+    other = write_dataset(tmp_path / "other.npz", count=64, seed=5)
+    with pytest.raises(RunDirError, match="trained on other data"):
+        train(_config(other, tmp_path / "d", init_from=str(source)), progress=False)

@@ -408,6 +408,11 @@ def _init_source(config: TrainConfig, split: dict[str, np.ndarray]) -> rundir.Ru
     source = rundir.read_run(config.init_from)
     if source.path.resolve() == Path(config.out).resolve():
         raise RunDirError(f"{source.path}: --init-from names this run's own directory; use --resume to continue it")
+    ours = json.loads((Path(config.out) / rundir.CONFIG_FILE).read_text()).get("data_sha256", "")
+    if source.data_sha256 and ours and source.data_sha256 != ours:
+        raise RunDirError(
+            f"{source.path}: it was trained on other data (sha256 {source.data_sha256[:12]}… vs {ours[:12]}…)"
+        )
     if source.config.model != config.model:
         raise RunDirError(
             f"{source.path}: its model shape differs from this run's ({source.config.model} vs {config.model})"
