@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+
 from marsedge.train.config import TrainConfig
 
 
@@ -21,7 +23,8 @@ def _fake_run(path: Path, config: TrainConfig, val: float, test: float | None, l
     train = config.to_dict()
     if legacy:
         del train["model"]["stem_stride"]
-    (path / "config.json").write_text(json.dumps({"train": train}))
+    (path / "config.json").write_text(json.dumps({"train": train, "derived": {}}))
+    np.savez(path / "split.npz", train=np.arange(2), val=np.arange(2, 3), test=np.arange(3, 4))
     ious = {"soil": 0.7, "bedrock": 0.9, "sand": 0.5, "big_rock": None}
     metrics = {"val": {"mean_iou": val}, "parameters": 1234, "macs_per_tile": 5e6, "epochs_run": 3, "best_epoch": 2,
                "wall_seconds": 120.0}

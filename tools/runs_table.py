@@ -1,11 +1,11 @@
 """Print a Markdown table of training runs for benchmarks/experiments.md.
 
-    python tools/runs_table.py runs/abl_base runs/abl_se ... [--baseline runs/abl_base]
+    python tools/runs_table.py runs/abl_flips runs/abl_strong runs/abl_se ... [--baseline runs/abl_flips]
 
-One row per run directory, from its config.json, metrics.json and history.csv: what
-differs from the baseline's config, parameters, MACs, epochs (best), training time and
-throughput, val and test mean IoU (classes 1..4) and test IoU per class, and the change
-in val and test mean IoU against the baseline run.
+One row per run directory (read with ``marsedge.train.rundir``: config.json, metrics.json,
+history.csv): what differs from the baseline's config, parameters, MACs, epochs (best),
+training time and throughput, val and test mean IoU (classes 1..4) and test IoU per class,
+and the change in val and test mean IoU against the baseline run.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import csv
 import json
 from pathlib import Path
 
-from marsedge.train.rundir import with_legacy_defaults
+from marsedge.train import rundir
 
 CLASSES = ("soil", "bedrock", "sand", "big_rock")
 
@@ -30,12 +30,10 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 
 def _run(path: Path) -> dict:
-    config = with_legacy_defaults(json.loads((path / "config.json").read_text())["train"])
-    metrics = json.loads((path / "metrics.json").read_text())
-    with open(path / "history.csv", newline="") as handle:
-        history = list(csv.DictReader(handle))
-    rates = [float(row["images_per_s"]) for row in history if row.get("images_per_s")]
-    return {"path": path, "config": _flat(config), "metrics": metrics, "history": history,
+    run = rundir.read_run(path, need_weights=False)
+    with open(path / rundir.HISTORY_FILE, newline="") as handle:
+        rates = [float(row["images_per_s"]) for row in csv.DictReader(handle) if row.get("images_per_s")]
+    return {"path": path, "config": _flat(run.config.to_dict()), "metrics": run.metrics(),
             "img_s": sorted(rates)[len(rates) // 2] if rates else float("nan")}
 
 

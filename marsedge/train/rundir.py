@@ -59,7 +59,7 @@ def read_run(run_dir: str | Path, need_weights: bool = True) -> RunInfo:
         )
     try:
         raw = json.loads((path / CONFIG_FILE).read_text())
-        config = TrainConfig.from_dict(with_legacy_defaults(raw["train"]))
+        config = TrainConfig.from_dict(_with_legacy_defaults(raw["train"]))
         return RunInfo(path, config, raw["derived"], raw.get("data_sha256", ""))
     except (KeyError, ValueError, TypeError) as exc:
         raise RunDirError(f"{path / CONFIG_FILE}: not a marsedge run config ({exc})") from None
@@ -70,7 +70,7 @@ def read_run(run_dir: str | Path, need_weights: bool = True) -> RunInfo:
 _LEGACY_MODEL_DEFAULTS = {"stem_stride": 1}
 
 
-def with_legacy_defaults(train: dict) -> dict:
+def _with_legacy_defaults(train: dict) -> dict:
     """A run config's "train" dict with the fields it predates set as that run was built."""
     model = {**_LEGACY_MODEL_DEFAULTS, **(train.get("model") or {})}
     return {**train, "model": model}

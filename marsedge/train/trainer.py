@@ -48,7 +48,10 @@ class TrainingDiverged(MarsEdgeError):
 
 
 def _prepare(config: TrainConfig, out: Path, resume: bool):
-    """Load, clean and split the data; write or check config.json and split.npz."""
+    """Load, clean and split the data; write or check config.json and split.npz.
+
+    Returns the tiles, the split indices, the derived settings and the data file's sha256.
+    """
     tiles = load_tiles(config.data)
     data_hash = file_sha256(config.data)
     if resume:
@@ -59,7 +62,7 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
                 f"{data_hash[:12]}…); start a new run directory"
             )
         split = rundir.split_indices(run)
-        return tiles, split, run.derived
+        return tiles, split, run.derived, data_hash
     # split.npz holds indices into the whole data file, also when --limit picks a subset,
     # so export, eval and bench find the same tiles by reading the file again.
     selected = (
@@ -111,7 +114,7 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
         "class pixel shares (train): %s",
         ", ".join(f"{n} {s:.1%}" for n, s in zip(CLASS_NAMES, derived["class_pixel_shares"])),
     )
-    return tiles, split, derived
+    return tiles, split, derived, data_hash
 
 
 def _device_summary(tf) -> str:
@@ -265,8 +268,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     from marsedge.train.tf_env import keras, tf
 
     started = time.perf_counter()
-    tiles, split, derived = _prepare(config, out, resume)
-    source = _init_source(config, split) if config.init_from and not resume else None
+    tiles, split, derived, data_hash = _prepare(config, out, resume)
+    source = _init_source(config, split, data_hash) if config.init_from and not resume else None
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -403,15 +406,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     return metrics
 
 
-def _init_source(config: TrainConfig, split: dict[str, np.ndarray]) -> rundir.RunInfo:
-    """The run named by ``config.init_from``, checked to share this run's model shape and split."""
+def _init_source(config: TrainConfig, split: dict[str, np.ndarray], data_hash: str) -> rundir.RunInfo:
+    """The run named by ``config.init_from``, checked to share this run's data, model shape and split.
+
+    (It cannot be this run's own directory: that holds no run yet, or train() refused it.)
+    """
     source = rundir.read_run(config.init_from)
-    if source.path.resolve() == Path(config.out).resolve():
-        raise RunDirError(f"{source.path}: --init-from names this run's own directory; use --resume to continue it")
-    ours = json.loads((Path(config.out) / rundir.CONFIG_FILE).read_text()).get("data_sha256", "")
-    if source.data_sha256 and ours and source.data_sha256 != ours:
+    if source.data_sha256 and source.data_sha256 != data_hash:
         raise RunDirError(
-            f"{source.path}: it was trained on other data (sha256 {source.data_sha256[:12]}… vs {ours[:12]}…)"
+            f"{source.path}: it was trained on other data (sha256 {source.data_sha256[:12]}… vs {data_hash[:12]}…)"
         )
     if source.config.model != config.model:
         raise RunDirError(
