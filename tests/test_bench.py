@@ -173,6 +173,26 @@ def test_profile_ops_times_every_op_and_finds_the_partition_split(tiny_int8):
     assert "RESIZE_NEAREST_NEIGHBOR" in report.ops_markdown([profile])
 
 
+def test_profile_ops_folds_a_float16_weight_dequantize_into_its_consumer(tmp_path):
+    """A float16 export starts with DEQUANTIZE ops on constant weights: XNNPACK cannot run
+    one alone, and at run time it is folded into the weights; it is timed with its CONV_2D."""
+    pytest.importorskip("tensorflow")
+    from marsedge.benchmarks.ops import profile_ops
+    from marsedge.train.tf_env import keras, tf
+
+    inputs = keras.Input((16, 16, 1), batch_size=1)
+    outputs = keras.layers.Conv2D(8, 3, padding="same")(keras.layers.Conv2D(8, 3, padding="same")(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    model = tmp_path / "fp16.tflite"
+    model.write_bytes(converter.convert())
+
+    profile = profile_ops(model, threads=1, runs=2, warmup=0)
+    assert [row.op for row in profile.ops] == ["CONV_2D", "CONV_2D"]
+    assert all(row.xnnpack and row.ms > 0 for row in profile.ops)
+
+
 @pytest.mark.slow
 def test_run_directory_with_keras_reference(tmp_path_factory, tiny_float32, tiny_int8, tmp_path):
     from tests._runs import make_tiny_run

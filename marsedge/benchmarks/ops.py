@@ -4,7 +4,7 @@ LiteRT's Python API has no per-op profiler, and under XNNPACK a whole partition 
 graph is one delegate node, so the interpreter cannot say which op is slow. This module
 measures each op *alone*: it rewrites the flatbuffer into a model holding that op only
 (plus the ops that compute its constant inputs, e.g. a float16 weight's DEQUANTIZE, so
-XNNPACK still sees static weights), feeds it the values it meets in the full graph
+XNNPACK still sees static weights; such constant-only ops get no row of their own), feeds it the values it meets in the full graph
 (recorded once with the reference kernels on a seeded random input), and times
 ``invoke()`` with the same interpreter, thread count and delegate as the runtime. It also
 records whether XNNPACK took the op (a DELEGATE node in the single-op model) and how many
@@ -175,8 +175,8 @@ def _macs(name: str, inputs: tuple[int, ...], outputs: tuple[int, ...], tensors)
     return 0
 
 
-def _constant_ancestors(graph: Graph, op: OpInfo) -> list[int]:
-    """Ops (in graph order) that compute inputs of ``op`` from constants only."""
+def _from_constants(graph: Graph):
+    """A predicate: is a tensor constant, or computed from constants only?"""
     computable: dict[int, bool] = {}
 
     def from_constants(tensor: int) -> bool:
@@ -189,6 +189,12 @@ def _constant_ancestors(graph: Graph, op: OpInfo) -> list[int]:
             computable[tensor] = all(from_constants(t) for t in source.inputs if t >= 0)
         return computable[tensor]
 
+    return from_constants
+
+
+def _constant_ancestors(graph: Graph, op: OpInfo) -> list[int]:
+    """Ops (in graph order) that compute inputs of ``op`` from constants only."""
+    from_constants = _from_constants(graph)
     needed: set[int] = set()
 
     def collect(tensor: int) -> None:
@@ -355,7 +361,10 @@ def profile_ops(model: str | Path, threads: int = 1, runs: int = 20, warmup: int
     del whole
 
     rows: list[OpTiming] = []
+    from_constants = _from_constants(graph)
     for op in graph.ops:
+        if all(from_constants(t) for t in op.inputs if t >= 0):
+            continue  # e.g. a float16 weight's DEQUANTIZE: folded at load, timed with its consumer
         try:
             interpreter = make_interpreter(single_op_model(graph, op), threads)
         except Exception as exc:  # ModelError and anything the flatbuffer writer raises
