@@ -4,11 +4,11 @@ LiteRT's Python API has no per-op profiler, and under XNNPACK a whole partition 
 graph is one delegate node, so the interpreter cannot say which op is slow. This module
 measures each op *alone*: it rewrites the flatbuffer into a model holding that op only
 (plus the ops that compute its constant inputs, e.g. a float16 weight's DEQUANTIZE, so
-XNNPACK still sees static weights; such constant-only ops get no row of their own), feeds it the values it meets in the full graph
-(recorded once with the reference kernels on a seeded random input), and times
-``invoke()`` with the same interpreter, thread count and delegate as the runtime. It also
-records whether XNNPACK took the op (a DELEGATE node in the single-op model) and how many
-XNNPACK partitions the whole model splits into.
+XNNPACK still sees static weights; such constant-only ops get no row of their own), feeds
+it the values it meets in the full graph (recorded once with the reference kernels on a
+seeded random input), and times ``invoke()`` with the same interpreter, thread count and
+delegate as the runtime. It also records whether XNNPACK took the op (a DELEGATE node in
+the single-op model) and how many XNNPACK partitions the whole model splits into.
 
 Limits, stated in every report: an op timed alone pays the interpreter's fixed cost per
 ``invoke()`` (a few microseconds) and misses what XNNPACK does across ops in the full
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,15 @@ class Graph:
     @property
     def macs(self) -> int:
         return sum(op.macs for op in self.ops)
+
+    @cached_property
+    def from_constants(self) -> set[int]:
+        """Tensors computed from constants only (e.g. a float16 weight's DEQUANTIZE output)."""
+        derived: set[int] = set()
+        for op in self.ops:  # a .tflite stores its ops in execution order
+            if all(t in self.constant or t in derived for t in op.inputs if t >= 0):
+                derived.update(op.outputs)
+        return derived
 
 
 def read_graph(model: str | Path | bytes) -> Graph:
@@ -175,26 +185,8 @@ def _macs(name: str, inputs: tuple[int, ...], outputs: tuple[int, ...], tensors)
     return 0
 
 
-def _from_constants(graph: Graph):
-    """A predicate: is a tensor constant, or computed from constants only?"""
-    computable: dict[int, bool] = {}
-
-    def from_constants(tensor: int) -> bool:
-        if tensor in graph.constant:
-            return True
-        if tensor not in graph.producer:
-            return False
-        if tensor not in computable:
-            source = graph.ops[graph.producer[tensor]]
-            computable[tensor] = all(from_constants(t) for t in source.inputs if t >= 0)
-        return computable[tensor]
-
-    return from_constants
-
-
 def _constant_ancestors(graph: Graph, op: OpInfo) -> list[int]:
     """Ops (in graph order) that compute inputs of ``op`` from constants only."""
-    from_constants = _from_constants(graph)
     needed: set[int] = set()
 
     def collect(tensor: int) -> None:
@@ -208,7 +200,7 @@ def _constant_ancestors(graph: Graph, op: OpInfo) -> list[int]:
                     collect(t)
 
     for tensor in op.inputs:
-        if tensor >= 0 and tensor not in graph.constant and from_constants(tensor):
+        if tensor in graph.from_constants:
             collect(tensor)
     return sorted(needed)
 
@@ -361,9 +353,8 @@ def profile_ops(model: str | Path, threads: int = 1, runs: int = 20, warmup: int
     del whole
 
     rows: list[OpTiming] = []
-    from_constants = _from_constants(graph)
     for op in graph.ops:
-        if all(from_constants(t) for t in op.inputs if t >= 0):
+        if set(op.outputs) <= graph.from_constants:
             continue  # e.g. a float16 weight's DEQUANTIZE: folded at load, timed with its consumer
         try:
             interpreter = make_interpreter(single_op_model(graph, op), threads)
