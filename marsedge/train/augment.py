@@ -80,8 +80,11 @@ def augment_batch(images, masks, seed, strength: str = "flips"):
     return images, masks
 
 
-def _to_float(images, masks):
-    return tf.cast(images, tf.float32)[..., None], tf.cast(masks, tf.float32)[..., None]
+def _to_float(images, masks, soft=None):
+    labels = tf.cast(masks, tf.float32)[..., None]
+    if soft is not None:  # teacher probabilities ride along as extra mask channels
+        labels = tf.concat([labels, tf.cast(soft, tf.float32)], axis=-1)
+    return tf.cast(images, tf.float32)[..., None], labels
 
 
 def make_dataset(
@@ -92,13 +95,17 @@ def make_dataset(
     seed: int = 0,
     epoch: int = 0,
     augment: str = "flips",
+    soft: np.ndarray | None = None,
 ):
     """A batched, prefetched dataset of ``(tile float32 (B,H,W,1), mask int32 (B,H,W))``.
 
     Training sets are shuffled with a seed derived from ``(seed, epoch)`` and augmented,
-    so resuming at epoch ``e`` sees the same data as an uninterrupted run.
+    so resuming at epoch ``e`` sees the same data as an uninterrupted run. With ``soft``
+    (teacher probabilities ``(N,H,W,C)``, see ``marsedge.train.distill``) the label is
+    float32 ``(B,H,W,1+C)``: the class id, then the probabilities, augmented together.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+    slices = (images, masks) if soft is None else (images, masks, soft)
+    dataset = tf.data.Dataset.from_tensor_slices(slices)
     if training:
         dataset = dataset.shuffle(len(images), seed=seed * 100003 + epoch, reshuffle_each_iteration=False)
     dataset = dataset.batch(batch_size, drop_remainder=training and len(images) >= batch_size)
@@ -111,5 +118,6 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    dataset = dataset.map(lambda x, y: (x, tf.cast(y[..., 0], tf.int32)))
+    if soft is None:
+        dataset = dataset.map(lambda x, y: (x, tf.cast(y[..., 0], tf.int32)))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -93,6 +93,12 @@ class TrainConfig:
         init_from: run directory whose best weights start this run (fine-tuning with a fresh
             optimizer and schedule); it must have the same model shape and the same
             train/val/test split, so its test tiles never reach training. None: random weights.
+        teachers: run directories whose best weights, flip-averaged and averaged together,
+            give per-pixel soft targets for knowledge distillation (same data and split as
+            this run, like ``init_from``; any model shape). Empty: no distillation.
+        distill_weight: weight of the distillation term (KL divergence from the teachers'
+            probabilities, on every pixel, labelled or not) added to ``loss``.
+        distill_temperature: softmax temperature of teachers and student in that term.
         model: the network shape.
     """
 
@@ -119,6 +125,9 @@ class TrainConfig:
     strategy: str = "default"
     preview_tiles: int = 8
     init_from: str | None = None
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -136,6 +145,8 @@ class TrainConfig:
             raise MarsEdgeError("epochs and batch_size must be at least 1")
         if not 0 < self.val_fraction < 0.5 or not 0 <= self.test_fraction < 0.5:
             raise MarsEdgeError("val_fraction must be in (0, 0.5) and test_fraction in [0, 0.5)")
+        if self.distill_weight < 0 or self.distill_temperature <= 0:
+            raise MarsEdgeError("distill_weight must be >= 0 and distill_temperature > 0")
         if self.limit is not None and self.limit < 4:
             raise MarsEdgeError(f"limit must be at least 4 tiles, got {self.limit}")
 
@@ -155,6 +166,8 @@ class TrainConfig:
                     f"unknown {'model ' if key == 'model' else ''}config keys: {', '.join(sorted(unknown))}; "
                     f"allowed: {', '.join(sorted(names))}"
                 )
+        if "teachers" in values:
+            values["teachers"] = tuple(values["teachers"] or ())
         if "dilation_rates" in model_values:
             model_values["dilation_rates"] = tuple(model_values["dilation_rates"])
         return cls(**values, model=ModelConfig(**model_values))

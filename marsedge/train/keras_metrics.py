@@ -22,6 +22,9 @@ class MeanIoU(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.convert_to_tensor(y_true)
+        if y_true.shape.rank == 4:  # distillation: class id, then teacher probabilities
+            y_true = y_true[..., 0]
         truth = tf.reshape(tf.cast(y_true, tf.int32), [-1])
         prediction = tf.reshape(predicted_classes(y_pred), [-1])
         keep = truth > 0

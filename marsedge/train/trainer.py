@@ -29,6 +29,7 @@ from marsedge.train.data import (
     load_tiles,
     stratified_split,
 )
+from marsedge.train.distill import check_same_split
 from marsedge.train.metrics import confusion_matrix, iou_report
 from marsedge.train.preview import choose_preview_tiles, write_preview
 
@@ -278,6 +279,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
     val_images, val_masks = tiles.images[split["val"]], tiles.masks[split["val"]]
+    soft = None
+    if config.teachers:
+        from marsedge.train.distill import teacher_targets
+
+        soft = teacher_targets(
+            config.teachers, split, data_hash, derived["output_classes"], train_images, config.distill_temperature
+        )
+        keras.backend.clear_session()  # drop the teachers; the student starts from the same seed as without them
+        keras.utils.set_random_seed(config.seed)
     steps = max(len(train_images) // config.batch_size, 1)
     strategy = _strategy(tf, config.strategy)
     with strategy.scope():
@@ -293,6 +303,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if config.mixed_precision:
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
+        if soft is not None:
+            from marsedge.train.distill import make_distill_loss
+
+            loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature)
         model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
     if source is not None:
         model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
@@ -319,7 +333,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if config.schedule == "plateau":
             optimizer.learning_rate.assign(config.learning_rate * lr_scale)
         dataset = make_dataset(
-            train_images, train_masks, config.batch_size, True, config.seed, epoch, config.augment
+            train_images, train_masks, config.batch_size, True, config.seed, epoch, config.augment, soft
         )
         bar = _Progress(keras, epoch, config.epochs, steps, config.batch_size, progress)
         tick = time.perf_counter()
@@ -420,13 +434,7 @@ def _init_source(config: TrainConfig, split: dict[str, np.ndarray], data_hash: s
         raise RunDirError(
             f"{source.path}: its model shape differs from this run's ({source.config.model} vs {config.model})"
         )
-    theirs = rundir.split_indices(source)
-    for name in ("train", "val", "test"):
-        if not np.array_equal(theirs.get(name, np.empty(0)), split[name]):
-            raise RunDirError(
-                f"{source.path}: its {name} split differs from this run's (use the same data, seed, limit and "
-                f"fractions), so its weights may have seen this run's validation or test tiles"
-            )
+    check_same_split(source, split, data_hash)
     return source
 
 

@@ -1,0 +1,94 @@
+"""Knowledge distillation: soft targets through the pipeline, the loss, teacher runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf_env = pytest.importorskip("marsedge.train.tf_env")
+tf = tf_env.tf
+
+from marsedge.errors import RunDirError  # noqa: E402
+from marsedge.train.augment import make_dataset  # noqa: E402
+from marsedge.train.config import ModelConfig, TrainConfig  # noqa: E402
+from marsedge.train.distill import ensemble_probabilities, make_distill_loss  # noqa: E402
+from marsedge.train.losses import make_loss  # noqa: E402
+from marsedge.train.synthetic import write_dataset  # noqa: E402
+from marsedge.train.trainer import train  # noqa: E402
+
+TINY_MODEL = ModelConfig(base_filters=4, depth=2, dilation_rates=(1,), bottleneck_filters=None, dropout=0.0, stem_stride=1)
+
+
+def test_soft_targets_are_flipped_with_their_tile_and_mask():
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 5, (16, 8, 16)).astype(np.uint8)
+    images = (masks * 40).astype(np.uint8)
+    soft = np.eye(5, dtype=np.float16)[masks][..., 1:]  # one-hot of classes 1..4: the mask itself
+    for augment in ("flips", "strong"):
+        batches = list(make_dataset(images, masks, 8, True, seed=3, epoch=0, augment=augment, soft=soft))
+        assert len(batches) == 2
+        for tiles, labels in batches:
+            labels = labels.numpy()
+            assert labels.shape == (8, 8, 16, 5) and labels.dtype == np.float32
+            ids, probs = labels[..., 0].astype(int), labels[..., 1:]
+            labelled = ids > 0
+            assert labelled.any()
+            np.testing.assert_array_equal(probs.argmax(-1)[labelled] + 1, ids[labelled])
+            if augment == "flips":  # the tile moved with its labels
+                np.testing.assert_allclose(tiles.numpy()[..., 0], ids * 40.0)
+
+
+def test_distill_loss_is_the_hard_loss_when_student_equals_teacher():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 4, 8, 4)).astype(np.float32)
+    masks = rng.integers(0, 5, (2, 4, 8)).astype(np.float32)
+    hard = make_loss("focal_dice", np.ones(5, np.float32), 2.0)
+    for temperature in (1.0, 2.0):
+        teacher = tf.nn.softmax(logits / temperature).numpy()
+        y = np.concatenate([masks[..., None], teacher], axis=-1)
+        loss = make_distill_loss(hard, 1.0, temperature)
+        assert float(loss(y, logits)) == pytest.approx(float(hard(masks, logits)), abs=1e-5)
+    # a confident teacher that disagrees costs more, on unlabeled pixels too
+    unlabeled = np.zeros_like(masks)
+    other = np.eye(4, dtype=np.float32)[(logits.argmax(-1) + 1) % 4]
+    y = np.concatenate([unlabeled[..., None], other], axis=-1)
+    assert float(make_distill_loss(hard, 1.0, 1.0)(y, logits)) > float(hard(unlabeled, logits)) + 0.5
+
+
+def test_ensemble_probabilities_average_models_and_mirrored_views():
+    inputs = tf_env.keras.Input((4, 8, 1))
+    # logits = pixel value times a per-class factor: mirrored views see the same pixels
+    model = tf_env.keras.Model(inputs, tf_env.keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer="ones")(inputs))
+    images = np.random.default_rng(2).integers(0, 3, (3, 4, 8)).astype(np.uint8)
+    probs = ensemble_probabilities([model, model], images)
+    assert probs.shape == (3, 4, 8, 4) and probs.dtype == np.float16
+    np.testing.assert_allclose(probs.astype(np.float32), 0.25, atol=1e-3)  # equal logits -> uniform
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", count=64, seed=0)
+
+
+def _config(data: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(data=str(data), out=str(out), epochs=1, batch_size=16, model=TINY_MODEL, preview_tiles=4)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits(tiny_data, tmp_path):
+    teacher = tmp_path / "teacher"
+    train(_config(tiny_data, teacher, epochs=2, model=ModelConfig(base_filters=8, depth=2, dilation_rates=(1,))),
+          progress=False)
+    student = tmp_path / "student"
+    metrics = train(_config(tiny_data, student, teachers=(str(teacher),), distill_weight=0.5), progress=False)
+    saved = json.loads((student / "config.json").read_text())["train"]
+    assert saved["teachers"] == [str(teacher)] and saved["distill_weight"] == 0.5
+    assert TrainConfig.from_dict(saved).teachers == (str(teacher),)
+    assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0 and (student / "best.weights.h5").exists()
+    with pytest.raises(RunDirError, match="split differs"):
+        train(_config(tiny_data, tmp_path / "other", teachers=(str(teacher),), seed=7), progress=False)
+    with pytest.raises(RunDirError, match="run directory not found"):
+        train(_config(tiny_data, tmp_path / "none", teachers=(str(tmp_path / "nope"),)), progress=False)
