@@ -1,24 +1,15 @@
 """Knowledge distillation: soft targets through the pipeline, the loss, teacher runs."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 tf_env = pytest.importorskip("marsedge.train.tf_env")
 tf = tf_env.tf
 
-from marsedge.errors import RunDirError  # noqa: E402
 from marsedge.train.augment import make_dataset  # noqa: E402
-from marsedge.train.config import ModelConfig, TrainConfig  # noqa: E402
 from marsedge.train.distill import ensemble_probabilities, make_distill_loss  # noqa: E402
 from marsedge.train.losses import make_loss  # noqa: E402
-from marsedge.train.synthetic import write_dataset  # noqa: E402
-from marsedge.train.trainer import train  # noqa: E402
-
-TINY_MODEL = ModelConfig(base_filters=4, depth=2, dilation_rates=(1,), bottleneck_filters=None, dropout=0.0, stem_stride=1)
 
 
 def test_soft_targets_are_flipped_with_their_tile_and_mask():
@@ -65,30 +56,3 @@ def test_ensemble_probabilities_average_models_and_mirrored_views():
     probs = ensemble_probabilities([model, model], images)
     assert probs.shape == (3, 4, 8, 4) and probs.dtype == np.float16
     np.testing.assert_allclose(probs.astype(np.float32), 0.25, atol=1e-3)  # equal logits -> uniform
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", count=64, seed=0)
-
-
-def _config(data: Path, out: Path, **changes) -> TrainConfig:
-    values = dict(data=str(data), out=str(out), epochs=1, batch_size=16, model=TINY_MODEL, preview_tiles=4)
-    values.update(changes)
-    return TrainConfig(**values)
-
-
-def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits(tiny_data, tmp_path):
-    teacher = tmp_path / "teacher"
-    train(_config(tiny_data, teacher, epochs=2, model=ModelConfig(base_filters=8, depth=2, dilation_rates=(1,))),
-          progress=False)
-    student = tmp_path / "student"
-    metrics = train(_config(tiny_data, student, teachers=(str(teacher),), distill_weight=0.5), progress=False)
-    saved = json.loads((student / "config.json").read_text())["train"]
-    assert saved["teachers"] == [str(teacher)] and saved["distill_weight"] == 0.5
-    assert TrainConfig.from_dict(saved).teachers == (str(teacher),)
-    assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0 and (student / "best.weights.h5").exists()
-    with pytest.raises(RunDirError, match="split differs"):
-        train(_config(tiny_data, tmp_path / "other", teachers=(str(teacher),), seed=7), progress=False)
-    with pytest.raises(RunDirError, match="run directory not found"):
-        train(_config(tiny_data, tmp_path / "none", teachers=(str(tmp_path / "nope"),)), progress=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -191,3 +192,32 @@ def test_init_from_refuses_a_run_with_another_split_or_shape(tiny_data, tmp_path
     other = write_dataset(tmp_path / "other.npz", count=64, seed=5)
     with pytest.raises(RunDirError, match="trained on other data"):
         train(_config(other, tmp_path / "d", init_from=str(source)), progress=False)
+
+
+def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits(tiny_data, tmp_path):
+    from marsedge.errors import RunDirError
+
+    teacher = tmp_path / "teacher"
+    train(_config(tiny_data, teacher, epochs=2, model=dataclasses.replace(TINY_MODEL, base_filters=8)),
+          progress=False)
+    student = tmp_path / "student"
+    metrics = train(_config(tiny_data, student, teachers=(str(teacher),), distill_weight=0.5), progress=False)
+    saved = json.loads((student / "config.json").read_text())["train"]
+    assert saved["teachers"] == [str(teacher)] and saved["distill_weight"] == 0.5
+    assert TrainConfig.from_dict(saved).teachers == (str(teacher),)
+    assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0 and (student / "best.weights.h5").exists()
+    # tools/ensemble_eval.py: each run and their average, plain and flip-averaged
+    spec = importlib.util.spec_from_file_location(
+        "ensemble_eval", Path(__file__).resolve().parents[1] / "tools" / "ensemble_eval.py"
+    )
+    ensemble_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensemble_eval)
+    rows = dict(ensemble_eval.rows([teacher, student], "val"))
+    assert list(rows) == ["teacher", "teacher + flip TTA", "student", "student + flip TTA",
+                          "average of teacher + student", "average of teacher + student + flip TTA"]
+    # float16 probabilities: a one-epoch model's near-uniform outputs can tie where float32 does not
+    assert rows["student"]["mean_iou"] == pytest.approx(metrics["val"]["mean_iou"], abs=0.01)
+    with pytest.raises(RunDirError, match="split differs"):
+        train(_config(tiny_data, tmp_path / "other", teachers=(str(teacher),), seed=7), progress=False)
+    with pytest.raises(RunDirError, match="run directory not found"):
+        train(_config(tiny_data, tmp_path / "none", teachers=(str(tmp_path / "nope"),)), progress=False)
