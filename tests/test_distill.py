@@ -50,7 +50,7 @@ def test_distill_loss_is_the_hard_loss_when_student_equals_teacher():
 
 def test_ensemble_probabilities_average_models_and_mirrored_views():
     inputs = tf_env.keras.Input((4, 8, 1))
-    # logits = pixel value times a per-class factor: mirrored views see the same pixels
+    # every class gets the same logit (the pixel value), so any averaging must give uniform probabilities
     model = tf_env.keras.Model(inputs, tf_env.keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer="ones")(inputs))
     images = np.random.default_rng(2).integers(0, 3, (3, 4, 8)).astype(np.uint8)
     probs = ensemble_probabilities([model, model], images)

@@ -5,7 +5,7 @@ train/val/test split (so none of its weights saw this run's validation or test t
 Its best weights predict every training tile and its left-right mirror (flip-averaged);
 several teachers are averaged into one ensemble. The student then learns from the hard
 labels (the run's usual loss, labelled pixels only) plus the teachers' per-pixel class
-probabilities on *every* pixel, unlabeled ones included: 40% of the pixels that carry no
+probabilities on *every* pixel, unlabeled ones included: the 42% of the pixels that carry no
 label still carry the teachers' knowledge of terrain.
 
 The targets travel through the input pipeline as extra channels of the mask tensor

@@ -29,7 +29,7 @@ from marsedge.train.data import (
     load_tiles,
     stratified_split,
 )
-from marsedge.train.distill import check_same_split
+from marsedge.train.distill import check_same_split, make_distill_loss, teacher_targets
 from marsedge.train.metrics import confusion_matrix, iou_report
 from marsedge.train.preview import choose_preview_tiles, write_preview
 
@@ -281,8 +281,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     val_images, val_masks = tiles.images[split["val"]], tiles.masks[split["val"]]
     soft = None
     if config.teachers:
-        from marsedge.train.distill import teacher_targets
-
         soft = teacher_targets(
             config.teachers, split, data_hash, derived["output_classes"], train_images, config.distill_temperature
         )
@@ -304,8 +302,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
         if soft is not None:
-            from marsedge.train.distill import make_distill_loss
-
             loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature)
         model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
     if source is not None:
@@ -426,15 +422,11 @@ def _init_source(config: TrainConfig, split: dict[str, np.ndarray], data_hash: s
     (It cannot be this run's own directory: that holds no run yet, or train() refused it.)
     """
     source = rundir.read_run(config.init_from)
-    if source.data_sha256 and source.data_sha256 != data_hash:
-        raise RunDirError(
-            f"{source.path}: it was trained on other data (sha256 {source.data_sha256[:12]}… vs {data_hash[:12]}…)"
-        )
+    check_same_split(source, split, data_hash)
     if source.config.model != config.model:
         raise RunDirError(
             f"{source.path}: its model shape differs from this run's ({source.config.model} vs {config.model})"
         )
-    check_same_split(source, split, data_hash)
     return source
 
 
