@@ -8,7 +8,7 @@ tf_env = pytest.importorskip("marsedge.train.tf_env")
 tf = tf_env.tf
 
 from marsedge.train.augment import make_dataset  # noqa: E402
-from marsedge.train.distill import ensemble_probabilities, make_distill_loss  # noqa: E402
+from marsedge.train.distill import ensemble_probabilities, make_distill_loss, soft_class_weights  # noqa: E402
 from marsedge.train.losses import make_loss  # noqa: E402
 
 
@@ -46,6 +46,26 @@ def test_distill_loss_is_the_hard_loss_when_student_equals_teacher():
     other = np.eye(4, dtype=np.float32)[(logits.argmax(-1) + 1) % 4]
     y = np.concatenate([unlabeled[..., None], other], axis=-1)
     assert float(make_distill_loss(hard, 1.0, 1.0)(y, logits)) > float(hard(unlabeled, logits)) + 0.5
+
+
+def test_class_weighted_distillation_scales_each_pixel_by_the_teachers_class():
+    # derived values are indexed by class id 0..4; outputs are classes 1..4
+    weights = soft_class_weights([0.0, 1.0, 1.0, 1.0, 4.0], [0.4, 0.3, 0.2, 0.08, 0.02], [1, 2, 3, 4])
+    np.testing.assert_allclose(weights, np.array([1, 1, 1, 4]) / (0.58 + 0.08) * 0.6, rtol=1e-6)
+    np.testing.assert_allclose(soft_class_weights([0, 1, 1, 1, 1], [0.4, 0.3, 0.2, 0.08, 0.02], [1, 2, 3, 4]), 1.0)
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(1, 2, 2, 4)).astype(np.float32)
+    teacher = np.zeros((1, 2, 2, 4), np.float32)
+    teacher[..., 0] = 1.0  # soil everywhere ...
+    teacher[0, 0, 0] = [0, 0, 0, 1]  # ... but one big-rock pixel
+    y = np.concatenate([np.zeros((1, 2, 2, 1), np.float32), teacher], -1)  # no hard labels
+    hard = make_loss("focal", np.ones(5, np.float32), 2.0)
+    kl = (teacher * (np.log(np.maximum(teacher, 1e-8)) - tf.nn.log_softmax(logits).numpy())).sum(-1)
+    pixel = np.where(teacher[..., 3] == 1, 4.0, 1.0)
+    loss = make_distill_loss(hard, 1.0, 1.0, np.array([1, 1, 1, 4], np.float32))
+    np.testing.assert_allclose(float(loss(y, logits)), (kl * pixel).mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(make_distill_loss(hard, 1.0, 1.0)(y, logits)), kl.mean(), rtol=1e-5)
 
 
 def test_ensemble_probabilities_average_models_and_mirrored_views():

@@ -201,9 +201,10 @@ def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits
     train(_config(tiny_data, teacher, epochs=2, model=dataclasses.replace(TINY_MODEL, base_filters=8)),
           progress=False)
     student = tmp_path / "student"
-    metrics = train(_config(tiny_data, student, teachers=(str(teacher),), distill_weight=0.5), progress=False)
+    metrics = train(_config(tiny_data, student, teachers=(str(teacher),), distill_weight=0.5,
+                            distill_class_weighted=True), progress=False)
     saved = json.loads((student / "config.json").read_text())["train"]
-    assert saved["teachers"] == [str(teacher)] and saved["distill_weight"] == 0.5
+    assert saved["teachers"] == [str(teacher)] and saved["distill_weight"] == 0.5 and saved["distill_class_weighted"]
     assert TrainConfig.from_dict(saved).teachers == (str(teacher),)
     assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0 and (student / "best.weights.h5").exists()
     # tools/ensemble_eval.py: each run and their average, plain and flip-averaged

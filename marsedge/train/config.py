@@ -99,6 +99,10 @@ class TrainConfig:
         distill_weight: weight of the distillation term (KL divergence from the teachers'
             probabilities, on every pixel, labelled or not) added to ``loss``.
         distill_temperature: softmax temperature of teachers and student in that term.
+        distill_class_weighted: weight each pixel's distillation term by the class weights
+            (``class_weighting``) the teachers expect there, scaled to a mean of 1 over the
+            labelled training pixels, so rare classes (big rock) carry their hard-loss
+            weight in the soft term too. False: every pixel counts the same.
         model: the network shape.
     """
 
@@ -128,6 +132,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()
     distill_weight: float = 1.0
     distill_temperature: float = 1.0
+    distill_class_weighted: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:

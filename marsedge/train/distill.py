@@ -100,12 +100,28 @@ def teacher_targets(
     return targets
 
 
-def make_distill_loss(hard_loss, weight: float, temperature: float):
+def soft_class_weights(class_weights, pixel_shares, output_classes) -> np.ndarray:
+    """Per-output-channel weights for the distillation term, with mean 1 over labelled pixels.
+
+    ``class_weights`` and ``pixel_shares`` are indexed by class id (the run's derived
+    values); the result is indexed like the model's outputs.
+    """
+    weights = np.asarray(class_weights, np.float64)[list(output_classes)]
+    shares = np.asarray(pixel_shares, np.float64)[list(output_classes)]
+    mean = float((weights * shares).sum() / max(shares.sum(), 1e-12))
+    return (weights / mean if mean > 0 else np.ones_like(weights)).astype(np.float32)
+
+
+def make_distill_loss(hard_loss, weight: float, temperature: float, class_weights: np.ndarray | None = None):
     """``loss(y, logits)`` for ``y = (B,H,W,1+C)``: hard loss on y[...,0] + weight * T² * KL(teacher ‖ student).
 
-    The KL term is averaged over every pixel (labelled or not) at temperature T.
+    The KL term is averaged over every pixel (labelled or not) at temperature T. With
+    ``class_weights`` (one per output channel) each pixel's KL is scaled by the weight the
+    teachers expect there, ``sum_c teacher_c * w_c``.
     """
     from marsedge.train.tf_env import tf
+
+    pixel_weights = None if class_weights is None else tf.constant(np.asarray(class_weights, np.float32))
 
     def distill(y_true, logits):
         masks = y_true[..., 0]
@@ -113,6 +129,8 @@ def make_distill_loss(hard_loss, weight: float, temperature: float):
         logits = tf.cast(logits, tf.float32)
         student = tf.nn.log_softmax(logits / temperature, axis=-1)
         kl = tf.reduce_sum(teacher * (tf.math.log(tf.maximum(teacher, 1e-8)) - student), axis=-1)
+        if pixel_weights is not None:
+            kl = kl * tf.reduce_sum(teacher * pixel_weights, axis=-1)
         return hard_loss(masks, logits) + weight * temperature**2 * tf.reduce_mean(kl)
 
     return distill

@@ -29,7 +29,7 @@ from marsedge.train.data import (
     load_tiles,
     stratified_split,
 )
-from marsedge.train.distill import check_same_split, make_distill_loss, teacher_targets
+from marsedge.train.distill import check_same_split, make_distill_loss, soft_class_weights, teacher_targets
 from marsedge.train.metrics import confusion_matrix, iou_report
 from marsedge.train.preview import choose_preview_tiles, write_preview
 
@@ -302,7 +302,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
         if soft is not None:
-            loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature)
+            soft_weights = (
+                soft_class_weights(derived["class_weights"], derived["class_pixel_shares"], derived["output_classes"])
+                if config.distill_class_weighted
+                else None
+            )
+            loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature, soft_weights)
         model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
     if source is not None:
         model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
