@@ -17,7 +17,7 @@ def test_soft_targets_are_flipped_with_their_tile_and_mask():
     masks = rng.integers(0, 5, (16, 8, 16)).astype(np.uint8)
     images = (masks * 40).astype(np.uint8)
     soft = np.eye(5, dtype=np.float16)[masks][..., 1:]  # one-hot of classes 1..4: the mask itself
-    for augment in ("flips", "strong"):
+    for augment in ("flips", "mild", "strong"):
         batches = list(make_dataset(images, masks, 8, True, seed=3, epoch=0, augment=augment, soft=soft))
         assert len(batches) == 2
         for tiles, labels in batches:

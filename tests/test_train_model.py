@@ -72,14 +72,15 @@ def test_dice_loss_is_zero_for_perfect_prediction():
     assert float(dice_loss(masks, logits)) < 1e-3
 
 
-def test_augmentation_moves_planted_pattern_with_the_mask():
+@pytest.mark.parametrize("strength", ["strong", "mild"])
+def test_augmentation_moves_planted_pattern_with_the_mask(strength):
     from marsedge.train.augment import augment_batch
 
     images = np.full((16, 64, 128, 1), 60.0, np.float32)
     masks = np.ones((16, 64, 128, 1), np.float32)
     images[:, 10:30, 20:50] = 220.0  # a bright planted block labelled big rock
     masks[:, 10:30, 20:50] = 4
-    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), tf.constant([3, 7], tf.int64), "strong")
+    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), tf.constant([3, 7], tf.int64), strength)
     out_images, out_masks = out_images.numpy()[..., 0], out_masks.numpy()[..., 0]
     assert set(np.unique(out_masks)) <= {0.0, 1.0, 4.0}  # nearest neighbour, no blended labels
     moved = 0
@@ -88,7 +89,9 @@ def test_augmentation_moves_planted_pattern_with_the_mask():
         assert rock.size and soil.size
         assert np.median(rock) > np.median(soil) + 80  # the pattern stays under its label
         moved += not np.array_equal(mask == 4, masks[0, ..., 0] == 4)
-    assert moved >= 8  # and it really moved in most tiles
+        if strength == "mild":  # the camera's view: the block stays near the top, grey levels untouched
+            assert np.nonzero(mask == 4)[0].mean() < 24 and np.median(soil) == 60.0
+    assert moved >= (8 if strength == "strong" else 4)  # and it really moved in many tiles
 
 
 def test_flips_keep_the_camera_view_upright():

@@ -17,6 +17,11 @@ MAX_ROTATION_DEG = 15.0
 ZOOM_RANGE = (0.9, 1.35)  # >1 zooms in
 SHIFT_FRACTION = 0.06
 AFFINE_PROBABILITY = 0.6
+# "mild": what the camera itself could see: closer or farther ground, a small pan.
+# No rotation, no up-down flip, no change of grey level (a cue for sand and soil).
+MILD = dict(max_rotation_deg=0.0, zoom_range=(1.0, 1.2), shift_fraction=0.05, probability=0.5)
+STRONG = dict(max_rotation_deg=MAX_ROTATION_DEG, zoom_range=ZOOM_RANGE, shift_fraction=SHIFT_FRACTION,
+              probability=AFFINE_PROBABILITY)
 
 
 def _per_sample(seed, shape, dtype=tf.float32, minval=0.0, maxval=1.0):
@@ -30,14 +35,23 @@ def _flip(values, masks, seed, axis):
     return tf.where(cond, tf.reverse(values, [axis]), values), tf.where(cond, tf.reverse(masks, [axis]), masks)
 
 
-def affine_matrices(batch, height, width, seed):
+def affine_matrices(
+    batch,
+    height,
+    width,
+    seed,
+    max_rotation_deg: float = MAX_ROTATION_DEG,
+    zoom_range: tuple[float, float] = ZOOM_RANGE,
+    shift_fraction: float = SHIFT_FRACTION,
+    probability: float = AFFINE_PROBABILITY,
+):
     """Random rotation/zoom/shift as ImageProjectiveTransform rows (output -> input coordinates)."""
     seeds = tf.random.experimental.stateless_split(seed, 5)
-    angle = _per_sample(seeds[0], [batch], minval=-1.0, maxval=1.0) * (MAX_ROTATION_DEG * math.pi / 180.0)
-    scale = tf.exp(_per_sample(seeds[1], [batch], minval=math.log(ZOOM_RANGE[0]), maxval=math.log(ZOOM_RANGE[1])))
-    tx = _per_sample(seeds[2], [batch], minval=-1.0, maxval=1.0) * SHIFT_FRACTION * width
-    ty = _per_sample(seeds[3], [batch], minval=-1.0, maxval=1.0) * SHIFT_FRACTION * height
-    apply = _per_sample(seeds[4], [batch]) < AFFINE_PROBABILITY
+    angle = _per_sample(seeds[0], [batch], minval=-1.0, maxval=1.0) * (max_rotation_deg * math.pi / 180.0)
+    scale = tf.exp(_per_sample(seeds[1], [batch], minval=math.log(zoom_range[0]), maxval=math.log(zoom_range[1])))
+    tx = _per_sample(seeds[2], [batch], minval=-1.0, maxval=1.0) * shift_fraction * width
+    ty = _per_sample(seeds[3], [batch], minval=-1.0, maxval=1.0) * shift_fraction * height
+    apply = _per_sample(seeds[4], [batch]) < probability
     angle = tf.where(apply, angle, 0.0)
     scale = tf.where(apply, scale, 1.0)
     tx, ty = tf.where(apply, tx, 0.0), tf.where(apply, ty, 0.0)
@@ -66,10 +80,15 @@ def augment_batch(images, masks, seed, strength: str = "flips"):
     images, masks = _flip(images, masks, seeds[0], axis=2)
     if strength == "strong":
         images, masks = _flip(images, masks, seeds[1], axis=1)  # with the LR flip: 180-degree rotations
+    if strength in ("strong", "mild"):
         shape = tf.shape(images)
-        matrices = affine_matrices(shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32), seeds[2])
+        matrices = affine_matrices(
+            shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32), seeds[2],
+            **(STRONG if strength == "strong" else MILD),
+        )
         images = _transform(images, matrices, "BILINEAR", "REFLECT")
         masks = _transform(masks, matrices, "NEAREST", "CONSTANT")
+    if strength == "strong":
         batch = shape[0]
         contrast = tf.exp(_per_sample(seeds[3], [batch, 1, 1, 1], minval=-0.25, maxval=0.25))
         brightness = _per_sample(seeds[4], [batch, 1, 1, 1], minval=-20.0, maxval=20.0)

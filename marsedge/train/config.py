@@ -12,7 +12,7 @@ from marsedge.errors import MarsEdgeError
 LOSSES = ("focal", "focal_dice", "cross_entropy")
 SCHEDULES = ("cosine", "plateau", "constant")
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
-AUGMENTATIONS = ("none", "flips", "strong")
+AUGMENTATIONS = ("none", "flips", "mild", "strong")
 STRATEGIES = ("default", "mirrored")
 
 
@@ -80,8 +80,9 @@ class TrainConfig:
             model predicts classes 1..4 only.
         val_fraction: share of frames for validation (early stopping, model selection).
         test_fraction: share of frames held out for the final, untouched test figure.
-        augment: "none", "flips" (left-right mirror only: the camera's view stays upright)
-            or "strong" (left-right and up-down flips, rotation, zoom, shift,
+        augment: "none", "flips" (left-right mirror only: the camera's view stays upright),
+            "mild" (flips, and half the tiles zoomed in up to 1.2x and shifted up to 5%: no
+            rotation, no up-down flip, grey levels untouched) or "strong" (left-right and up-down flips, rotation, zoom, shift,
             brightness/contrast, noise). "strong" measured worse on NavCam tiles, from
             scratch and as a fine-tuning baseline (benchmarks/experiments.md).
         clean: drop outlier samples (all-unlabeled masks, masks shared by many images,
