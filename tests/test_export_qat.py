@@ -123,7 +123,8 @@ def test_representative_dataset_starts_with_a_full_ramp():
     assert batches[0][0].min() == 0 and batches[0][0].max() == 255 and batches[1][0].dtype == np.float32
 
 
-def test_stride_two_stem_folds_and_quantises_every_layer():
+@pytest.mark.parametrize("refine_filters", [0, 8])
+def test_stride_two_stem_folds_and_quantises_every_layer(refine_filters):
     from marsedge.export.fold import fold_for_int8
     from marsedge.export.qat import build_qat_model
     from marsedge.train.config import ModelConfig
@@ -131,7 +132,10 @@ def test_stride_two_stem_folds_and_quantises_every_layer():
     from marsedge.train.tf_env import keras, tfmot
 
     keras.utils.set_random_seed(0)
-    model = build_unet(ModelConfig(base_filters=8, depth=2, dilation_rates=(1, 2), stem_stride=2), mean=60.0, std=25.0)
+    model = build_unet(
+        ModelConfig(base_filters=8, depth=2, dilation_rates=(1, 2), stem_stride=2, refine_filters=refine_filters),
+        mean=60.0, std=25.0,
+    )
     tiles = np.random.default_rng(1).uniform(0, 255, (2, 64, 128, 1)).astype(np.float32)
     folded = fold_for_int8(model)
     expected = model(tiles, training=False).numpy()

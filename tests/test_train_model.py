@@ -167,3 +167,27 @@ def test_stride_two_stem_runs_at_half_resolution_with_full_resolution_logits():
         build_unet(ModelConfig(depth=3, stem_stride=2), input_shape=(40, 128))  # 40 = 5 * 2**3
     with pytest.raises(MarsEdgeError, match="stem_stride"):
         ModelConfig(stem_stride=4)
+
+
+def test_refine_head_brings_the_full_resolution_tile_to_the_logits():
+    from marsedge.errors import MarsEdgeError
+    from marsedge.train.config import ModelConfig
+    from marsedge.train.model import build_unet, count_macs
+    from marsedge.train.tf_env import keras
+
+    plain = build_unet(ModelConfig(base_filters=8, depth=2, stem_stride=2))
+    refined = build_unet(ModelConfig(base_filters=8, depth=2, stem_stride=2, refine_filters=8))
+    assert refined.output_shape == (None, 64, 128, 4)
+    assert isinstance(refined.get_layer("logits"), keras.layers.Conv2D)
+    stem = refined.get_layer("refine_stem_conv")
+    assert stem.input_shape == (None, 64, 128, 1) and stem.output_shape == (None, 64, 128, 4)
+    assert refined.get_layer("refine_conv").output_shape == (None, 64, 128, 8)
+    assert count_macs(plain) < count_macs(refined) < 2 * count_macs(plain)
+    # a one-pixel change of the tile reaches its own output pixel through the full-resolution path
+    tiles = np.zeros((2, 64, 128, 1), np.float32)
+    tiles[1, 33, 65] = 255.0
+    out = refined(tiles, training=False).numpy()
+    assert np.abs(out[1, 33, 65] - out[0, 33, 65]).max() > 0
+    for bad in (dict(refine_filters=8, stem_stride=1), dict(refine_filters=-1), dict(refine_filters=1)):
+        with pytest.raises(MarsEdgeError, match="refine_filters"):
+            ModelConfig(**bad)

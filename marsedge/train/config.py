@@ -34,6 +34,11 @@ class ModelConfig:
             convolution but the stem runs at full resolution, and every one but the stem sees
             >= ``base_filters`` input channels: what lets int8 kernels beat float ones on CPUs
             without int8 dot-product instructions (benchmarks/arch_speed.md).
+        refine_filters: with stem_stride 2, 0 ends with the learned 2x up-sampling straight
+            to logits; N > 0 ends with a light full-resolution head instead: the decoder
+            output up-sampled to N channels, concatenated with N/2 channels of a 3x3 conv on
+            the input tile itself, one 3x3 conv of N filters and 1x1 logits, so edges finer
+            than half resolution (small rocks) can reach the output.
     """
 
     base_filters: int = 24
@@ -44,6 +49,7 @@ class ModelConfig:
     squeeze_excitation: bool = False
     dropout: float = 0.1
     stem_stride: int = 2
+    refine_filters: int = 0
 
     def __post_init__(self) -> None:
         if self.stem_stride not in (1, 2):
@@ -56,6 +62,11 @@ class ModelConfig:
             raise MarsEdgeError(f"dilation_rates must be positive integers, got {self.dilation_rates}")
         if not 0.0 <= self.dropout < 1.0:
             raise MarsEdgeError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.refine_filters < 0 or (self.refine_filters and (self.stem_stride == 1 or self.refine_filters < 2)):
+            raise MarsEdgeError(
+                f"refine_filters must be 0, or at least 2 with stem_stride 2; got {self.refine_filters} "
+                f"(stem_stride {self.stem_stride})"
+            )
 
 
 @dataclass(frozen=True)

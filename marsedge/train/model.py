@@ -92,6 +92,17 @@ def decoder_block(x, skip, filters: int, name: str, use_se: bool):
     return x
 
 
+def refine_head(x, tile, filters: int, stride: int, num_outputs: int):
+    """Full-resolution head: up-sampled decoder features + a 3x3 conv of the tile, fused, 1x1 logits."""
+    x = layers.Conv2DTranspose(filters, stride, strides=stride, padding="same", use_bias=False, name="refine_up")(x)
+    x = layers.BatchNormalization(name="refine_up_bn")(x)
+    x = layers.ReLU(name="refine_up_relu")(x)
+    detail = conv_bn_relu(tile, max(filters // 2, 1), "refine_stem")
+    x = layers.Concatenate(name="refine_concat")([x, detail])
+    x = conv_bn_relu(x, filters, "refine")
+    return layers.Conv2D(num_outputs, 1, name="logits")(x)
+
+
 def build_unet(
     config: ModelConfig,
     input_shape: tuple[int, int] = (64, 128),
@@ -118,7 +129,7 @@ def build_unet(
     if height % factor or width % factor:
         raise ValueError(f"tile size {height}x{width} must be divisible by stem_stride * 2**depth = {factor}")
     inputs = keras.Input(shape=(height, width, 1), name="tile")
-    x = layers.Rescaling(1.0 / std, offset=-mean / std, name="normalize")(inputs)
+    x = normalized = layers.Rescaling(1.0 / std, offset=-mean / std, name="normalize")(inputs)
     skips = []
     for level in range(config.depth):
         filters = config.base_filters * 2**level
@@ -134,6 +145,8 @@ def build_unet(
         x = decoder_block(x, skips[level], filters, f"dec{level}", config.squeeze_excitation)
     if config.stem_stride == 1:
         outputs = layers.Conv2D(num_outputs, 1, name="logits")(x)
+    elif config.refine_filters:
+        outputs = refine_head(x, normalized, config.refine_filters, config.stem_stride, num_outputs)
     else:  # learned up-sampling straight to full-resolution logits
         outputs = layers.Conv2DTranspose(
             num_outputs, config.stem_stride, strides=config.stem_stride, padding="same", name="logits"
