@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -220,6 +221,27 @@ def test_tta_adds_a_row_per_tflite_model(tiles_npz, tiny_int8, tmp_path):
     plain, tta = report_["models"]
     assert tta["accuracy"]["mean_iou"] is not None and tta["speed"][0]["tile_ms"]["n"] == 1
     assert tta["size_kb"] == plain["size_kb"] and "--tta" in report_["settings"]["sources"] or "--tta" in report_["command"]
+
+
+def test_upsample_speed_tool_forms_compute_the_same_logits():
+    pytest.importorskip("tensorflow")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "upsample_speed.py"
+    spec = importlib.util.spec_from_file_location("upsample_speed", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    transpose, d2s = tool.build("TRANSPOSE_CONV"), tool.build("CONV_2D 1x1 + DEPTH_TO_SPACE")
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(2, 2, 4, 24)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    transpose.layers[1].set_weights([kernel, bias])
+    [conv] = [layer for layer in d2s.layers if layer.__class__.__name__ == "Conv2D"]
+    conv.set_weights(list(tool.depth_to_space_weights(kernel, bias)))
+    tiles = rng.normal(size=(1, *tool.SHAPE)).astype(np.float32)
+    expected = transpose(tiles).numpy()
+    assert expected.shape == (1, 64, 128, 4)
+    np.testing.assert_allclose(d2s(tiles).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert len(tool.int8_model(d2s)) > 0
 
 
 def test_arch_speed_tool_times_float_and_int8_of_each_shape(tmp_path):
