@@ -223,6 +223,7 @@ def test_tta_adds_a_row_per_tflite_model(tiles_npz, tiny_int8, tmp_path):
     assert tta["size_kb"] == plain["size_kb"] and "--tta" in report_["settings"]["sources"] or "--tta" in report_["command"]
 
 
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")  # TFLiteConverter's, harmless
 def test_upsample_speed_tool_forms_compute_the_same_logits():
     pytest.importorskip("tensorflow")
     import importlib.util
