@@ -93,9 +93,9 @@ class TrainConfig:
         test_fraction: share of frames held out for the final, untouched test figure.
         augment: "none", "flips" (left-right mirror only: the camera's view stays upright),
             "mild" (flips, and half the tiles zoomed in up to 1.2x and shifted up to 5%: no
-            rotation, no up-down flip, grey levels untouched) or "strong" (left-right and up-down flips, rotation, zoom, shift,
-            brightness/contrast, noise). "strong" measured worse on NavCam tiles, from
-            scratch and as a fine-tuning baseline (benchmarks/experiments.md).
+            rotation, no up-down flip, grey levels untouched) or "strong" (left-right and
+            up-down flips, rotation, zoom, shift, brightness/contrast, noise). "mild" and
+            "strong" both measured worse on NavCam tiles (benchmarks/experiments.md).
         clean: drop outlier samples (all-unlabeled masks, masks shared by many images,
             exact duplicates).
         limit: use about N tiles, whole frames drawn at random (quick runs); None for all.
