@@ -13,7 +13,6 @@ Needs the train extra. Figures are in BENCHMARKS.md ("Per-op profile").
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -56,20 +55,13 @@ def int8_model(model) -> bytes:
 
 
 def median_ms(content: bytes, threads: int, runs: int = 500) -> float:
+    from marsedge.benchmarks.ops import time_invokes
     from marsedge.edge_runtime.interpreter import make_interpreter
 
     interpreter = make_interpreter(content, threads=threads)
-    interpreter.allocate_tensors()
     tile = interpreter.get_input_details()[0]
     interpreter.set_tensor(tile["index"], np.zeros(tile["shape"], np.int8))
-    for _ in range(50):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+    return float(np.median(time_invokes(interpreter, runs, warmup=50)))
 
 
 def main() -> None:

@@ -17,11 +17,10 @@ MAX_ROTATION_DEG = 15.0
 ZOOM_RANGE = (0.9, 1.35)  # >1 zooms in
 SHIFT_FRACTION = 0.06
 AFFINE_PROBABILITY = 0.6
-# "mild": what the camera itself could see: closer or farther ground, a small pan.
-# No rotation, no up-down flip, no change of grey level (a cue for sand and soil).
-MILD = dict(max_rotation_deg=0.0, zoom_range=(1.0, 1.2), shift_fraction=0.05, probability=0.5)
-STRONG = dict(max_rotation_deg=MAX_ROTATION_DEG, zoom_range=ZOOM_RANGE, shift_fraction=SHIFT_FRACTION,
-              probability=AFFINE_PROBABILITY)
+# Affine settings per augmentation strength ("strong": affine_matrices' defaults above).
+# "mild" is what the camera itself could see: closer ground, a small pan; no rotation,
+# and no up-down flip or grey-level change either (a cue for sand and soil).
+AFFINE = {"mild": dict(max_rotation_deg=0.0, zoom_range=(1.0, 1.2), shift_fraction=0.05, probability=0.5), "strong": {}}
 
 
 def _per_sample(seed, shape, dtype=tf.float32, minval=0.0, maxval=1.0):
@@ -80,11 +79,10 @@ def augment_batch(images, masks, seed, strength: str = "flips"):
     images, masks = _flip(images, masks, seeds[0], axis=2)
     if strength == "strong":
         images, masks = _flip(images, masks, seeds[1], axis=1)  # with the LR flip: 180-degree rotations
-    if strength in ("strong", "mild"):
+    if strength in AFFINE:
         shape = tf.shape(images)
         matrices = affine_matrices(
-            shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32), seeds[2],
-            **(STRONG if strength == "strong" else MILD),
+            shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32), seeds[2], **AFFINE[strength]
         )
         images = _transform(images, matrices, "BILINEAR", "REFLECT")
         masks = _transform(masks, matrices, "NEAREST", "CONSTANT")

@@ -80,11 +80,16 @@ def squeeze_excitation(x, filters: int, name: str, reduction: int = 4):
     return layers.Multiply(name=f"{name}_scale")([x, gate])
 
 
+def up_bn_relu(x, filters: int, name: str, stride: int = 2):
+    """Learned up-sampling: a stride-``stride`` Conv2DTranspose, BN and ReLU (layers ``{name}_up*``)."""
+    x = layers.Conv2DTranspose(filters, stride, strides=stride, padding="same", use_bias=False, name=f"{name}_up")(x)
+    x = layers.BatchNormalization(name=f"{name}_up_bn")(x)
+    return layers.ReLU(name=f"{name}_up_relu")(x)
+
+
 def decoder_block(x, skip, filters: int, name: str, use_se: bool):
     """Conv2DTranspose + BN up-sampling, concatenated skip, conv block."""
-    x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", use_bias=False, name=f"{name}_up")(x)
-    x = layers.BatchNormalization(name=f"{name}_up_bn")(x)
-    x = layers.ReLU(name=f"{name}_up_relu")(x)
+    x = up_bn_relu(x, filters, name)
     x = layers.Concatenate(name=f"{name}_concat")([x, skip])
     x = conv_block(x, filters, name)
     if use_se:
@@ -94,9 +99,7 @@ def decoder_block(x, skip, filters: int, name: str, use_se: bool):
 
 def refine_head(x, tile, filters: int, stride: int, num_outputs: int):
     """Full-resolution head: up-sampled decoder features + a 3x3 conv of the tile, fused, 1x1 logits."""
-    x = layers.Conv2DTranspose(filters, stride, strides=stride, padding="same", use_bias=False, name="refine_up")(x)
-    x = layers.BatchNormalization(name="refine_up_bn")(x)
-    x = layers.ReLU(name="refine_up_relu")(x)
+    x = up_bn_relu(x, filters, "refine", stride)
     detail = conv_bn_relu(tile, max(filters // 2, 1), "refine_stem")
     x = layers.Concatenate(name="refine_concat")([x, detail])
     x = conv_bn_relu(x, filters, "refine")
