@@ -232,12 +232,14 @@ def test_upsample_speed_tool_forms_compute_the_same_logits():
     spec = importlib.util.spec_from_file_location("upsample_speed", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    from marsedge.export.fold import depth_to_space_weights
+
     transpose, d2s = tool.build("TRANSPOSE_CONV"), tool.build("CONV_2D 1x1 + DEPTH_TO_SPACE")
     rng = np.random.default_rng(0)
     kernel, bias = rng.normal(size=(2, 2, 4, 24)).astype(np.float32), rng.normal(size=4).astype(np.float32)
     transpose.layers[1].set_weights([kernel, bias])
     [conv] = [layer for layer in d2s.layers if layer.__class__.__name__ == "Conv2D"]
-    conv.set_weights(list(tool.depth_to_space_weights(kernel, bias)))
+    conv.set_weights(list(depth_to_space_weights(kernel, bias)))
     tiles = rng.normal(size=(1, *tool.SHAPE)).astype(np.float32)
     expected = transpose(tiles).numpy()
     assert expected.shape == (1, 64, 128, 4)

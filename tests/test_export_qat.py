@@ -44,8 +44,42 @@ def test_fold_keeps_outputs_and_removes_batch_norm(attention_model):
     expected = attention_model(tiles, training=False).numpy()
     assert np.abs(folded(tiles, training=False).numpy() - expected).max() < 1e-4 * max(np.abs(expected).max(), 1)
     assert not [l for l in folded.layers if isinstance(l, keras.layers.BatchNormalization)]
-    # the ReLU after each transposed convolution moved into it
-    assert folded.get_layer("dec0_up").get_config()["activation"] == "relu"
+    # each 2x2 stride-2 up-sampling is now a 1x1 conv (ReLU moved into it) + depth-to-space
+    assert not [l for l in folded.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    up = folded.get_layer("dec0_up")
+    assert isinstance(up, keras.layers.Conv2D) and up.kernel_size == (1, 1) and up.get_config()["activation"] == "relu"
+    assert up.filters == 4 * attention_model.get_layer("dec0_up").filters
+    assert folded.get_layer("dec0_up_d2s").block_size == 2
+
+
+def test_depth_to_space_weights_match_a_transposed_convolution():
+    from marsedge.export.fold import depth_to_space_weights
+    from marsedge.train.model import DepthToSpace
+    from marsedge.train.tf_env import keras
+
+    rng = np.random.default_rng(2)
+    kernel, bias = rng.normal(size=(3, 3, 5, 6)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    transpose = keras.layers.Conv2DTranspose(5, 3, strides=3)
+    features = rng.normal(size=(2, 4, 7, 6)).astype(np.float32)
+    transpose.build(features.shape)
+    transpose.set_weights([kernel, bias])
+    expected = transpose(features).numpy()
+    conv = keras.layers.Conv2D(45, 1)
+    conv.build(features.shape)
+    conv.set_weights(list(depth_to_space_weights(kernel, bias)))
+    got = DepthToSpace(3)(conv(features)).numpy()
+    assert got.shape == expected.shape == (2, 12, 21, 5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_overlapping_transposed_convolution_is_left_as_it_is():
+    from marsedge.export.fold import fold_for_int8
+    from marsedge.train.tf_env import keras
+
+    tile = keras.Input((8, 8, 3))
+    up = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="up")(tile)
+    folded = fold_for_int8(keras.Model(tile, up))
+    assert isinstance(folded.get_layer("up"), keras.layers.Conv2DTranspose)
 
 
 def test_qat_wraps_every_layer(attention_model):
@@ -67,7 +101,10 @@ def test_qat_wraps_every_layer(attention_model):
     folded_away = {l.name for l in attention_model.layers if isinstance(l, keras.layers.BatchNormalization)}
     folded_away |= {f"dec{i}_up_relu" for i in range(2)}
     originals = {l.name for l in attention_model.layers if not isinstance(l, keras.layers.InputLayer)}
-    assert originals - folded_away == set(wrapped)
+    added = {f"dec{i}_up_d2s" for i in range(2)}  # each up-sampling's depth-to-space step
+    assert originals - folded_away | added == set(wrapped)
+    for name in added:
+        assert isinstance(wrapped[name].quantize_config, quantize_configs.PassThroughQuantizeConfig), name
     # the layers tfmot rejects by default carry marsedge's configs
     for name in ("normalize", "context_pool", "dec0_se_scale", "dec1_se_scale"):
         assert isinstance(wrapped[name].quantize_config, quantize_configs.OutputQuantizeConfig), name
@@ -144,3 +181,21 @@ def test_stride_two_stem_folds_and_quantises_every_layer(refine_filters):
     wrapper = tfmot.quantization.keras.QuantizeWrapperV2
     assert isinstance(qat.get_layer("quant_logits"), wrapper)
     assert qat(tiles, training=False).shape == (2, 64, 128, 4)
+
+
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")  # TFLiteConverter's, harmless
+def test_int8_depth_to_space_loads_in_the_reference_kernels():
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from marsedge.export.convert import cap_op_versions, to_tflite
+    from marsedge.train.model import DepthToSpace
+    from marsedge.train.tf_env import keras
+
+    tile = keras.Input((64, 128, 1))
+    model = keras.Model(tile, DepthToSpace(2)(keras.layers.Conv2D(16, 1)(tile)))
+    tiles = np.random.default_rng(3).integers(0, 256, (4, 64, 128), dtype=np.uint8)
+    content = to_tflite(model, "ptq", (64, 128), tiles)
+    interpreter = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interpreter.allocate_tensors()
+    assert interpreter.get_output_details()[0]["shape"].tolist() == [1, 128, 256, 4]
+    assert cap_op_versions(content) == content  # already capped; nothing else in the file moves

@@ -4,7 +4,9 @@ The shipped stride-2 U-Net ends in a 2x2, stride-2 Conv2DTranspose from 24 chann
 32x64 to 4 logit channels at 64x128. The kernel windows do not overlap, so a 1x1
 convolution to 4 * 2 * 2 = 16 channels followed by depth-to-space computes the same
 thing. This converts each form alone (random weights, full-integer PTQ) and times it
-with the edge runtime's interpreter (XNNPACK), median of 500 invokes:
+with the edge runtime's interpreter (XNNPACK), median of 500 invokes. Export writes every
+such up-sampling in the second form (``marsedge.export.fold``; weights mapped by its
+``depth_to_space_weights``):
 
     python tools/upsample_speed.py [--threads 1,2]
 
@@ -29,17 +31,6 @@ def build(kind: str):
     else:
         logits = tf.nn.depth_to_space(keras.layers.Conv2D(CLASSES * 4, 1)(tile), 2)
     return keras.Model(tile, logits)
-
-
-def depth_to_space_weights(kernel: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A 2x2 stride-2 Conv2DTranspose's ``(2, 2, C, K)`` kernel and bias as the equivalent 1x1 Conv2D's.
-
-    ``depth_to_space`` (DCR order) puts channel ``(i * 2 + j) * C + c`` at offset
-    ``(i, j)`` of the 2x2 output block, so that channel takes kernel tap ``[i, j, c]``.
-    """
-    size, _, classes, inputs = kernel.shape
-    weights = kernel.reshape(size * size * classes, inputs).T  # (K, (i*2+j)*C + c)
-    return weights.reshape(1, 1, inputs, size * size * classes), np.tile(bias, size * size)
 
 
 def int8_model(model) -> bytes:

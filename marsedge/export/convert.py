@@ -22,6 +22,12 @@ INT8_FORMATS = ("ptq", "qat")
 PRECISIONS = {"float32": "float32", "float16": "float16", "dynamic": "dynamic", "ptq": "int8-ptq", "qat": "int8-qat"}
 # Tensors an int8 model may keep in another integer type: biases and shapes.
 _INTEGER_DTYPES = ("int8", "int32", "int64", "uint8", "int16")
+# Highest op version LiteRT's reference resolver (BUILTIN_REF: the arm64 parity check, per-op
+# profiling, ``reference_kernels=True``) registers, where the converter writes a higher one
+# that the reference kernel runs all the same. register_ref.cc adds DEPTH_TO_SPACE at
+# version 1 only, yet its Eval takes int8 like the optimised kernel; the converter marks int8
+# depth-to-space version 2 (version 2 says no more than "int8 inputs").
+REFERENCE_OP_VERSIONS = {"DEPTH_TO_SPACE": 1}
 
 
 class ExportError(MarsEdgeError):
@@ -117,6 +123,7 @@ def to_tflite(model, fmt: str, input_shape: tuple[int, int], representative_tile
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"{fmt}: TFLite conversion failed: {first}") from None
+    content = cap_op_versions(content)
     if fmt in INT8_FORMATS:
         float_tensors = describe(content)["float_tensors"]
         if float_tensors:
@@ -125,6 +132,28 @@ def to_tflite(model, fmt: str, input_shape: tuple[int, int], representative_tile
                 "a layer lacks a quantised kernel"
             )
     return content
+
+
+def cap_op_versions(content: bytes, caps: dict[str, int] = REFERENCE_OP_VERSIONS) -> bytes:
+    """``content`` with each op code in ``caps`` lowered to at most that version.
+
+    Rewrites the 4-byte version field of the flatbuffer's OperatorCode in place: nothing
+    else in the file moves. An op code whose version is stored implicitly (1) is left as it is.
+    """
+    import struct
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {value: key for key, value in vars(schema.BuiltinOperator).items() if not key.startswith("_")}
+    data = bytearray(content)
+    model = schema.Model.GetRootAsModel(data, 0)
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+        field = code._tab.Offset(8)  # noqa: SLF001 - vtable slot of OperatorCode.version
+        if name in caps and field and code.Version() > caps[name]:
+            struct.pack_into("<i", data, code._tab.Pos + field, caps[name])  # noqa: SLF001
+    return bytes(data)
 
 
 def _interpreter(content: bytes, delegates: bool):

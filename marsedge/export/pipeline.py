@@ -179,10 +179,15 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
     }
     out.mkdir(parents=True, exist_ok=True)
 
+    from marsedge.export.fold import fold_for_int8
+
+    # Every format converts the graph the int8 model runs (BN folded, non-overlapping
+    # Conv2DTranspose as 1x1 conv + depth-to-space), so float and int8 files compare op for op.
+    folded = fold_for_int8(model)
     qat_masks = None
     for fmt in options.formats:
         tick = time.perf_counter()
-        source = model
+        source = folded
         if fmt == "qat":
             source, qat_masks = _quantization_aware(run, model, train, calibration, options, out, summary, val, reference)
         content = to_tflite(source, fmt, run.input_shape, calibration if fmt in INT8_FORMATS else None)

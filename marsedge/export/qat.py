@@ -19,7 +19,7 @@ import numpy as np
 
 from marsedge.errors import MarsEdgeError
 from marsedge.export.fold import consumers_of, fold_for_int8
-from marsedge.train.model import SpatialSoftmaxPool
+from marsedge.train.model import DepthToSpace, SpatialSoftmaxPool
 from marsedge.train.tf_env import keras, require_tfmot
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ def layer_recipe(layer, consumers: dict[str, list], registry):
         return configs.OutputQuantizeConfig(), replacement
     if isinstance(layer, (layers.Rescaling, layers.Multiply)):
         return configs.OutputQuantizeConfig(), None
+    if isinstance(layer, DepthToSpace):
+        return configs.PassThroughQuantizeConfig(), None
     if isinstance(layer, layers.Conv2DTranspose):
         return (configs.ConvQuantizeConfig(per_axis=False) if into_relu else None), None
     if isinstance(layer, layers.Conv2D) and into_relu and layer.get_config()["activation"] == "linear":
@@ -369,10 +371,10 @@ def _output_range_layer(qat_model):
         for kind in ("output", "post_activation"):
             if kind in variables:
                 return variables[kind]
-        inbound = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001
-        if isinstance(inbound, list):
+        inbound = _inbound(layer)
+        if len(inbound) != 1:
             raise QuantizationError(f"cannot find the quantiser of the model output (stopped at {layer.name})")
-        layer = inbound
+        layer = inbound[0]
 
 
 def narrow_output_range(qat_model, tiles: np.ndarray, batch_size: int = 32) -> tuple[float, float]:
@@ -401,6 +403,18 @@ def narrow_output_range(qat_model, tiles: np.ndarray, batch_size: int = 32) -> t
     return low, high
 
 
+def _inbound(layer) -> list:
+    inbound = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001 - Keras 2 functional graph
+    return inbound if isinstance(inbound, list) else [inbound]
+
+
+def _through_pass_through(layer):
+    """The layer whose range a DepthToSpace wrapper passes on (itself for any other layer)."""
+    while isinstance(getattr(layer, "layer", None), DepthToSpace):
+        layer = _inbound(layer)[0]
+    return layer
+
+
 def unify_concat_ranges(qat_model) -> int:
     """Give each Concatenate and the layers feeding it one common activation range.
 
@@ -414,8 +428,7 @@ def unify_concat_ranges(qat_model) -> int:
     for layer in qat_model.layers:
         if not isinstance(getattr(layer, "layer", None), layers.Concatenate):
             continue
-        inbound = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001 - Keras 2 functional graph
-        members = [layer, *(inbound if isinstance(inbound, list) else [inbound])]
+        members = [layer, *(_through_pass_through(member) for member in _inbound(layer))]
         pairs = []
         for member in members:
             variables = _range_variables(member)

@@ -6,7 +6,7 @@ exactly the scales the converter writes into the .tflite file.
 """
 from __future__ import annotations
 
-from marsedge.train.model import SpatialSoftmaxPool
+from marsedge.train.model import DepthToSpace, SpatialSoftmaxPool
 from marsedge.train.tf_env import keras, require_tfmot, tf
 
 tfmot = require_tfmot()
@@ -47,6 +47,14 @@ class OutputQuantizeConfig(QuantizeConfig):
 
     def get_config(self):
         return {}
+
+
+class PassThroughQuantizeConfig(OutputQuantizeConfig):
+    """Quantise nothing: the layer only moves values (``DepthToSpace``), so its int8
+    output keeps its input's scale, as the TFLite kernel requires."""
+
+    def get_output_quantizers(self, layer):
+        return []
 
 
 class ConvQuantizeConfig(QuantizeConfig):
@@ -107,6 +115,8 @@ def custom_objects() -> dict:
     return {
         "OutputQuantizeConfig": OutputQuantizeConfig,
         "ConvQuantizeConfig": ConvQuantizeConfig,
+        "PassThroughQuantizeConfig": PassThroughQuantizeConfig,
+        "DepthToSpace": DepthToSpace,
         "SpatialSoftmaxPool": SpatialSoftmaxPool,
         "QatSpatialSoftmaxPool": QatSpatialSoftmaxPool,
     }

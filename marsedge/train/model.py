@@ -32,6 +32,32 @@ class SpatialSoftmaxPool(layers.Layer):
         return (features[0], 1, 1, features[-1])
 
 
+@keras.utils.register_keras_serializable(package="marsedge")
+class DepthToSpace(layers.Layer):
+    """``tf.nn.depth_to_space``: channel blocks of ``block_size**2`` become spatial blocks (DCR order).
+
+    Not used when training; :func:`marsedge.export.fold.fold_for_int8` writes a
+    non-overlapping Conv2DTranspose as a 1x1 Conv2D followed by this layer, the form int8
+    kernels run fast.
+    """
+
+    def __init__(self, block_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = int(block_size)
+
+    def call(self, inputs):
+        return tf.nn.depth_to_space(inputs, self.block_size)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        size = self.block_size
+        scale = lambda value: None if value is None else value * size  # noqa: E731
+        return (batch, scale(height), scale(width), None if channels is None else channels // size**2)
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
 def conv_bn_relu(x, filters: int, name: str, kernel_size: int = 3, dilation_rate: int = 1, strides: int = 1):
     x = layers.Conv2D(
         filters,
