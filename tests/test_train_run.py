@@ -222,3 +222,18 @@ def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits
         train(_config(tiny_data, tmp_path / "other", teachers=(str(teacher),), seed=7), progress=False)
     with pytest.raises(RunDirError, match="run directory not found"):
         train(_config(tiny_data, tmp_path / "none", teachers=(str(tmp_path / "nope"),)), progress=False)
+
+
+def test_pending_files_and_their_half_written_temporaries_are_cleared(tmp_path):
+    """A kill inside the atomic write of a pending preview left ``..preview.NNNN.pending.png.xxxx.png``
+    (found by the random-kill reliability test); starting or resuming the run removes it."""
+    from marsedge.train import rundir
+    from marsedge.train.trainer import _promote_pending_best
+
+    (tmp_path / rundir.STATE_FILE).write_text('{"epoch": 1, "best_epoch": 1}')
+    leftovers = ["..preview.0002.pending.png.f5j__x0j.png", "..best.0002.pending.weights.h5.a1b2c3d4.tmp"]
+    for name in [".preview.0001.pending.png", ".preview.0002.pending.png", *leftovers]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "history.csv").write_text("epoch\n")
+    _promote_pending_best(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv", rundir.PREVIEW_FILE, rundir.STATE_FILE]

@@ -232,11 +232,15 @@ def _promote_pending_best(out: Path) -> None:
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     best = state.get("best_epoch") if state.get("best_epoch") == state.get("epoch") else None
     for pattern, target in ((PENDING_BEST, rundir.BEST_WEIGHTS), (PENDING_PREVIEW, rundir.PREVIEW_FILE)):
-        for source in out.glob(pattern.replace("{epoch:04d}", "[0-9][0-9][0-9][0-9]")):
+        pending = pattern.replace("{epoch:04d}", "[0-9][0-9][0-9][0-9]")
+        for source in out.glob(pending):
             if best is not None and source.name == pattern.format(epoch=best):
                 source.replace(out / target)
             else:
                 source.unlink()
+        # a kill inside the atomic write of a pending file leaves its temporary (".NAME.xxxx")
+        for temporary in out.glob(f".{pending}.*"):
+            temporary.unlink()
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
