@@ -16,17 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.train.metrics import NUM_CLASSES, mean_iou
+from marsedge.train.metrics import confusion_matrix, mean_iou
 
 
 def tile_confusions(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     """``(N, C, C)`` confusion matrix of each tile; unlabelled (class 0) truth is skipped."""
-    tiles = np.arange(len(truth))[:, None]
-    truth = truth.reshape(len(truth), -1).astype(np.int64)
-    prediction = np.clip(prediction.reshape(len(truth), -1).astype(np.int64), 0, NUM_CLASSES - 1)
-    index = (tiles * NUM_CLASSES + truth) * NUM_CLASSES + prediction
-    counts = np.bincount(index[truth != 0], minlength=len(truth) * NUM_CLASSES * NUM_CLASSES)
-    return counts.reshape(len(truth), NUM_CLASSES, NUM_CLASSES)
+    return np.stack([confusion_matrix(t, p) for t, p in zip(truth, prediction)])
 
 
 def bootstrap(confusions: list[np.ndarray], groups: np.ndarray, resamples: int = 2000, seed: int = 0) -> np.ndarray:
@@ -72,7 +67,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from marsedge.export.evaluate import KerasTileModel
     from marsedge.train import rundir
-
     from marsedge.train.data import file_sha256
     from marsedge.train.distill import check_same_split
 

@@ -158,24 +158,19 @@ def fold_for_int8(model):
             tensors[id(layer.output)] = mapped(layer.input)
             continue
         config = layer.get_config()
+        weights = _folded_weights(layer, pairs[layer.name]) if layer.name in pairs else layer.get_weights()
+        if layer.name in pairs:
+            config["use_bias"] = True  # the folded normalisation's shift
+        if layer.name in relus:
+            config["activation"] = "relu"
         if is_depth_to_space(layer):
-            weights = _folded_weights(layer, pairs[layer.name]) if layer.name in pairs else layer.get_weights()
-            activation = "relu" if layer.name in relus else config["activation"]
-            conv, d2s, conv_weights = _depth_to_space_layers(layer, weights, activation)
+            conv, d2s, conv_weights = _depth_to_space_layers(layer, weights, config["activation"])
             output = d2s(conv(mapped(layer.input)))
             conv.set_weights(list(conv_weights))
-        elif layer.name in pairs or layer.name in relus:
-            weights = _folded_weights(layer, pairs[layer.name]) if layer.name in pairs else layer.get_weights()
-            config["use_bias"] = len(weights) == 2
-            if layer.name in relus:
-                config["activation"] = "relu"
-            clone = layer.__class__.from_config(config)
-            output = clone(mapped(layer.input))
-            clone.set_weights(weights)
         else:
             clone = layer.__class__.from_config(config)
             output = clone(mapped(layer.input))
-            clone.set_weights(layer.get_weights())
+            clone.set_weights(weights)
         tensors[id(layer.output)] = output
     outputs = [tensors[id(t)] for t in model.outputs]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
