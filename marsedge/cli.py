@@ -64,7 +64,7 @@ def train(
     distill_weight: Annotated[Optional[float], typer.Option(help="Weight of the distillation term (with --teacher).")] = None,
     distill_class_weighted: Annotated[Optional[bool], typer.Option("--distill-class-weighted/--distill-unweighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", show_default=False)] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice or cross_entropy.")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice, focal_lovasz or cross_entropy.")] = None,
     augment: Annotated[Optional[str], typer.Option(help="none, flips (left-right mirror, the default), mild (adds zoom-in up to 1.2x and small shifts) or strong (adds up-down flips, rotation, zoom, brightness).")] = None,
     base_filters: Annotated[Optional[int], typer.Option(help="Width of the first U-Net level.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use about N tiles, whole frames drawn at random with --seed (quick runs).")] = None,

@@ -72,6 +72,59 @@ def test_dice_loss_is_zero_for_perfect_prediction():
     assert float(dice_loss(masks, logits)) < 1e-3
 
 
+def test_lovasz_loss_equals_mean_jaccard_loss_for_one_hot_predictions():
+    from marsedge.train.losses import lovasz_softmax_loss
+
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 5, size=(2, 6, 8))
+    masks[..., 0] = 3  # class 4 (big rock) absent from the labels: not averaged in
+    masks[masks == 4] = 1
+    predicted = rng.integers(1, 5, size=masks.shape)  # class ids 1..4
+    logits = np.eye(4, dtype=np.float32)[predicted - 1] * 60.0
+    labelled = masks > 0
+    confusion = confusion_matrix(masks[labelled], predicted[labelled])
+    ious = [confusion[c, c] / (confusion[c, :].sum() + confusion[:, c].sum() - confusion[c, c]) for c in (1, 2, 3)]
+    expected = float(np.mean([1.0 - iou for iou in ious]))
+    assert math.isclose(float(lovasz_softmax_loss(masks, logits)), expected, rel_tol=1e-5)
+
+
+def test_lovasz_loss_is_the_lovasz_extension_of_the_jaccard_loss():
+    """Soft probabilities: the loss is the integral over thresholds t of the Jaccard loss of
+    the set of pixels whose error is at least t (the Lovasz extension's definition)."""
+    import tensorflow as tf
+
+    from marsedge.train.losses import lovasz_softmax_loss
+
+    rng = np.random.default_rng(1)
+    masks = rng.integers(0, 5, size=(1, 5, 7))
+    logits = rng.normal(size=masks.shape + (4,)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    labelled = masks.reshape(-1) > 0
+    labels = masks.reshape(-1)[labelled] - 1
+    flat = probs.reshape(-1, 4)[labelled]
+    per_class = []
+    for c in range(4):
+        foreground = labels == c
+        if not foreground.any():
+            continue
+        errors = np.abs(foreground - flat[:, c])
+        levels = np.concatenate([[0.0], np.sort(errors)])
+        integral = 0.0
+        for low, high in zip(levels[:-1], levels[1:]):
+            wrong = errors >= high
+            integral += (high - low) * wrong.sum() / (foreground | wrong).sum()
+        per_class.append(integral)
+    value = float(lovasz_softmax_loss(masks, logits))
+    assert math.isclose(value, float(np.mean(per_class)), rel_tol=1e-5)
+    tensor = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        loss = lovasz_softmax_loss(masks, tensor)
+    gradient = tape.gradient(loss, tensor).numpy()
+    assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
+    assert not gradient[masks == 0].any()  # unlabeled pixels get no gradient
+    assert float(lovasz_softmax_loss(np.zeros_like(masks), logits)) == 0.0  # nothing labelled
+
+
 @pytest.mark.parametrize("strength", ["strong", "mild"])
 def test_augmentation_moves_planted_pattern_with_the_mask(strength):
     from marsedge.train.augment import augment_batch

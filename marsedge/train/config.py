@@ -9,7 +9,7 @@ from typing import Any
 
 from marsedge.errors import MarsEdgeError
 
-LOSSES = ("focal", "focal_dice", "cross_entropy")
+LOSSES = ("focal", "focal_dice", "focal_lovasz", "cross_entropy")
 SCHEDULES = ("cosine", "plateau", "constant")
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
 AUGMENTATIONS = ("none", "flips", "mild", "strong")
@@ -84,7 +84,8 @@ class TrainConfig:
         schedule: "cosine" (with warm-up), "plateau" or "constant".
         warmup_epochs: linear warm-up length for the cosine schedule.
         patience: early stopping patience in epochs on validation mean IoU.
-        loss: "focal", "focal_dice" or "cross_entropy".
+        loss: "focal", "focal_dice" (focal + soft Dice), "focal_lovasz" (focal +
+            Lovasz-softmax) or "cross_entropy".
         focal_gamma: focusing parameter of the focal loss.
         class_weighting: "none", "inverse" or "inverse_sqrt" pixel frequency.
         ignore_background: class 0 (unlabeled) is ignored by loss and metric, and the

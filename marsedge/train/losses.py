@@ -46,6 +46,37 @@ def dice_loss(masks, logits, smooth: float = 1.0):
     return 1.0 - tf.reduce_mean((2.0 * intersection + smooth) / (total + smooth))
 
 
+def lovasz_softmax_loss(masks, logits):
+    """Lovasz-softmax loss (Berman et al., CVPR 2018) on labelled pixels of the whole batch.
+
+    The convex Lovasz extension of the Jaccard loss ``1 - IoU`` of each class, evaluated on
+    the per-pixel errors ``|[class == c] - p_c|`` and averaged over the classes present in
+    the batch's labels. For one-hot predictions it equals the mean ``1 - IoU`` exactly, so
+    it optimises the metric the model is chosen by rather than a pixel-wise surrogate.
+    """
+    num_outputs = logits.shape[-1]
+    index, valid = _targets(masks, num_outputs)
+    keep = tf.reshape(valid, [-1]) > 0
+    probs = tf.boolean_mask(tf.reshape(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), [-1, num_outputs]), keep)
+    labels = tf.boolean_mask(tf.reshape(index, [-1]), keep)
+    total, present = tf.constant(0.0), tf.constant(0.0)
+    for channel in range(num_outputs):
+        foreground = tf.cast(tf.equal(labels, channel), tf.float32)
+        errors = tf.abs(foreground - probs[:, channel])
+        order = tf.argsort(errors, direction="DESCENDING")
+        errors_sorted = tf.gather(errors, order)
+        foreground_sorted = tf.gather(foreground, order)
+        positives = tf.reduce_sum(foreground_sorted)
+        intersection = positives - tf.cumsum(foreground_sorted)
+        union = positives + tf.cumsum(1.0 - foreground_sorted)
+        jaccard = 1.0 - intersection / tf.maximum(union, 1.0)
+        gradient = tf.concat([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
+        is_present = tf.cast(positives > 0, tf.float32)
+        total += is_present * tf.tensordot(errors_sorted, tf.stop_gradient(gradient), 1)
+        present += is_present
+    return total / tf.maximum(present, 1.0)
+
+
 def make_loss(name: str, class_weights: np.ndarray, gamma: float):
     """Keras-compatible ``loss(masks, logits)`` for a config loss name."""
 
@@ -58,7 +89,15 @@ def make_loss(name: str, class_weights: np.ndarray, gamma: float):
     def cross_entropy(masks, logits):
         return focal_loss(masks, logits, class_weights, 0.0)
 
-    losses = {"focal": focal, "focal_dice": focal_dice, "cross_entropy": cross_entropy}
+    def focal_lovasz(masks, logits):
+        return focal_loss(masks, logits, class_weights, gamma) + lovasz_softmax_loss(masks, logits)
+
+    losses = {
+        "focal": focal,
+        "focal_dice": focal_dice,
+        "focal_lovasz": focal_lovasz,
+        "cross_entropy": cross_entropy,
+    }
     if name not in losses:
         raise ValueError(f"loss must be one of {', '.join(losses)}; got {name!r}")
     return losses[name]
