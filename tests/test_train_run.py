@@ -155,14 +155,16 @@ def test_run_made_before_stem_stride_existed_keeps_its_full_resolution_stem(tmp_
     assert TrainConfig.from_dict({"model": {"base_filters": 8}}).model.stem_stride == 2  # a user's partial config
 
 
-def test_init_from_starts_at_the_source_runs_best_weights(tiny_data, tmp_path):
+def test_init_from_starts_at_the_source_runs_best_weights(tiny_data, tmp_path, caplog):
     from marsedge.train.rundir import load_model, read_run
 
     source = tmp_path / "source"
     train(_config(tiny_data, source, epochs=2), progress=False)
     # A learning rate of ~0 leaves the convolution kernels where they started.
     still = dict(learning_rate=1e-12, weight_decay=0.0)
-    train(_config(tiny_data, tmp_path / "tuned", init_from=str(source), **still), progress=False)
+    with caplog.at_level("WARNING"):
+        train(_config(tiny_data, tmp_path / "tuned", init_from=str(source), **still), progress=False)
+    assert "optimizer" not in caplog.text  # the source's optimizer state is not loaded (nor warned about)
     train(_config(tiny_data, tmp_path / "fresh", **still), progress=False)
     assert json.loads((tmp_path / "tuned" / "config.json").read_text())["train"]["init_from"] == str(source)
 

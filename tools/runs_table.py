@@ -38,7 +38,7 @@ def _run(path: Path) -> dict:
 
 
 def _difference(run: dict, baseline: dict) -> str:
-    ignored = {"out", "init_from"}
+    ignored = {"out"}  # init_from stays: starting from another run's weights is a change
     changed = [
         f"{key.removeprefix('model.')}={json.dumps(value)}"
         for key, value in run["config"].items()
