@@ -244,3 +244,20 @@ def test_refine_head_brings_the_full_resolution_tile_to_the_logits():
     for bad in (dict(refine_filters=8, stem_stride=1), dict(refine_filters=-1), dict(refine_filters=1)):
         with pytest.raises(MarsEdgeError, match="refine_filters"):
             ModelConfig(**bad)
+
+
+def test_max_filters_caps_the_deep_levels_only():
+    from marsedge.errors import MarsEdgeError
+    from marsedge.train.config import ModelConfig, TrainConfig
+    from marsedge.train.model import build_unet
+
+    shape = dict(base_filters=8, depth=3, stem_stride=1, dilation_rates=(1,), bottleneck_filters=24)
+    plain, capped = build_unet(ModelConfig(**shape)), build_unet(ModelConfig(**shape, max_filters=16))
+    widths = lambda model: [model.get_layer(f"enc{level}_2_conv").filters for level in range(3)]  # noqa: E731
+    assert widths(plain) == [8, 16, 32] and widths(capped) == [8, 16, 16]
+    assert capped.get_layer("dec2_up").filters == 16 and capped.get_layer("dec0_2_conv").filters == 8
+    assert capped.output_shape == plain.output_shape == (None, 64, 128, 4)
+    assert capped.count_params() < plain.count_params()
+    assert TrainConfig.from_dict({"model": {"max_filters": 96}}).model.max_filters == 96
+    with pytest.raises(MarsEdgeError, match="max_filters"):
+        ModelConfig(base_filters=16, max_filters=8)

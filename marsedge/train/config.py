@@ -39,6 +39,9 @@ class ModelConfig:
             output up-sampled to N channels, concatenated with N/2 channels of a 3x3 conv on
             the input tile itself, one 3x3 conv of N filters and 1x1 logits, so edges finer
             than half resolution (small rocks) can reach the output.
+        max_filters: cap on the width of any encoder/decoder level (``base_filters * 2**level``
+            otherwise), so a deep full-resolution U-Net stays under a parameter budget: its
+            deepest levels hold most of the weights. None: no cap.
     """
 
     base_filters: int = 24
@@ -50,6 +53,7 @@ class ModelConfig:
     dropout: float = 0.1
     stem_stride: int = 2
     refine_filters: int = 0
+    max_filters: int | None = None
 
     def __post_init__(self) -> None:
         if self.stem_stride not in (1, 2):
@@ -60,6 +64,8 @@ class ModelConfig:
             raise MarsEdgeError(f"depth must be in 1..5, got {self.depth}")
         if not self.dilation_rates or any(r < 1 for r in self.dilation_rates):
             raise MarsEdgeError(f"dilation_rates must be positive integers, got {self.dilation_rates}")
+        if self.max_filters is not None and self.max_filters < self.base_filters:
+            raise MarsEdgeError(f"max_filters must be at least base_filters ({self.base_filters}), got {self.max_filters}")
         if not 0.0 <= self.dropout < 1.0:
             raise MarsEdgeError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.refine_filters < 0 or (self.refine_filters and (self.stem_stride == 1 or self.refine_filters < 2)):

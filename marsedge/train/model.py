@@ -161,7 +161,7 @@ def build_unet(
     x = normalized = layers.Rescaling(1.0 / std, offset=-mean / std, name="normalize")(inputs)
     skips = []
     for level in range(config.depth):
-        filters = config.base_filters * 2**level
+        filters = level_filters(config, level)
         x = conv_block(x, filters, f"enc{level}", strides=config.stem_stride if level == 0 else 1)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
@@ -170,7 +170,7 @@ def build_unet(
     if config.global_context:
         x = global_context(x, bottleneck_filters, "context")
     for level in reversed(range(config.depth)):
-        filters = config.base_filters * 2**level
+        filters = level_filters(config, level)
         x = decoder_block(x, skips[level], filters, f"dec{level}", config.squeeze_excitation)
     if config.stem_stride == 1:
         outputs = layers.Conv2D(num_outputs, 1, name="logits")(x)
@@ -182,6 +182,12 @@ def build_unet(
         )(x)
     outputs = layers.Activation("linear", dtype="float32", name="logits_f32")(outputs)
     return keras.Model(inputs, outputs, name=name)
+
+
+def level_filters(config: ModelConfig, level: int) -> int:
+    """Width of encoder/decoder level ``level``: ``base_filters * 2**level``, capped at ``max_filters``."""
+    filters = config.base_filters * 2**level
+    return min(filters, config.max_filters) if config.max_filters else filters
 
 
 def count_macs(model) -> int:
