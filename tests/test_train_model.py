@@ -258,6 +258,8 @@ def test_max_filters_caps_the_deep_levels_only():
     assert capped.get_layer("dec2_up").filters == 16 and capped.get_layer("dec0_2_conv").filters == 8
     assert capped.output_shape == plain.output_shape == (None, 64, 128, 4)
     assert capped.count_params() < plain.count_params()
+    default_bottleneck = build_unet(ModelConfig(**{**shape, "bottleneck_filters": None}, max_filters=16))
+    assert default_bottleneck.get_layer("bottleneck_in_conv").filters == 16  # 8 * 2**3, capped
     assert TrainConfig.from_dict({"model": {"max_filters": 96}}).model.max_filters == 96
     with pytest.raises(MarsEdgeError, match="max_filters"):
         ModelConfig(base_filters=16, max_filters=8)

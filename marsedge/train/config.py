@@ -24,7 +24,8 @@ class ModelConfig:
         base_filters: filters of the first encoder block; each level doubles them.
         depth: number of 2x down-samplings after the stem (the bottleneck runs at 1/(stem_stride * 2**depth)).
         dilation_rates: parallel dilated 3x3 convolutions summed in the bottleneck.
-        bottleneck_filters: bottleneck width; None for ``base_filters * 2**depth``.
+        bottleneck_filters: bottleneck width; None for ``base_filters * 2**depth`` (capped at
+            ``max_filters``).
         global_context: add a global-context block (GCNet-style) after the bottleneck.
         squeeze_excitation: add squeeze-excitation to every decoder block.
         dropout: spatial dropout rate in the bottleneck.

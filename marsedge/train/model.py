@@ -165,7 +165,7 @@ def build_unet(
         x = conv_block(x, filters, f"enc{level}", strides=config.stem_stride if level == 0 else 1)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
-    bottleneck_filters = config.bottleneck_filters or config.base_filters * 2**config.depth
+    bottleneck_filters = config.bottleneck_filters or level_filters(config, config.depth)
     x = dilated_bottleneck(x, bottleneck_filters, config.dilation_rates, config.dropout, "bottleneck")
     if config.global_context:
         x = global_context(x, bottleneck_filters, "context")
