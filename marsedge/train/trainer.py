@@ -302,6 +302,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         )
         if source is not None:  # before compile: the file's optimizer state is not wanted (fresh schedule)
             model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
+            log.info("weights from %s (its best epoch, val mIoU %s)", source.path,
+                     source.metrics().get("val", {}).get("mean_iou", "?"))
         learning_rate = _schedule(config, steps, keras, tf)
         optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
         if config.mixed_precision:
@@ -315,9 +317,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             )
             loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature, soft_weights)
         model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
-    if source is not None:
-        log.info("weights from %s (its best epoch, val mIoU %s)", source.path,
-                 source.metrics().get("val", {}).get("mean_iou", "?"))
     params, macs = model.count_params(), count_macs(model)
     log.info("model: %s parameters, %.1f M MACs per tile", f"{params:,}", macs / 1e6)
 
