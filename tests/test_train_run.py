@@ -239,3 +239,72 @@ def test_pending_files_and_their_half_written_temporaries_are_cleared(tmp_path):
     (tmp_path / "history.csv").write_text("epoch\n")
     _promote_pending_best(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv", rundir.PREVIEW_FILE, rundir.STATE_FILE]
+
+
+def test_weight_average_follows_the_tensorflow_formula_and_swaps_back():
+    from marsedge.train.ema import WeightAverage
+    from marsedge.train.tf_env import keras, tf
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    start = model.get_weights()
+    average = WeightAverage(tf, keras, model, decay=0.5)
+    expected = [w.copy() for w in start]
+    for n in range(1, 6):  # n-th update: d = min(0.5, (1 + n) / (10 + n)) = 0.5 from n = 8 only
+        new = [w + n for w in start]
+        model.set_weights(new)
+        average.update()
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, new)]
+    raw = model.get_weights()
+    with average.applied():
+        for got, want in zip(model.get_weights(), expected):  # BatchNormalization statistics included
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+    for got, want in zip(model.get_weights(), raw):
+        np.testing.assert_array_equal(got, want)
+    assert int(average.module.updates.numpy()) == 5
+
+
+def test_averaged_weights_are_validated_saved_and_resumed(tiny_data, tmp_path):
+    from marsedge.train.tf_env import tf
+
+    out = tmp_path / "run"
+    config = _config(tiny_data, out, ema_decay=0.99)
+    train(config, progress=False)
+    with open(out / "history.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert 0.0 <= float(row["val_miou_raw"]) <= 1.0
+    assert json.loads((out / "metrics.json").read_text())["val"]["mean_iou"] == pytest.approx(float(row["val_miou"]), abs=1e-6)
+
+    def checkpoint():
+        state = json.loads((out / "state.json").read_text())
+        return tf.train.load_checkpoint(str(out / state["checkpoint"]))
+
+    reader = checkpoint()
+    names = reader.get_variable_to_shape_map()
+    shadow = {n for n in names if n.startswith("ema/shadow/")}
+    steps = len(np.load(out / "split.npz")["train"]) // 16  # one update per batch
+    assert shadow and reader.get_tensor("ema/updates/.ATTRIBUTES/VARIABLE_VALUE") == steps
+
+    from marsedge.train.rundir import load_model, read_run
+
+    best = load_model(read_run(out)).get_weights()
+    averaged = [reader.get_tensor(f"ema/shadow/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(len(best))]
+    for got, want in zip(best, averaged):  # best.weights.h5 holds the averaged weights, not the raw ones
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    train(config.replace(epochs=2), resume=True, progress=False)
+    assert checkpoint().get_tensor("ema/updates/.ATTRIBUTES/VARIABLE_VALUE") == 2 * steps  # went on
+    with pytest.raises(Exception, match="ema_decay must be in"):
+        config.replace(ema_decay=1.0)
+
+
+def test_split_seed_keeps_the_split_while_seed_changes_the_run(tiny_data, tmp_path):
+    first = tmp_path / "seed0"
+    train(_config(tiny_data, first), progress=False)
+    other = tmp_path / "seed7"  # same split: it may distil from the first run
+    train(_config(tiny_data, other, seed=7, split_seed=0, teachers=(str(first),)), progress=False)
+    a, b = np.load(first / "split.npz"), np.load(other / "split.npz")
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(a[name], b[name])
+    moved = tmp_path / "seed7_own_split"
+    train(_config(tiny_data, moved, seed=7), progress=False)
+    assert not np.array_equal(np.load(moved / "split.npz")["val"], a["val"])

@@ -86,6 +86,9 @@ class TrainConfig:
         epochs: maximum number of epochs.
         batch_size: tiles per batch.
         seed: seeds the split, shuffling, augmentation and initial weights.
+        split_seed: seeds the split (and ``limit``'s choice of frames) instead of ``seed``, so
+            runs that differ only in ``seed`` share one split and can be compared tile by
+            tile, or distil from teachers trained on it. None: ``seed``.
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW decoupled weight decay.
         schedule: "cosine" (with warm-up), "plateau" or "constant".
@@ -123,6 +126,10 @@ class TrainConfig:
             (``class_weighting``) the teachers expect there, scaled to a mean of 1 over the
             labelled training pixels, so rare classes (big rock) carry their hard-loss
             weight in the soft term too. False: every pixel counts the same.
+        ema_decay: keep an exponential moving average of the weights with this decay per
+            training step (0.999: a horizon of about 1,000 steps) and validate, select and
+            save the averaged weights; the raw weights' val mIoU is logged beside them
+            (``val_miou_raw`` in history.csv). 0: off.
         model: the network shape.
     """
 
@@ -131,6 +138,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     seed: int = 0
+    split_seed: int | None = None
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"
@@ -153,6 +161,7 @@ class TrainConfig:
     distill_weight: float = 1.0
     distill_temperature: float = 1.0
     distill_class_weighted: bool = False
+    ema_decay: float = 0.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -172,6 +181,8 @@ class TrainConfig:
             raise MarsEdgeError("val_fraction must be in (0, 0.5) and test_fraction in [0, 0.5)")
         if self.distill_weight < 0 or self.distill_temperature <= 0:
             raise MarsEdgeError("distill_weight must be >= 0 and distill_temperature > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise MarsEdgeError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.limit is not None and self.limit < 4:
             raise MarsEdgeError(f"limit must be at least 4 tiles, got {self.limit}")
 

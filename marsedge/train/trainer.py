@@ -1,6 +1,7 @@
 """The training loop: data hygiene, split, AdamW + schedule, early stopping, checkpoints, resume."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -66,8 +67,9 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
         return tiles, split, run.derived, data_hash
     # split.npz holds indices into the whole data file, also when --limit picks a subset,
     # so export, eval and bench find the same tiles by reading the file again.
+    split_seed = config.seed if config.split_seed is None else config.split_seed
     selected = (
-        _random_frames(tiles, config.limit, config.seed)
+        _random_frames(tiles, config.limit, split_seed)
         if config.limit and config.limit < len(tiles)
         else np.arange(len(tiles))
     )
@@ -75,7 +77,7 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
     keep, report = clean_tiles(work) if config.clean else (np.arange(len(work)), None)
     groups = frame_groups(work.images)
     split_local = stratified_split(
-        work.masks[keep], groups[keep], config.val_fraction, config.test_fraction, config.seed
+        work.masks[keep], groups[keep], config.val_fraction, config.test_fraction, split_seed
     )
     split = {name: selected[keep[index]] for name, index in split_local.items()}
     split["dropped"] = selected[np.array(report.dropped if report else [], dtype=np.int64)]
@@ -320,7 +322,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     params, macs = model.count_params(), count_macs(model)
     log.info("model: %s parameters, %.1f M MACs per tile", f"{params:,}", macs / 1e6)
 
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    average = None
+    if config.ema_decay:
+        from marsedge.train.ema import WeightAverage
+
+        with strategy.scope():
+            average = WeightAverage(tf, keras, model, config.ema_decay)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **({"ema": average.module} if average else {}))
     history: list[dict] = []
     start_epoch, best_miou, best_epoch, since_best, lr_scale = 0, -1.0, -1, 0, 1.0
     if resume:
@@ -342,7 +350,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         )
         bar = _Progress(keras, epoch, config.epochs, steps, config.batch_size, progress)
         tick = time.perf_counter()
-        fit = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=[bar.callback])
+        callbacks = [bar.callback] + ([average.callback] if average else [])
+        fit = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=callbacks)
         train_seconds = time.perf_counter() - tick
         bar.close()
         train_loss = float(fit.history["loss"][-1])
@@ -355,6 +364,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (loss {train_loss}); {kept}")
         prediction = predict_classes(model, val_images, derived["output_classes"])
         report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
+        raw = {}
+        if average:  # the averaged weights are validated and saved; the raw ones are only logged
+            raw = {"val_miou_raw": round(report["mean_iou"], 6)}
+            with average.applied():
+                prediction = predict_classes(model, val_images, derived["output_classes"])
+        report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
         miou = report["mean_iou"]
         current_lr = _current_learning_rate(optimizer)
         row = {
@@ -362,6 +377,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             "loss": round(train_loss, 6),
             "train_miou": round(float(fit.history["miou"][-1]), 6),
             "val_miou": round(miou, 6),
+            **raw,
             **{f"val_iou_{n}": round(v, 6) if v is not None else "" for n, v in report["class_iou"].items()},
             "learning_rate": current_lr,
             "images_per_s": round(steps * config.batch_size / train_seconds, 1),
@@ -371,7 +387,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         improved = miou > best_miou
         if improved:
             best_miou, best_epoch, since_best = miou, epoch, 0
-            model.save_weights(str(out / PENDING_BEST.format(epoch=epoch)))
+            with average.applied() if average else contextlib.nullcontext():
+                model.save_weights(str(out / PENDING_BEST.format(epoch=epoch)))
             write_preview(
                 out / PENDING_PREVIEW.format(epoch=epoch),
                 val_images[preview_index],
@@ -390,8 +407,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         )
         _promote_pending_best(out)
         log.info(
-            "epoch %d/%d loss %.4f val mIoU %.4f%s (%s) %.0f img/s %.0fs",
+            "epoch %d/%d loss %.4f val mIoU %.4f%s%s (%s) %.0f img/s %.0fs",
             epoch + 1, config.epochs, train_loss, miou, " *" if improved else "",
+            f" (raw weights {raw['val_miou_raw']:.4f})" if raw else "",
             " ".join(f"{n} {v:.3f}" for n, v in report["class_iou"].items() if v is not None),
             row["images_per_s"], row["epoch_seconds"],
         )
