@@ -66,7 +66,7 @@ def train(
     ema_decay: Annotated[Optional[float], typer.Option(help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice, focal_lovasz or cross_entropy.")] = None,
-    augment: Annotated[Optional[str], typer.Option(help="none, flips (left-right mirror, the default), mild (adds zoom-in up to 1.2x and small shifts) or strong (adds up-down flips, rotation, zoom, brightness).")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="none, flips (left-right mirror, the default), mild (adds zoom-in up to 1.2x and small shifts), camera (adds gain, gamma, slight blur, JPEG and sensor noise) or strong (adds up-down flips, rotation, zoom, brightness).")] = None,
     base_filters: Annotated[Optional[int], typer.Option(help="Width of the first U-Net level.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use about N tiles, whole frames drawn at random with --seed (quick runs).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience (epochs).")] = None,

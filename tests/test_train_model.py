@@ -163,6 +163,29 @@ def test_flips_keep_the_camera_view_upright():
     assert 4 <= mirrored <= 28
 
 
+def test_camera_augmentation_changes_grey_levels_only_and_half_the_tiles_each_way():
+    from marsedge.train.augment import _gaussian_blur, augment_batch, camera_batch
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(20, 235, (64, 64, 128, 1)).astype(np.float32)
+    masks = rng.integers(0, 5, (64, 64, 128, 1)).astype(np.float32)
+    seed = tf.constant([4, 2], tf.int64)
+    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), seed, "camera")
+    flips, _ = augment_batch(tf.constant(images), tf.constant(masks), seed, "flips")
+    np.testing.assert_array_equal(out_masks.numpy(), augment_batch(tf.constant(images), tf.constant(masks), seed)[1])
+    out = out_images.numpy()
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    changed = np.abs(out - flips.numpy()).max(axis=(1, 2, 3)) > 0.5
+    assert 40 <= changed.sum() < 64  # 1 - 0.5**5 of the tiles change; some stay as they were
+    again = camera_batch(tf.constant(images), tf.constant([9, 9], tf.int64)).numpy()
+    np.testing.assert_array_equal(again, camera_batch(tf.constant(images), tf.constant([9, 9], tf.int64)).numpy())
+    # the blur keeps flat grey flat and a near-zero sigma is the identity
+    flat = tf.fill([2, 8, 8, 1], 100.0)
+    np.testing.assert_allclose(_gaussian_blur(flat, tf.constant([0.3, 0.7])).numpy(), 100.0, rtol=1e-5)
+    np.testing.assert_allclose(_gaussian_blur(tf.constant(images[:2]), tf.constant([0.0, 0.0])).numpy(), images[:2],
+                               atol=1e-3)
+
+
 def test_augmentation_is_reproducible_and_seed_dependent():
     from marsedge.train.augment import make_dataset
     from marsedge.train.synthetic import generate_tiles

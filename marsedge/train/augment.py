@@ -23,6 +23,17 @@ AFFINE_PROBABILITY = 0.6
 AFFINE = {"mild": dict(max_rotation_deg=0.0, zoom_range=(1.0, 1.2), shift_fraction=0.05, probability=0.5), "strong": {}}
 
 
+# "camera": what another camera, exposure or image pipeline does to the grey levels and the
+# fine texture, which the flips-only models lean on heavily (tools/robustness_eval.py): each
+# change hits half the tiles, independently.
+CAMERA_GAIN = (0.8, 1.25)
+CAMERA_GAMMA = (0.8, 1.25)
+CAMERA_NOISE_MAX = 3.0  # grey levels, standard deviation
+CAMERA_BLUR_MAX = 0.7  # Gaussian sigma in pixels
+CAMERA_JPEG_QUALITY = (60, 100)
+CAMERA_PROBABILITY = 0.5
+
+
 def _per_sample(seed, shape, dtype=tf.float32, minval=0.0, maxval=1.0):
     return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval, dtype=dtype)
 
@@ -73,6 +84,53 @@ def _transform(values, matrices, interpolation, fill_mode):
     )
 
 
+def _gaussian_blur(images, sigma):
+    """Blur each image with its own Gaussian ``sigma`` (B,), 5x5 taps, reflect padding."""
+    taps = tf.constant([-2.0, -1.0, 0.0, 1.0, 2.0])
+    sigma = tf.maximum(sigma, 1e-3)[:, None]
+    kernel = tf.exp(-0.5 * (taps[None, :] / sigma) ** 2)
+    kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # (B, 5)
+    padded = tf.pad(images, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="REFLECT")
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    rows = sum(kernel[:, i, None, None, None] * padded[:, i : i + height, :, :] for i in range(5))
+    return sum(kernel[:, i, None, None, None] * rows[:, :, i : i + width, :] for i in range(5))
+
+
+def _jpeg(images, seed):
+    """Round-trip each image through JPEG at a random quality in CAMERA_JPEG_QUALITY."""
+    seeds = tf.random.experimental.stateless_split(seed, tf.shape(images)[0])
+
+    def one(args):
+        image, image_seed = args
+        low, high = CAMERA_JPEG_QUALITY
+        return 255.0 * tf.image.stateless_random_jpeg_quality(image / 255.0, low, high, image_seed)
+
+    return tf.map_fn(one, (images, seeds), fn_output_signature=tf.float32)
+
+
+def camera_batch(images, seed):
+    """Gain, gamma, blur, JPEG and sensor noise, each on half the tiles of a 0..255 batch."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 10)
+
+    def pick(i):
+        return tf.reshape(_per_sample(seeds[i], [batch]) < CAMERA_PROBABILITY, [-1, 1, 1, 1])
+
+    def draw(i, low, high):
+        return _per_sample(seeds[i], [batch, 1, 1, 1], minval=math.log(low), maxval=math.log(high))
+
+    images = tf.where(pick(0), images * tf.exp(draw(1, *CAMERA_GAIN)), images)
+    images = tf.clip_by_value(images, 0.0, 255.0)
+    images = tf.where(pick(2), 255.0 * (images / 255.0) ** tf.exp(draw(3, *CAMERA_GAMMA)), images)
+    sigma = _per_sample(seeds[5], [batch], maxval=CAMERA_BLUR_MAX)
+    images = tf.where(pick(4), _gaussian_blur(images, sigma), images)
+    images = tf.where(pick(6), _jpeg(images, seeds[7]), images)
+    stddev = _per_sample(seeds[9], [batch, 1, 1, 1], maxval=CAMERA_NOISE_MAX)
+    noise = tf.random.stateless_normal(tf.shape(images), seed=seeds[9] + 1) * stddev
+    images = tf.where(pick(8), images + noise, images)
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
 def augment_batch(images, masks, seed, strength: str = "flips"):
     """Augment a batch: images float32 ``(B,H,W,1)`` 0..255, masks float32 ``(B,H,W,1)``."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
@@ -86,6 +144,8 @@ def augment_batch(images, masks, seed, strength: str = "flips"):
         )
         images = _transform(images, matrices, "BILINEAR", "REFLECT")
         masks = _transform(masks, matrices, "NEAREST", "CONSTANT")
+    if strength == "camera":
+        images = camera_batch(images, seeds[3])
     if strength == "strong":
         batch = shape[0]
         contrast = tf.exp(_per_sample(seeds[3], [batch, 1, 1, 1], minval=-0.25, maxval=0.25))

@@ -12,7 +12,7 @@ from marsedge.errors import MarsEdgeError
 LOSSES = ("focal", "focal_dice", "focal_lovasz", "cross_entropy")
 SCHEDULES = ("cosine", "plateau", "constant")
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
-AUGMENTATIONS = ("none", "flips", "mild", "strong")
+AUGMENTATIONS = ("none", "flips", "mild", "strong", "camera")
 STRATEGIES = ("default", "mirrored")
 
 
