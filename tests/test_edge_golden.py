@@ -57,3 +57,26 @@ def test_real_samples_optimised_and_reference_kernels_agree(tiny_int8):
         # XNNPACK rounds int8 differently from the reference kernels; the tiny model,
         # trained on synthetic tiles only, has many near-ties on real frames (~98% agree).
         assert agreement(fast.segment(image).mask, mask) >= 0.95
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SAMPLES.is_dir() and (SAMPLES.parent / "mars_terrain_64x128.npz").exists()),
+                    reason="../shared/data not present")
+def test_runtime_resize_reproduces_the_data_sets_tiles_from_full_frames():
+    """The sample frames are test_set frames at 256x256; the runtime's area reduction
+    (what a model with ``input.scale`` 0.5 sees) gives back their two 64x128 tiles to the
+    grey level. Texture is the models' main cue (tools/robustness_eval.py: a blur of
+    radius 1 or sensor noise of sigma 2 costs 25-70 points), so any other resampler
+    (bilinear, bicubic: 0.6-1 level off on average) would feed them foreign input."""
+    from marsedge.edge_runtime.resample import resize_area
+
+    with np.load(SAMPLES.parent / "mars_terrain_64x128.npz") as data:
+        tiles = data["test_set"]
+    lookup = {tile.tobytes(): i for i, tile in enumerate(tiles)}
+    paths = sorted(SAMPLES.glob("*.png"))
+    assert paths
+    for path in paths:
+        frame = np.array(Image.open(path).convert("L"))
+        half = resize_area(frame, frame.shape[0] // 2, frame.shape[1] // 2)
+        top, bottom = np.ascontiguousarray(half[:64]), np.ascontiguousarray(half[64:])
+        assert top.tobytes() in lookup and bottom.tobytes() in lookup, path.name
