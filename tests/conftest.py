@@ -6,6 +6,7 @@ tests/data is written only by `python tools/make_test_model.py`.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import signal
 from pathlib import Path
 
@@ -16,6 +17,15 @@ from PIL import Image
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden"
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples"
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def load_tool(name: str):
+    """Import ``tools/NAME.py`` (a script folder, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import load_tool
 from marsedge.benchmarks import bench, report
 from marsedge.cli import app
 
@@ -226,12 +227,7 @@ def test_tta_adds_a_row_per_tflite_model(tiles_npz, tiny_int8, tmp_path):
 @pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")  # TFLiteConverter's, harmless
 def test_upsample_speed_tool_forms_compute_the_same_logits():
     pytest.importorskip("tensorflow")
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "upsample_speed.py"
-    spec = importlib.util.spec_from_file_location("upsample_speed", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("upsample_speed")
     from marsedge.export.fold import depth_to_space_weights
 
     transpose, d2s = tool.build("TRANSPOSE_CONV"), tool.build("CONV_2D 1x1 + DEPTH_TO_SPACE")
@@ -249,12 +245,7 @@ def test_upsample_speed_tool_forms_compute_the_same_logits():
 
 def test_arch_speed_tool_times_float_and_int8_of_each_shape(tmp_path):
     pytest.importorskip("tensorflow")
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "arch_speed.py"
-    spec = importlib.util.spec_from_file_location("arch_speed", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("arch_speed")
     out = tmp_path / "arch.md"
     shapes = [{"base_filters": 4, "depth": 1, "dilation_rates": [1], "bottleneck_filters": None, "stem_stride": s} for s in (1, 2)]
     assert tool.main(["--configs", json.dumps(shapes), "--threads", "1", "--runs", "10", "--warmup", "1", "--out", str(out)]) == 0

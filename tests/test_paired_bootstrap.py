@@ -1,18 +1,12 @@
 """tools/paired_bootstrap.py: per-tile confusions add up, frames are drawn whole, the interval brackets the truth."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
+from conftest import load_tool
 from marsedge.train.metrics import confusion_matrix, mean_iou
 
-spec = importlib.util.spec_from_file_location(
-    "paired_bootstrap", Path(__file__).resolve().parents[1] / "tools" / "paired_bootstrap.py"
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool("paired_bootstrap")
 
 
 def _tiles(seed: int = 0, count: int = 40):

@@ -1,21 +1,16 @@
 """tools/robustness_eval.py: camera-like perturbations and their scores through the runtime."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from conftest import load_tool
 
 pytest.importorskip("marsedge.train.tf_env")
 
 
 def _tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "robustness_eval.py"
-    spec = importlib.util.spec_from_file_location("robustness_eval", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("robustness_eval")
 
 
 def test_perturbations_keep_tiles_uint8_and_move_labels_with_flips():

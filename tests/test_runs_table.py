@@ -1,21 +1,17 @@
 """tools/runs_table.py: the experiment-log table read from run directories."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 
+from conftest import load_tool
 from marsedge.train.config import TrainConfig
 
 
 def _tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "runs_table.py"
-    spec = importlib.util.spec_from_file_location("runs_table", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("runs_table")
 
 
 def _fake_run(path: Path, config: TrainConfig, val: float, test: float | None, legacy: bool = False) -> Path:

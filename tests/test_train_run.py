@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("marsedge.train.tf_env")
 
+from conftest import load_tool
 from marsedge.cli import app
 from marsedge.train.config import ModelConfig, TrainConfig
 from marsedge.train.synthetic import write_dataset
@@ -210,11 +210,7 @@ def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits
     assert TrainConfig.from_dict(saved).teachers == (str(teacher),)
     assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0 and (student / "best.weights.h5").exists()
     # tools/ensemble_eval.py: each run and their average, plain and flip-averaged
-    spec = importlib.util.spec_from_file_location(
-        "ensemble_eval", Path(__file__).resolve().parents[1] / "tools" / "ensemble_eval.py"
-    )
-    ensemble_eval = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ensemble_eval)
+    ensemble_eval = load_tool("ensemble_eval")
     rows = dict(ensemble_eval.rows([teacher, student], "val"))
     assert list(rows) == ["teacher", "teacher + flip TTA", "student", "student + flip TTA",
                           "average of teacher + student", "average of teacher + student + flip TTA"]
