@@ -75,38 +75,40 @@ PERTURBATIONS: dict[str, tuple[Perturbation, str | None]] = {
 }
 
 
+def _flipped(batch: np.ndarray, flip: str | None) -> np.ndarray:
+    """``(N, H, W)`` arrays mirrored left-right ("lr") or up-down ("ud"); a flip is its own inverse."""
+    if flip == "lr":
+        return np.ascontiguousarray(batch[:, :, ::-1])
+    if flip == "ud":
+        return np.ascontiguousarray(batch[:, ::-1, :])
+    return batch
+
+
 def perturb(images: np.ndarray, masks: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The tiles and labels after perturbation ``name`` (noise drawn from ``seed``)."""
     change, flip = PERTURBATIONS[name]
     rng = np.random.default_rng(seed)
-    out = np.stack([change(tile, rng) for tile in images])
-    if flip == "lr":
-        masks = masks[:, :, ::-1]
-    elif flip == "ud":
-        masks = masks[:, ::-1, :]
-    return out, np.ascontiguousarray(masks)
+    return np.stack([change(tile, rng) for tile in images]), _flipped(masks, flip)
 
 
 def rows(model: Path, images: np.ndarray, masks: np.ndarray, threads: int = 2) -> list[tuple[str, dict, float]]:
     """``(perturbation, iou report, share of pixels unchanged against clean)`` per perturbation."""
+    from marsedge.benchmarks.bench import model_resolution
     from marsedge.edge_runtime import Segmenter
 
-    segmenter = Segmenter(model, threads=threads)
-    segmenter.scale = 1.0  # data-set tiles are already at the model's resolution
     result, clean = [], None
-    for name in PERTURBATIONS:
-        tiles, truth = perturb(images, masks, name)
-        predicted = np.stack([segmenter.segment(tile).mask for tile in tiles])
-        flip = PERTURBATIONS[name][1]
-        aligned = predicted[:, :, ::-1] if flip == "lr" else predicted[:, ::-1, :] if flip == "ud" else predicted
-        clean = predicted if clean is None else clean
-        result.append((name, iou_report(confusion_matrix(truth, predicted), CLASS_NAMES),
-                       float(np.mean(aligned == clean))))
+    with model_resolution(Segmenter(model, threads=threads)) as segmenter:
+        for name, (_, flip) in PERTURBATIONS.items():
+            tiles, truth = perturb(images, masks, name)
+            predicted = np.stack([segmenter.segment(tile).mask for tile in tiles])
+            clean = predicted if clean is None else clean
+            result.append((name, iou_report(confusion_matrix(truth, predicted), CLASS_NAMES),
+                           float(np.mean(_flipped(predicted, flip) == clean))))
     return result
 
 
 def table(results: list[tuple[str, dict, float]], title: str) -> str:
-    names = [n for n in CLASS_NAMES[1:]]
+    names = list(CLASS_NAMES[1:])
     lines = [f"| {title} | mIoU | Δ | {' | '.join(names)} | pixels unchanged |",
              "|---|---|---|" + "---|" * len(names) + "---|"]
     base = results[0][1]["mean_iou"]

@@ -369,7 +369,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             raw = {"val_miou_raw": round(report["mean_iou"], 6)}
             with average.applied():
                 prediction = predict_classes(model, val_images, derived["output_classes"])
-        report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
+            report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
         miou = report["mean_iou"]
         current_lr = _current_learning_rate(optimizer)
         row = {
