@@ -54,7 +54,7 @@ def default_data_path() -> Path | None:
 def train(
     data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs [default: $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz]")] = None,
     out: Annotated[Path, typer.Option(help="Run directory to create (or resume).")] = Path("runs/exp"),
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (with --resume: the run's own budget unless given).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Tiles per batch.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffling, augmentation, weights.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="JSON config file (keys of TrainConfig); options given here override it.")] = None,
@@ -81,6 +81,11 @@ def train(
         from marsedge.train.config import TrainConfig
 
         base = TrainConfig.load(config) if config else TrainConfig()
+        if resume and epochs is None and config is None and (out / "config.json").is_file():
+            # a bare --resume keeps the run's own budget; only --epochs (or a --config) changes it
+            from marsedge.train.rundir import read_run
+
+            epochs = read_run(out, need_weights=False).config.epochs
         if data is None and not resume:
             data = Path(base.data) if base.data else default_data_path()
             if data is None:

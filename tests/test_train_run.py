@@ -72,6 +72,19 @@ def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
     assert len(list((out / "checkpoints").glob("epoch_*"))) == 2
 
 
+def test_cli_bare_resume_keeps_the_runs_epoch_budget(tiny_data, tmp_path):
+    """`marsedge train --out RUN --resume` used to apply the default budget (40) to a run
+    started with another one, stretching its schedule; only --epochs may change it."""
+    out = tmp_path / "run"
+    train(_config(tiny_data, out, epochs=1), progress=False)
+    result = CliRunner().invoke(app, ["train", "--out", str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["epochs"] == 1 and "epoch_changes" not in saved
+    with open(out / "history.csv") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["1"]
+
+
 def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tiny_data, tmp_path):
     from marsedge.errors import RunDirError
 
