@@ -1,8 +1,10 @@
 """How far apart two runs really are: a paired bootstrap over NavCam frames.
 
     python tools/paired_bootstrap.py runs/mars_edge_kd2 runs/mars_edge_kd6 runs/mars_edge_kd7 --split val test
+    python tools/paired_bootstrap.py runs/mars_edge_fr runs/mars_edge_fr_t20 --export marsedge_qat.tflite
 
-Scores the Keras float model of each run on the split, tile by tile, then draws whole
+Scores the Keras float model of each run (or, with ``--export NAME``, each run's
+``export/NAME``, e.g. the QAT int8 file) on the split, tile by tile, then draws whole
 frames (tiles 2i and 2i+1 are the two halves of one frame, and splits keep them together)
 with replacement and recomputes every run's mean IoU (classes 1..4) on the same draw.
 For each run after the first it prints the difference to the first run, its 95% interval
@@ -63,9 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", nargs="+", default=["val"], choices=("val", "test"))
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--export", metavar="NAME", help="score RUN/export/NAME (a .tflite) instead of the Keras model")
     args = parser.parse_args(argv)
 
-    from marsedge.export.evaluate import KerasTileModel
+    from marsedge.export.evaluate import KerasTileModel, TFLiteTileModel
     from marsedge.train import rundir
     from marsedge.train.data import file_sha256
     from marsedge.train.distill import check_same_split
@@ -76,14 +79,17 @@ def main(argv: list[str] | None = None) -> None:
         check_same_split(run, indices, data_hash)  # the comparison is paired: same tiles
     print(f"| split | run | mIoU | Δ vs {runs[0].path.name} | 95% interval of Δ | draws ahead |")
     print("|---|---|---|---|---|---|")
-    models = [rundir.load_model(run) for run in runs]
+    if args.export:
+        missing = [str(run.path / "export" / args.export) for run in runs if not (run.path / "export" / args.export).is_file()]
+        if missing:
+            raise SystemExit(f"error: not exported: {', '.join(missing)} (run `marsedge export RUN --int8` first)")
+        models = [TFLiteTileModel((run.path / "export" / args.export).read_bytes(), run.output_classes) for run in runs]
+    else:
+        models = [KerasTileModel(rundir.load_model(run), run.output_classes, run.input_shape) for run in runs]
     for split in args.split:
         tiles = rundir.split_tiles(runs[0], split)
         groups = indices[split] // 2
-        confusions = [
-            tile_confusions(tiles.masks, KerasTileModel(model, run.output_classes, run.input_shape).predict_masks(tiles.images))
-            for run, model in zip(runs, models)
-        ]
+        confusions = [tile_confusions(tiles.masks, model.predict_masks(tiles.images)) for model in models]
         for run, row in zip(runs, compare(confusions, groups, args.resamples, args.seed)):
             print(f"| {split} | {run.path.name} | {row['miou']:.4f} | {row['delta']:+.4f} | "
                   f"{row['low']:+.4f} .. {row['high']:+.4f} | {row['ahead']:.0%} |")
