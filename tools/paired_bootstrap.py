@@ -77,15 +77,16 @@ def main(argv: list[str] | None = None) -> None:
     indices, data_hash = rundir.split_indices(runs[0]), file_sha256(runs[0].config.data)
     for run in runs[1:]:
         check_same_split(run, indices, data_hash)  # the comparison is paired: same tiles
-    print(f"| split | run | mIoU | Δ vs {runs[0].path.name} | 95% interval of Δ | draws ahead |")
-    print("|---|---|---|---|---|---|")
     if args.export:
-        missing = [str(run.path / "export" / args.export) for run in runs if not (run.path / "export" / args.export).is_file()]
+        files = [run.path / "export" / args.export for run in runs]
+        missing = [str(path) for path in files if not path.is_file()]
         if missing:
             raise SystemExit(f"error: not exported: {', '.join(missing)} (run `marsedge export RUN --int8` first)")
-        models = [TFLiteTileModel((run.path / "export" / args.export).read_bytes(), run.output_classes) for run in runs]
+        models = [TFLiteTileModel(path.read_bytes(), run.output_classes) for path, run in zip(files, runs)]
     else:
         models = [KerasTileModel(rundir.load_model(run), run.output_classes, run.input_shape) for run in runs]
+    print(f"| split | run | mIoU | Δ vs {runs[0].path.name} | 95% interval of Δ | draws ahead |")
+    print("|---|---|---|---|---|---|")
     for split in args.split:
         tiles = rundir.split_tiles(runs[0], split)
         groups = indices[split] // 2
