@@ -81,11 +81,12 @@ def train(
         from marsedge.train.config import TrainConfig
 
         base = TrainConfig.load(config) if config else TrainConfig()
-        if resume and epochs is None and config is None and (out / "config.json").is_file():
+        if resume and epochs is None and config is None:
             # a bare --resume keeps the run's own budget; only --epochs (or a --config) changes it
-            from marsedge.train.rundir import read_run
+            from marsedge.train import rundir
 
-            epochs = read_run(out, need_weights=False).config.epochs
+            if (out / rundir.STATE_FILE).is_file():  # else the trainer says there is nothing to resume
+                epochs = rundir.read_run(out, need_weights=False).config.epochs
         if data is None and not resume:
             data = Path(base.data) if base.data else default_data_path()
             if data is None:
