@@ -317,3 +317,27 @@ def test_split_seed_keeps_the_split_while_seed_changes_the_run(tiny_data, tmp_pa
     moved = tmp_path / "seed7_own_split"
     train(_config(tiny_data, moved, seed=7), progress=False)
     assert not np.array_equal(np.load(moved / "split.npz")["val"], a["val"])
+
+
+def test_ema_select_either_keeps_the_better_weights_of_each_epoch(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_data, out, epochs=2, ema_decay=0.99, ema_select="either"), progress=False)
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        raw, averaged = float(row["val_miou_raw"]), float(row["val_miou_average"])
+        assert float(row["val_miou"]) == max(raw, averaged)
+        assert row["val_weights"] == ("raw" if raw > averaged else "average")
+    best = max(rows, key=lambda row: float(row["val_miou"]))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val"]["mean_iou"] == pytest.approx(float(best["val_miou"]), abs=1e-6)  # the saved weights are those scored
+
+
+def test_ema_select_either_needs_weight_averaging():
+    from marsedge.errors import MarsEdgeError
+    from marsedge.train.config import TrainConfig
+
+    with pytest.raises(MarsEdgeError, match="ema_decay"):
+        TrainConfig(ema_select="either")
+    with pytest.raises(MarsEdgeError, match="ema_select"):
+        TrainConfig(ema_decay=0.99, ema_select="raw")

@@ -14,6 +14,7 @@ SCHEDULES = ("cosine", "plateau", "constant")
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
 AUGMENTATIONS = ("none", "flips", "mild", "strong", "camera")
 STRATEGIES = ("default", "mirrored")
+EMA_SELECTIONS = ("average", "either")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,12 @@ class TrainConfig:
             training step (0.999: a horizon of about 1,000 steps) and validate, select and
             save the averaged weights; the raw weights' val mIoU is logged beside them
             (``val_miou_raw`` in history.csv). 0: off.
+        ema_select: with ``ema_decay``, which weights an epoch offers for the best checkpoint:
+            "average" (the averaged ones) or "either" (whichever of the averaged and the raw
+            weights scores the higher val mIoU that epoch; ``val_miou`` is then that score,
+            ``val_miou_average`` and ``val_weights`` in history.csv say which it was). Near
+            the end of a cosine schedule the raw weights settle and can overtake the average,
+            which still carries weights from higher learning rates.
         model: the network shape.
     """
 
@@ -162,6 +169,7 @@ class TrainConfig:
     distill_temperature: float = 1.0
     distill_class_weighted: bool = False
     ema_decay: float = 0.0
+    ema_select: str = "average"
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -171,6 +179,7 @@ class TrainConfig:
             ("class_weighting", CLASS_WEIGHTINGS),
             ("augment", AUGMENTATIONS),
             ("strategy", STRATEGIES),
+            ("ema_select", EMA_SELECTIONS),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -183,6 +192,8 @@ class TrainConfig:
             raise MarsEdgeError("distill_weight must be >= 0 and distill_temperature > 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise MarsEdgeError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_select == "either" and not self.ema_decay:
+            raise MarsEdgeError("ema_select 'either' chooses between averaged and raw weights: it needs ema_decay > 0")
         if self.limit is not None and self.limit < 4:
             raise MarsEdgeError(f"limit must be at least 4 tiles, got {self.limit}")
 

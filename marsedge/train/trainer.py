@@ -364,12 +364,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (loss {train_loss}); {kept}")
         prediction = predict_classes(model, val_images, derived["output_classes"])
         report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
-        raw = {}
-        if average:  # the averaged weights are validated and saved; the raw ones are only logged
-            raw = {"val_miou_raw": round(report["mean_iou"], 6)}
+        raw, use_raw = {}, False
+        if average:  # the averaged weights are validated and saved; the raw ones logged beside them
+            raw_report, raw_prediction = report, prediction
+            raw = {"val_miou_raw": round(raw_report["mean_iou"], 6)}
             with average.applied():
                 prediction = predict_classes(model, val_images, derived["output_classes"])
             report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
+            if config.ema_select == "either":  # ... or offered for the best checkpoint when they score higher
+                use_raw = raw_report["mean_iou"] > report["mean_iou"]
+                raw.update(val_miou_average=round(report["mean_iou"], 6), val_weights="raw" if use_raw else "average")
+                if use_raw:
+                    report, prediction = raw_report, raw_prediction
         miou = report["mean_iou"]
         current_lr = _current_learning_rate(optimizer)
         row = {
@@ -387,7 +393,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         improved = miou > best_miou
         if improved:
             best_miou, best_epoch, since_best = miou, epoch, 0
-            with average.applied() if average else contextlib.nullcontext():
+            with average.applied() if average and not use_raw else contextlib.nullcontext():
                 model.save_weights(str(out / PENDING_BEST.format(epoch=epoch)))
             write_preview(
                 out / PENDING_PREVIEW.format(epoch=epoch),
@@ -409,7 +415,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         log.info(
             "epoch %d/%d loss %.4f val mIoU %.4f%s%s (%s) %.0f img/s %.0fs",
             epoch + 1, config.epochs, train_loss, miou, " *" if improved else "",
-            f" (raw weights {raw['val_miou_raw']:.4f})" if raw else "",
+            (f" ({raw['val_weights']} weights; average {raw['val_miou_average']:.4f}, raw {raw['val_miou_raw']:.4f})"
+             if "val_weights" in raw else f" (raw weights {raw['val_miou_raw']:.4f})" if raw else ""),
             " ".join(f"{n} {v:.3f}" for n, v in report["class_iou"].items() if v is not None),
             row["images_per_s"], row["epoch_seconds"],
         )
