@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from _runs import make_tiny_run
 from marsedge.cli import app
+from marsedge.edge_runtime.metadata import read_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +70,9 @@ def test_int8_model_has_no_float_anywhere(variant, fmt, request):
     (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert inp["dtype"] == np.int8 and outp["dtype"] == np.int8
     scale, zero_point = inp["quantization"]
-    assert scale == pytest.approx(1.0, abs=1e-3) and zero_point == -128  # uint8 grey maps exactly
+    norm = read_metadata(out / f"marsedge_{fmt}.tflite")["input"]["normalization"]
+    assert norm["in_model"] is False and scale * norm["std"] == pytest.approx(1.0, abs=1e-3)  # a grey level per step
+    assert abs(zero_point - (norm["mean"] - 128)) <= 0.5 + 1e-6  # so uint8 grey maps exactly
     float_tensors = [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] in (np.float32, np.float16)]
     assert float_tensors == []
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
@@ -119,14 +122,30 @@ def test_metadata_round_trips_without_tensorflow(plain_export, tiny_run):
         assert document["format"] == "marsedge-tflite/1"
         assert document["input"]["height"] == 64 and document["input"]["width"] == 128
         assert document["input"]["normalization"]["mean"] == pytest.approx(config["derived"]["mean"])
-        assert document["input"]["normalization"]["in_model"] is True
+        assert document["input"]["normalization"]["std"] == pytest.approx(config["derived"]["std"])
+        assert document["input"]["normalization"]["in_model"] is False  # the runtime's input table normalises
         assert [c["name"] for c in document["classes"]] == ["background", "soil", "bedrock", "sand", "big_rock"]
         assert document["output_classes"] == [1, 2, 3, 4]
         assert Path(document["source_run"]) == tiny_run.resolve()
         assert document["metrics"]["source_val"]["mean_iou"] > 0 and document["created"]
-    assert documents[-1]["quantization"]["input"] == {
-        "dtype": "int8", "shape": [1, 64, 128, 1], "scale": 1.0, "zero_point": -128,
-    }
+    quantization = documents[-1]["quantization"]["input"]  # one grey level per int8 step
+    assert quantization["dtype"] == "int8" and quantization["shape"] == [1, 64, 128, 1]
+    assert quantization["scale"] == pytest.approx(1.0 / config["derived"]["std"], rel=1e-4)
+    assert abs(quantization["zero_point"] - (config["derived"]["mean"] - 128)) <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("fmt", INT8)
+def test_int8_input_holds_every_grey_level(plain_export, tiny_run, fmt):
+    """The normalisation left the graph (it was a MUL and an ADD that rounded grey levels
+    together); the input table maps the 256 levels onto 256 distinct int8 values."""
+    from marsedge.edge_runtime import Segmenter
+
+    out, _ = plain_export
+    interpreter = _interpreter(out / f"marsedge_{fmt}.tflite")
+    first = interpreter._get_ops_details()[0]["op_name"]  # noqa: SLF001
+    assert first == "CONV_2D"
+    segmenter = Segmenter(out / f"marsedge_{fmt}.tflite")
+    assert len(np.unique(segmenter._input_lut)) == 256  # noqa: SLF001
 
 
 def test_export_json_and_table(plain_export):

@@ -106,8 +106,10 @@ def test_qat_wraps_every_layer(attention_model):
     for name in added:
         assert isinstance(wrapped[name].quantize_config, quantize_configs.PassThroughQuantizeConfig), name
     # the layers tfmot rejects by default carry marsedge's configs
-    for name in ("normalize", "context_pool", "dec0_se_scale", "dec1_se_scale"):
+    for name in ("context_pool", "dec0_se_scale", "dec1_se_scale"):
         assert isinstance(wrapped[name].quantize_config, quantize_configs.OutputQuantizeConfig), name
+    # the input normalisation does not round: the runtime's input table does it exactly
+    assert isinstance(wrapped["normalize"].quantize_config, quantize_configs.PassThroughQuantizeConfig)
     assert isinstance(wrapped["context_pool"].layer, quantize_configs.QatSpatialSoftmaxPool)
     # a convolution straight into a ReLU keeps its weight quantiser
     assert isinstance(wrapped["enc0_1_conv"].quantize_config, quantize_configs.ConvQuantizeConfig)
@@ -123,9 +125,8 @@ def test_calibrated_ranges_pin_the_input(attention_model):
     (input_layer,) = [l for l in qat.layers if type(l).__name__ == "QuantizeLayer"]
     values = sorted(float(w.numpy()) for w in input_layer.weights if w.name.endswith(("_min:0", "_max:0")))
     assert values == [0.0, 255.0]
-    normalize = {w.name.split("/")[-1].split(":")[0]: float(w.numpy()) for w in qat.get_layer("quant_normalize").weights}
-    # (0 - 60) / 25 .. (255 - 60) / 25, up to the spread of the sampled tiles
-    assert -2.5 < normalize["output_min"] < -2.0 and 7.0 < normalize["output_max"] < 7.9
+    names = [w.name for w in qat.get_layer("quant_normalize").weights]
+    assert not [n for n in names if n.endswith(("_min:0", "_max:0"))], names  # no range: it leaves the int8 graph
 
 
 def test_unquantisable_layer_is_named():

@@ -53,12 +53,16 @@ def grey_ramp(height: int, width: int) -> np.ndarray:
     return np.tile(np.linspace(0.0, 255.0, width, dtype=np.float32), (height, 1))
 
 
-def representative_dataset(tiles: np.ndarray, input_shape: tuple[int, int]) -> Callable[[], Iterator[list]]:
+def representative_dataset(
+    tiles: np.ndarray, input_shape: tuple[int, int], normalization: tuple[float, float] | None = None
+) -> Callable[[], Iterator[list]]:
     """The converter's calibration generator: a 0..255 ramp, then each tile as a batch of one.
 
     Args:
         tiles: ``(N, H, W)`` grey tiles, 0..255 (uint8 or float).
         input_shape: the model's ``(H, W)``.
+        normalization: ``(mean, std)`` for a graph that takes normalised levels
+            (``(level - mean) / std``); None for one that takes the levels.
 
     Raises:
         ExportError: the tiles are empty or not ``(N, H, W)`` of the model's size.
@@ -76,17 +80,26 @@ def representative_dataset(tiles: np.ndarray, input_shape: tuple[int, int]) -> C
     if tiles.min() < 0 or tiles.max() > 255:
         raise ExportError(f"representative tiles must hold grey levels 0..255, got {tiles.min()}..{tiles.max()}")
     ramp = grey_ramp(height, width)
+    mean, std = normalization or (0.0, 1.0)
 
     def generate():
-        yield [ramp[None, ..., None]]
-        for tile in tiles:
-            yield [tile[None, ..., None].astype(np.float32)]
+        for tile in (ramp, *tiles):  # the ramp sets the input range to exactly 0..255
+            yield [((tile.astype(np.float32) - mean) / std).astype(np.float32)[None, ..., None]]
 
     return generate
 
 
-def to_tflite(model, fmt: str, input_shape: tuple[int, int], representative_tiles: np.ndarray | None = None) -> bytes:
+def to_tflite(
+    model,
+    fmt: str,
+    input_shape: tuple[int, int],
+    representative_tiles: np.ndarray | None = None,
+    normalization: tuple[float, float] | None = None,
+) -> bytes:
     """Convert a Keras model (the QAT model for ``qat``) to TFLite bytes.
+
+    ``normalization`` is the ``(mean, std)`` of a graph that takes normalised levels
+    (``fold.split_input_normalization``): calibration tiles are normalised to match.
 
     The graph is traced for one tile ``(1, H, W, 1)``, so shapes are constants and no
     shape arithmetic reaches the device. The int8 formats always get a representative
@@ -114,7 +127,7 @@ def to_tflite(model, fmt: str, input_shape: tuple[int, int], representative_tile
         if representative_tiles is None:
             raise ExportError(f"{fmt}: int8 conversion needs representative tiles")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset(representative_tiles, input_shape)
+        converter.representative_dataset = representative_dataset(representative_tiles, input_shape, normalization)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8

@@ -22,6 +22,20 @@ log = logging.getLogger(__name__)
 SPLITS = ("all", "train", "val", "test")
 
 
+def _metadata_or_none(content: bytes) -> dict | None:
+    from marsedge.edge_runtime.errors import ModelError
+    from marsedge.edge_runtime.metadata import read_metadata
+
+    try:
+        return read_metadata(content)
+    except ModelError:  # no (or unreadable) metadata: the caller gave what it needs
+        return None
+
+
+def _scalar(value: Any) -> float:
+    return float(value[0] if isinstance(value, (list, tuple)) else value)
+
+
 class TFLiteTileModel:
     """A .tflite segmenter run tile by tile on tiles of exactly its input size.
 
@@ -29,19 +43,33 @@ class TFLiteTileModel:
         content: the .tflite bytes (appended metadata is ignored by the interpreter).
         output_classes: class id of each output channel; from the metadata when None.
         threads: interpreter threads; None lets the interpreter choose.
+        normalization: ``(mean, std)`` when the graph takes normalised levels
+            (``(level - mean) / std``, the input table does it); when None, the embedded
+            metadata's ``input.normalization`` if it says ``in_model: false``, else none.
 
     Raises:
         MarsEdgeError: not a model the interpreter can run, or no class list.
     """
 
-    def __init__(self, content: bytes, output_classes: list[int] | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        content: bytes,
+        output_classes: list[int] | None = None,
+        threads: int | None = None,
+        normalization: tuple[float, float] | None = None,
+    ):
         from marsedge.edge_runtime.errors import ModelError
         from marsedge.edge_runtime.interpreter import input_lut, make_interpreter
         from marsedge.edge_runtime.metadata import read_metadata
 
         try:
-            if output_classes is None:
-                output_classes = list(read_metadata(content)["output_classes"])
+            if output_classes is None or normalization is None:
+                metadata = read_metadata(content) if output_classes is None else _metadata_or_none(content)
+                if output_classes is None:
+                    output_classes = list(metadata["output_classes"])
+                norm = ((metadata or {}).get("input") or {}).get("normalization") or {}
+                if norm and normalization is None and not norm.get("in_model", True):
+                    normalization = (_scalar(norm["mean"]), _scalar(norm["std"]))
             self._interpreter = make_interpreter(content, threads)
         except ModelError as exc:
             raise MarsEdgeError(str(exc)) from None
@@ -50,8 +78,11 @@ class TFLiteTileModel:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         _, self.height, self.width, _ = (int(d) for d in self._input["shape"])
+        levels = np.arange(256, dtype=np.float64)
+        if normalization is not None:
+            levels = (levels - normalization[0]) / normalization[1]
         try:
-            self._lut = input_lut(self._input)
+            self._lut = input_lut(self._input, levels)
         except ModelError as exc:
             raise MarsEdgeError(str(exc)) from None
 

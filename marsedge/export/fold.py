@@ -174,3 +174,39 @@ def fold_for_int8(model):
         tensors[id(layer.output)] = output
     outputs = [tensors[id(t)] for t in model.outputs]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def split_input_normalization(model) -> tuple[object, tuple[float, float] | None]:
+    """The graph from its normalised input on, and the ``(mean, std)`` it normalised with.
+
+    A graph that starts with a ``Rescaling`` (``scale = 1/std``, ``offset = -mean/std``,
+    scalars; a QAT model's ``QuantizeWrapper`` around one too) loses that layer: the
+    runtime's input table maps each grey level 0..255 to ``(level - mean) / std`` and
+    quantises it itself. In an int8 file the normalisation inside the graph was a MUL and
+    an ADD, each rounding to its own int8 scale: the MUL's range (that of the Rescaling's
+    output, ``-mean/std`` included) left about 207 levels for 256 grey levels, and the ADD
+    rounded again. Without them the input tensor holds every grey level exactly (its
+    scale is one grey level when calibrated on the full 0..255 ramp). A QAT model's input
+    quantizer before the Rescaling goes with it. A graph without such a first layer comes
+    back unchanged, with None.
+    """
+    if len(model.inputs) != 1:
+        return model, None
+    first = consumers_of(model).get(model.layers[0].name, [])
+    if not isinstance(model.layers[0], layers.InputLayer) or len(first) != 1:
+        return model, None
+    layer = first[0]
+    if type(layer).__name__ == "QuantizeLayer":  # a QAT model quantises its input first (tfmot)
+        after = consumers_of(model).get(layer.name, [])
+        if len(after) != 1:
+            return model, None
+        layer = after[0]
+    rescaling = getattr(layer, "layer", layer)  # tfmot's QuantizeWrapper holds the layer it wraps
+    if not isinstance(rescaling, layers.Rescaling):
+        return model, None
+    config = rescaling.get_config()
+    scale, offset = config.get("scale"), config.get("offset", 0.0)
+    if not isinstance(scale, (int, float)) or not isinstance(offset, (int, float)) or not scale > 0:
+        return model, None
+    outputs = model.outputs if len(model.outputs) > 1 else model.outputs[0]
+    return keras.Model(layer.output, outputs, name=model.name), (-offset / scale, 1.0 / scale)

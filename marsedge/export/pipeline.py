@@ -100,10 +100,20 @@ def _compact(report: dict | None) -> dict | None:
     return {"mean_iou": report.get("mean_iou"), "class_iou": report.get("class_iou")}
 
 
-def model_metadata(run, fmt: str, info: dict, val: dict, created: str) -> dict[str, Any]:
-    """The ``marsedge.json`` document embedded in an exported .tflite (DEVELOPERS.md keys)."""
+def model_metadata(
+    run, fmt: str, info: dict, val: dict, created: str, normalization: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """The ``marsedge.json`` document embedded in an exported .tflite (DEVELOPERS.md keys).
+
+    ``normalization``: the ``(mean, std)`` the runtime applies when the graph takes
+    normalised levels; None when the graph normalises (``in_model: true``).
+    """
     height, width = run.input_shape
     source = run.metrics()
+    if normalization is None:
+        norm = {"mean": float(run.derived["mean"]), "std": float(run.derived["std"]), "in_model": True}
+    else:
+        norm = {"mean": float(normalization[0]), "std": float(normalization[1]), "in_model": False}
     return {
         "format": METADATA_FORMAT,
         "marsedge_version": __version__,
@@ -114,7 +124,7 @@ def model_metadata(run, fmt: str, info: dict, val: dict, created: str) -> dict[s
             "width": int(width),
             "channels": 1,
             "pixel_range": [0, 255],
-            "normalization": {"mean": float(run.derived["mean"]), "std": float(run.derived["std"]), "in_model": True},
+            "normalization": norm,
         },
         "quantization": {"input": info["input"], "output": info["output"]},
         "classes": class_table(),
@@ -179,10 +189,12 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
     }
     out.mkdir(parents=True, exist_ok=True)
 
-    from marsedge.export.fold import fold_for_int8
+    from marsedge.export.fold import fold_for_int8, split_input_normalization
 
     # Every format converts the graph the int8 model runs (BN folded, non-overlapping
     # Conv2DTranspose as 1x1 conv + depth-to-space), so float and int8 files compare op for op.
+    # The input normalisation leaves the graph for the runtime's input table: in int8 it
+    # rounded the grey levels twice (split_input_normalization).
     folded = fold_for_int8(model)
     qat_masks = None
     for fmt in options.formats:
@@ -190,12 +202,14 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
         source = folded
         if fmt == "qat":
             source, qat_masks = _quantization_aware(run, model, train, calibration, options, out, summary, val, reference)
-        content = to_tflite(source, fmt, run.input_shape, calibration if fmt in INT8_FORMATS else None)
+        graph, normalization = split_input_normalization(source)
+        content = to_tflite(graph, fmt, run.input_shape, calibration if fmt in INT8_FORMATS else None, normalization)
         convert_seconds = time.perf_counter() - tick
         info = describe(content)
-        masks = TFLiteTileModel(content, run.output_classes, options.threads).predict_masks(val.images)
+        tflite = TFLiteTileModel(content, run.output_classes, options.threads, normalization=normalization)
+        masks = tflite.predict_masks(val.images)
         report = score(val.masks, masks, reference)
-        metadata = model_metadata(run, fmt, info, report, created)
+        metadata = model_metadata(run, fmt, info, report, created, normalization)
         path = out / f"marsedge_{fmt}.tflite"
         data = embed_metadata(content, metadata)
         write_bytes(path, data)

@@ -65,6 +65,11 @@ def layer_recipe(layer, consumers: dict[str, list], registry):
     if isinstance(layer, SpatialSoftmaxPool):
         replacement = configs.QatSpatialSoftmaxPool.from_config(layer.get_config())
         return configs.OutputQuantizeConfig(), replacement
+    if isinstance(layer, layers.Rescaling) and all(isinstance(l, layers.InputLayer) for l in _inbound(layer)):
+        # the input normalisation leaves the int8 graph for the runtime's input table
+        # (fold.split_input_normalization): the first convolution reads the exact
+        # normalised grey levels, so no rounding here either
+        return configs.PassThroughQuantizeConfig(), None
     if isinstance(layer, (layers.Rescaling, layers.Multiply)):
         return configs.OutputQuantizeConfig(), None
     if isinstance(layer, DepthToSpace):

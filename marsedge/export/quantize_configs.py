@@ -51,7 +51,8 @@ class OutputQuantizeConfig(QuantizeConfig):
 
 class PassThroughQuantizeConfig(OutputQuantizeConfig):
     """Quantise nothing: the layer only moves values (``DepthToSpace``), so its int8
-    output keeps its input's scale, as the TFLite kernel requires."""
+    output keeps its input's scale, as the TFLite kernel requires; or it leaves the int8
+    graph (the input ``Rescaling``, which the runtime's input table does exactly)."""
 
     def get_output_quantizers(self, layer):
         return []
