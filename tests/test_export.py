@@ -184,3 +184,16 @@ def test_eval_reproduces_the_export_figures(plain_export, tiny_run):
     assert keras_report["mean_iou"] == pytest.approx(summary["keras"]["val"]["mean_iou"])
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert keras_report["mean_iou"] == pytest.approx(metrics["val"]["mean_iou"])
+
+
+def test_quant_debug_tool_rows_per_op(tiny_run, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import quant_debug
+
+    quant_debug.main([str(tiny_run), "--calib-tiles", "4", "--debug-tiles", "2"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows and rows[0][0] == "| CONV_2D"  # the graph starts at the first convolution
+    assert all(float(row[3]) >= 0 for row in rows)
+    quant_debug.main([str(tiny_run), "--calib-tiles", "4", "--debug-tiles", "2", "--keep-normalization"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[0] for row in rows[:2]] == ["| MUL", "| ADD"]  # what exports held before
