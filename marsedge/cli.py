@@ -64,6 +64,7 @@ def train(
     distill_weight: Annotated[Optional[float], typer.Option(help="Weight of the distillation term (with --teacher).")] = None,
     distill_class_weighted: Annotated[Optional[bool], typer.Option("--distill-class-weighted/--distill-unweighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", show_default=False)] = None,
     ema_decay: Annotated[Optional[float], typer.Option(help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.")] = None,
+    ema_select: Annotated[Optional[str], typer.Option(help="With --ema-decay: 'average' (validate and keep the averaged weights) or 'either' (each epoch, whichever of the averaged and raw weights scores higher on val).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice, focal_lovasz or cross_entropy.")] = None,
     augment: Annotated[Optional[str], typer.Option(help="none, flips (left-right mirror, the default), mild (adds zoom-in up to 1.2x and small shifts), camera (adds gain, gamma, slight blur, JPEG and sensor noise) or strong (adds up-down flips, rotation, zoom, brightness).")] = None,
@@ -98,7 +99,7 @@ def train(
                 learning_rate=learning_rate, loss=loss, augment=augment, limit=limit, patience=patience,
                 strategy=strategy, init_from=str(init_from) if init_from else None,
                 teachers=tuple(str(t) for t in teacher) if teacher else None, distill_weight=distill_weight,
-                distill_class_weighted=distill_class_weighted, ema_decay=ema_decay,
+                distill_class_weighted=distill_class_weighted, ema_decay=ema_decay, ema_select=ema_select,
             ).items()
             if v is not None
         }
