@@ -135,8 +135,9 @@ class TrainConfig:
             "average" (the averaged ones) or "either" (whichever of the averaged and the raw
             weights scores the higher val mIoU that epoch; ``val_miou`` is then that score,
             ``val_miou_average`` and ``val_weights`` in history.csv say which it was). Near
-            the end of a cosine schedule the raw weights settle and can overtake the average,
-            which still carries weights from higher learning rates.
+            the end of a cosine schedule the raw weights can overtake the average, but
+            their val score is noisier, so the best of them is an optimistic pick
+            (measured: val +0.7, test ±0; benchmarks/experiments.md, seventh session).
         model: the network shape.
     """
 
