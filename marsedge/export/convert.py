@@ -49,7 +49,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def grey_ramp(height: int, width: int) -> np.ndarray:
     """A tile holding every grey level 0..255, so calibration pins the input range to 0..255
-    (int8 input scale 1, zero point -128: uint8 pixels map exactly)."""
+    (int8 input scale one grey level, 1/std once normalised: uint8 pixels map exactly)."""
     return np.tile(np.linspace(0.0, 255.0, width, dtype=np.float32), (height, 1))
 
 

@@ -25,7 +25,7 @@ from marsedge.train.tf_env import keras, require_tfmot
 log = logging.getLogger(__name__)
 layers = keras.layers
 
-INPUT_RANGE = (0.0, 255.0)  # raw grey levels: int8 input scale 1, zero point -128
+INPUT_RANGE = (0.0, 255.0)  # raw grey levels, step 1: the QAT model sees each level exactly, as the file does
 
 
 class QuantizationError(MarsEdgeError):
@@ -452,7 +452,7 @@ def unify_concat_ranges(qat_model) -> int:
 
 
 def pin_input_range(qat_model) -> None:
-    """Reset the input quantiser to raw grey levels 0..255 (int8 scale 1, zero point -128)."""
+    """Reset the input quantiser to raw grey levels 0..255 (step 1: every level exact)."""
     for layer in qat_model.layers:
         variables = _range_variables(layer)
         if "quantize_layer" in variables:
