@@ -126,7 +126,7 @@ def train(
 def bench(
     sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
     data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.")] = None,
-    split: Annotated[str, typer.Option(help="The run's split to score: val or test.")] = "val",
+    split: Annotated[Optional[str], typer.Option(help="The run's split to score: val or test [default: val]. Needs a run directory; with .tflite files and --data every tile is scored.", show_default=False)] = None,
     tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
     runs: Annotated[int, typer.Option(min=1, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,

@@ -152,6 +152,7 @@ def test_check_mode_exit_codes(tiles_npz, tiny_float32, tiny_int8, tmp_path):
         (["{model}"], "no labelled tiles to score"),
         (["{model}", "--data", "{npz}", "--threads", "1,x"], "threads must be a comma-separated list"),
         (["{model}", "--data", "{npz}", "--frame-size", "1024"], "frame size must be HEIGHTxWIDTH"),
+        (["{model}", "--data", "{npz}", "--split", "val"], "--split val picks a split of a run"),
     ],
 )
 def test_bad_input_is_one_error_line(args, message, tiles_npz, tiny_int8, tmp_path):

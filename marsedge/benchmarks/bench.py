@@ -48,6 +48,9 @@ class BenchError(MarsEdgeError):
     """Bad benchmark input: no models, no labelled tiles, a file that is not a model."""
 
 
+DEFAULT_SPLIT = "val"
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What ``marsedge bench`` measures; the CLI maps its options onto these one to one.
@@ -56,7 +59,9 @@ class BenchSettings:
         sources: run directories, export folders or .tflite files.
         data: labelled tiles (AN2DL .npz or PNG folder); with a run, replaces the run's
             data file (the run's split indices still apply).
-        split: the run's split to score ("val" or "test"; "train" allowed).
+        split: the run's split to score ("val" or "test"; "train" allowed); None: "val".
+            Only with a run: files alone have no split (``data`` is scored whole), and
+            naming one without a run is an error rather than silently scoring every tile.
         tiles: score at most this many tiles, evenly spaced over the split; 0 = all.
         threads: interpreter thread counts to time.
         runs: timed single-tile inferences per model and thread count.
@@ -75,7 +80,7 @@ class BenchSettings:
 
     sources: tuple[str, ...]
     data: str | None = None
-    split: str = "val"
+    split: str | None = None
     tiles: int = 0
     threads: tuple[int, ...] = (1, 2)
     runs: int = 50
@@ -93,8 +98,9 @@ class BenchSettings:
         args = ["marsedge", "bench", *self.sources]
         if self.data:
             args += ["--data", self.data]
+        args += ["--split", self.split] if self.split else []
         args += [
-            "--split", self.split, "--tiles", str(self.tiles), "--threads", ",".join(map(str, self.threads)),
+            "--tiles", str(self.tiles), "--threads", ",".join(map(str, self.threads)),
             "--runs", str(self.runs), "--warmup", str(self.warmup),
             "--frame-size", f"{self.frame_size[0]}x{self.frame_size[1]}", "--frame-runs", str(self.frame_runs),
         ]
@@ -108,7 +114,7 @@ class BenchSettings:
     def __post_init__(self) -> None:
         if not self.sources:
             raise ValueError("give at least one run directory or .tflite file")
-        if self.split not in SPLITS:
+        if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if not self.threads or any(t < 1 for t in self.threads):
             raise ValueError(f"thread counts must be 1 or more, got {list(self.threads)}")
@@ -251,8 +257,14 @@ def evaluation_tiles(settings: BenchSettings, runs: Sequence[Any]) -> tuple[Tile
 
     if runs:
         run = runs[0]
-        tiles = rundir.split_tiles(run, settings.split, settings.data)
-        where = f"{settings.split} split of {run.path} ({settings.data or run.config.data})"
+        split = settings.split or DEFAULT_SPLIT
+        tiles = rundir.split_tiles(run, split, settings.data)
+        where = f"{split} split of {run.path} ({settings.data or run.config.data})"
+    elif settings.data and settings.split:
+        raise BenchError(
+            f"--split {settings.split} picks a split of a run, and no run directory was given: "
+            f"name the run (marsedge bench RUN_DIR) or drop --split to score every tile of {settings.data}"
+        )
     elif settings.data:
         tiles = load_tiles(settings.data)
         where = f"all tiles of {settings.data}"
@@ -505,7 +517,7 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> Benc
             "sources": list(settings.sources),
             "tiles_from": where,
             "tiles": len(tiles),
-            "split": settings.split if runs else None,
+            "split": (settings.split or DEFAULT_SPLIT) if runs else None,
             "threads": list(settings.threads),
             "runs": settings.runs,
             "warmup": settings.warmup,
