@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-normalization", action="store_true")
     args = parser.parse_args(argv)
 
-    from marsedge.export.convert import representative_dataset
+    from marsedge.export.convert import make_converter, representative_dataset
     from marsedge.export.fold import fold_for_int8, split_input_normalization
     from marsedge.train import rundir
     from marsedge.train.tf_env import tf
@@ -39,14 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.keep_normalization:
         graph, normalization = split_input_normalization(graph)
     height, width = run.input_shape
-    function = tf.function(lambda tile: graph(tile, training=False))
-    concrete = function.get_concrete_function(tf.TensorSpec([1, height, width, 1], tf.float32, name="tile"))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], graph)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.representative_dataset = representative_dataset(
-        rundir.split_tiles(run, "train").images[: args.calib_tiles], (height, width), normalization
-    )
+    calibration = rundir.split_tiles(run, "train").images[: args.calib_tiles]
+    converter = make_converter(graph, "ptq", (height, width), calibration, normalization)
     val = rundir.split_tiles(run, "val").images[: args.debug_tiles]
     debug = representative_dataset(val, (height, width), normalization)
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug)

@@ -106,19 +106,20 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def input_lut(details: dict[str, Any], values: np.ndarray | None = None) -> np.ndarray:
+def input_lut(details: dict[str, Any], normalization: tuple[float, float] | None = None) -> np.ndarray:
     """Maps each grey level 0..255 straight to the value the input tensor wants.
 
     Args:
         details: the interpreter's input tensor details (dtype, quantization).
-        values: what each grey level means to the model (e.g. normalised levels);
-            the levels themselves when None.
+        normalization: ``(mean, std)`` when the model takes ``(level - mean) / std``
+            (metadata ``input_normalization``); None when it takes the levels themselves.
 
     Raises:
         ModelError: an integer input tensor without a quantisation scale.
     """
-    if values is None:
-        values = np.arange(256, dtype=np.float64)
+    values = np.arange(256, dtype=np.float64)
+    if normalization is not None:
+        values = (values - normalization[0]) / normalization[1]
     dtype = np.dtype(details["dtype"])
     if dtype == np.float32:
         return values.astype(np.float32)

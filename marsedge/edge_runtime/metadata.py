@@ -183,6 +183,19 @@ class ClassInfo:
     color: tuple[int, int, int]
 
 
+def input_normalization(metadata: dict[str, Any]) -> tuple[float, float] | None:
+    """The ``(mean, std)`` the runtime applies to grey levels before the model
+    (``normalization.in_model: false``), or None when the graph normalises itself."""
+    norm = metadata["input"].get("normalization") or {}
+    if norm.get("in_model", True):
+        return None
+    return _scalar(norm.get("mean", 0.0)), _scalar(norm.get("std", 1.0))
+
+
+def _scalar(value: Any) -> float:
+    return float(value[0] if isinstance(value, (list, tuple)) else value)
+
+
 def class_table(metadata: dict[str, Any]) -> tuple[ClassInfo, ...]:
     """The classes of checked metadata, sorted by id, colours as RGB tuples.
 

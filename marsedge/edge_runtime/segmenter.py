@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ModelError
 from .grey import to_gray8
 from .interpreter import input_lut, make_interpreter
-from .metadata import ClassInfo, check_flatbuffer, class_table, read_metadata
+from .metadata import ClassInfo, check_flatbuffer, class_table, input_normalization, read_metadata
 from .resample import resize_area, resize_nearest, scaled_size
 from .tiling import pad_to, ramp, tile_origins
 
@@ -283,13 +283,4 @@ class Segmenter:
 
     def _make_input_lut(self) -> np.ndarray:
         """Maps each grey level 0..255 straight to the value the input tensor wants."""
-        values = np.arange(256, dtype=np.float64)
-        norm = self.metadata["input"].get("normalization") or {}
-        if norm and not norm.get("in_model", True):
-            mean, std = _scalar(norm.get("mean", 0.0)), _scalar(norm.get("std", 1.0))
-            values = (values - mean) / std
-        return input_lut(self._input, values)
-
-
-def _scalar(value: Any) -> float:
-    return float(value[0] if isinstance(value, (list, tuple)) else value)
+        return input_lut(self._input, input_normalization(self.metadata))

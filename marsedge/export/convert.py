@@ -89,26 +89,18 @@ def representative_dataset(
     return generate
 
 
-def to_tflite(
+def make_converter(
     model,
     fmt: str,
     input_shape: tuple[int, int],
     representative_tiles: np.ndarray | None = None,
     normalization: tuple[float, float] | None = None,
-) -> bytes:
-    """Convert a Keras model (the QAT model for ``qat``) to TFLite bytes.
-
-    ``normalization`` is the ``(mean, std)`` of a graph that takes normalised levels
-    (``fold.split_input_normalization``): calibration tiles are normalised to match.
-
-    The graph is traced for one tile ``(1, H, W, 1)``, so shapes are constants and no
-    shape arithmetic reaches the device. The int8 formats always get a representative
-    dataset, the QAT one too: a tensor without a fake-quant range is calibrated rather
-    than left in float.
+):
+    """The ``TFLiteConverter`` set up for ``fmt`` (what :func:`to_tflite` converts with;
+    ``tools/quant_debug.py`` hands it to TensorFlow's QuantizationDebugger).
 
     Raises:
-        ExportError: unknown format, missing or malformed representative tiles, a
-            conversion failure, or float tensors left in an int8 model.
+        ExportError: unknown format, or missing or malformed representative tiles.
     """
     from marsedge.train.tf_env import tf
 
@@ -131,6 +123,31 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+    return converter
+
+
+def to_tflite(
+    model,
+    fmt: str,
+    input_shape: tuple[int, int],
+    representative_tiles: np.ndarray | None = None,
+    normalization: tuple[float, float] | None = None,
+) -> bytes:
+    """Convert a Keras model (the QAT model for ``qat``) to TFLite bytes.
+
+    ``normalization`` is the ``(mean, std)`` of a graph that takes normalised levels
+    (``fold.split_input_normalization``): calibration tiles are normalised to match.
+
+    The graph is traced for one tile ``(1, H, W, 1)``, so shapes are constants and no
+    shape arithmetic reaches the device. The int8 formats always get a representative
+    dataset, the QAT one too: a tensor without a fake-quant range is calibrated rather
+    than left in float.
+
+    Raises:
+        ExportError: unknown format, missing or malformed representative tiles, a
+            conversion failure, or float tensors left in an int8 model.
+    """
+    converter = make_converter(model, fmt, input_shape, representative_tiles, normalization)
     try:
         content = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...

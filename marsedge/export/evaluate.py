@@ -22,20 +22,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("all", "train", "val", "test")
 
 
-def _metadata_or_none(content: bytes) -> dict | None:
-    from marsedge.edge_runtime.errors import ModelError
-    from marsedge.edge_runtime.metadata import read_metadata
-
-    try:
-        return read_metadata(content)
-    except ModelError:  # no (or unreadable) metadata: the caller gave what it needs
-        return None
-
-
-def _scalar(value: Any) -> float:
-    return float(value[0] if isinstance(value, (list, tuple)) else value)
-
-
 class TFLiteTileModel:
     """A .tflite segmenter run tile by tile on tiles of exactly its input size.
 
@@ -60,16 +46,19 @@ class TFLiteTileModel:
     ):
         from marsedge.edge_runtime.errors import ModelError
         from marsedge.edge_runtime.interpreter import input_lut, make_interpreter
-        from marsedge.edge_runtime.metadata import read_metadata
+        from marsedge.edge_runtime.metadata import input_normalization, read_metadata
 
         try:
-            if output_classes is None or normalization is None:
-                metadata = read_metadata(content) if output_classes is None else _metadata_or_none(content)
+            try:
+                metadata = read_metadata(content)
+            except ModelError:
                 if output_classes is None:
-                    output_classes = list(metadata["output_classes"])
-                norm = ((metadata or {}).get("input") or {}).get("normalization") or {}
-                if norm and normalization is None and not norm.get("in_model", True):
-                    normalization = (_scalar(norm["mean"]), _scalar(norm["std"]))
+                    raise
+                metadata = None  # a bare flatbuffer (export scores it before embedding metadata)
+            if output_classes is None:
+                output_classes = list(metadata["output_classes"])
+            if normalization is None and metadata is not None:
+                normalization = input_normalization(metadata)
             self._interpreter = make_interpreter(content, threads)
         except ModelError as exc:
             raise MarsEdgeError(str(exc)) from None
@@ -78,11 +67,8 @@ class TFLiteTileModel:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         _, self.height, self.width, _ = (int(d) for d in self._input["shape"])
-        levels = np.arange(256, dtype=np.float64)
-        if normalization is not None:
-            levels = (levels - normalization[0]) / normalization[1]
         try:
-            self._lut = input_lut(self._input, levels)
+            self._lut = input_lut(self._input, normalization)
         except ModelError as exc:
             raise MarsEdgeError(str(exc)) from None
 

@@ -192,12 +192,13 @@ def split_input_normalization(model) -> tuple[object, tuple[float, float] | None
     """
     if len(model.inputs) != 1:
         return model, None
-    first = consumers_of(model).get(model.layers[0].name, [])
+    consumers = consumers_of(model)
+    first = consumers.get(model.layers[0].name, [])
     if not isinstance(model.layers[0], layers.InputLayer) or len(first) != 1:
         return model, None
     layer = first[0]
     if type(layer).__name__ == "QuantizeLayer":  # a QAT model quantises its input first (tfmot)
-        after = consumers_of(model).get(layer.name, [])
+        after = consumers.get(layer.name, [])
         if len(after) != 1:
             return model, None
         layer = after[0]

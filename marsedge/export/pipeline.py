@@ -195,14 +195,14 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
     # Conv2DTranspose as 1x1 conv + depth-to-space), so float and int8 files compare op for op.
     # The input normalisation leaves the graph for the runtime's input table: in int8 it
     # rounded the grey levels twice (split_input_normalization).
-    folded = fold_for_int8(model)
+    folded, folded_normalization = split_input_normalization(fold_for_int8(model))
     qat_masks = None
     for fmt in options.formats:
         tick = time.perf_counter()
-        source = folded
+        graph, normalization = folded, folded_normalization
         if fmt == "qat":
-            source, qat_masks = _quantization_aware(run, model, train, calibration, options, out, summary, val, reference)
-        graph, normalization = split_input_normalization(source)
+            qat_model, qat_masks = _quantization_aware(run, model, train, calibration, options, out, summary, val, reference)
+            graph, normalization = split_input_normalization(qat_model)
         content = to_tflite(graph, fmt, run.input_shape, calibration if fmt in INT8_FORMATS else None, normalization)
         convert_seconds = time.perf_counter() - tick
         info = describe(content)
