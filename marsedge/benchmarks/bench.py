@@ -93,6 +93,11 @@ class BenchSettings:
     reference_kernels: bool = False
     tta: bool = False
 
+    @property
+    def run_split(self) -> str:
+        """The split scored when a run is given (``split``, or val)."""
+        return self.split or DEFAULT_SPLIT
+
     def command(self) -> str:
         """The ``marsedge bench`` command line that measures exactly this."""
         args = ["marsedge", "bench", *self.sources]
@@ -257,9 +262,8 @@ def evaluation_tiles(settings: BenchSettings, runs: Sequence[Any]) -> tuple[Tile
 
     if runs:
         run = runs[0]
-        split = settings.split or DEFAULT_SPLIT
-        tiles = rundir.split_tiles(run, split, settings.data)
-        where = f"{split} split of {run.path} ({settings.data or run.config.data})"
+        tiles = rundir.split_tiles(run, settings.run_split, settings.data)
+        where = f"{settings.run_split} split of {run.path} ({settings.data or run.config.data})"
     elif settings.data and settings.split:
         raise BenchError(
             f"--split {settings.split} picks a split of a run, and no run directory was given: "
@@ -517,7 +521,7 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> Benc
             "sources": list(settings.sources),
             "tiles_from": where,
             "tiles": len(tiles),
-            "split": (settings.split or DEFAULT_SPLIT) if runs else None,
+            "split": settings.run_split if runs else None,
             "threads": list(settings.threads),
             "runs": settings.runs,
             "warmup": settings.warmup,
