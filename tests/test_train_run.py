@@ -72,6 +72,22 @@ def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
     assert len(list((out / "checkpoints").glob("epoch_*"))) == 2
 
 
+def test_wall_time_survives_a_process_killed_after_its_checkpoint(tiny_data, tmp_path):
+    """The training time in metrics.json covers every process of a resumed run. It used to
+    add only a finished run's metrics.json, so a run killed mid-way (no metrics.json yet)
+    and resumed reported the last process's time alone (teacher_fr24_kd: 67 of 91 min)."""
+    out = tmp_path / "run"
+    train(_config(tiny_data, out, epochs=1), progress=False)
+    first = json.loads((out / "state.json").read_text())["wall_seconds"]
+    assert 0 < first <= json.loads((out / "metrics.json").read_text())["wall_seconds"]
+    (out / "metrics.json").unlink()  # as if killed after the epoch-1 checkpoint
+    metrics = train(_config(tiny_data, out, epochs=2), resume=True, progress=False)
+    with open(out / "history.csv") as handle:
+        second_epoch = float(list(csv.DictReader(handle))[1]["epoch_seconds"])
+    assert metrics["wall_seconds"] >= first + second_epoch
+    assert json.loads((out / "state.json").read_text())["wall_seconds"] >= first + second_epoch
+
+
 def test_cli_bare_resume_keeps_the_runs_epoch_budget(tiny_data, tmp_path):
     """`marsedge train --out RUN --resume` used to apply the default budget (40) to a run
     started with another one, stretching its schedule; only --epochs may change it."""

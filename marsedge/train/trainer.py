@@ -331,12 +331,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **({"ema": average.module} if average else {}))
     history: list[dict] = []
     start_epoch, best_miou, best_epoch, since_best, lr_scale = 0, -1.0, -1, 0, 1.0
+    earlier_seconds = 0.0  # wall time of the processes before a --resume, up to their last checkpoint
     if resume:
         state = json.loads(state_path.read_text())
         checkpoint.read(str(out / state["checkpoint"])).expect_partial()
         start_epoch, best_miou, best_epoch = state["epoch"] + 1, state["best_miou"], state["best_epoch"]
         since_best, lr_scale = state.get("since_best", 0), state.get("lr_scale", 1.0)
         history = _read_history(out / rundir.HISTORY_FILE)[:start_epoch]
+        earlier_seconds = state.get("wall_seconds", sum(float(row.get("epoch_seconds") or 0) for row in history))
         log.info("resuming at epoch %d (best val mIoU %.4f at epoch %d)", start_epoch + 1, best_miou, best_epoch + 1)
     preview_index = choose_preview_tiles(val_masks, config.preview_tiles, config.seed)
 
@@ -409,7 +411,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         _save_checkpoint(
             tf, checkpoint, out, epoch,
             {"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch, "since_best": since_best,
-             "lr_scale": lr_scale},
+             "lr_scale": lr_scale, "wall_seconds": round(earlier_seconds + time.perf_counter() - started, 1)},
         )
         _promote_pending_best(out)
         log.info(
@@ -435,17 +437,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         "cleaning": derived.get("cleaning"),
         "split_sizes": derived.get("split_sizes"),
         "device": device,
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": round(earlier_seconds + time.perf_counter() - started, 1),
     }
     if len(split["test"]):
         test_images, test_masks = tiles.images[split["test"]], tiles.masks[split["test"]]
         metrics["test"] = iou_report(
             confusion_matrix(test_masks, predict_classes(model, test_images, derived["output_classes"])), CLASS_NAMES
         )
-    previous = out / rundir.METRICS_FILE
-    if resume and previous.exists():
-        metrics["wall_seconds"] += json.loads(previous.read_text()).get("wall_seconds", 0.0)
-    write_json(previous, metrics)
+    write_json(out / rundir.METRICS_FILE, metrics)
     log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], best_epoch + 1, out)
     return metrics
 
