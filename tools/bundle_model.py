@@ -1,15 +1,24 @@
 """Copy a run's QAT int8 (and float32) export into the package as the bundled model.
 
     python tools/bundle_model.py runs/mars_cpu [--input-scale 0.5]
+    python tools/bundle_model.py --stamp-split configs/mars_edge_fr_t20.json
 
 The AN2DL tiles were cut from 256x256 AI4Mars frames reduced 2x, so the bundled model's
 metadata says ``input.scale = 0.5``: a 256x256 frame is resized to 128x128 before tiling
 and the mask is resized back. Prints the sha256 of what it wrote.
+
+``--stamp-split CONFIG`` adds ``source_split`` (the data and split fingerprint that exports
+record since it existed, and that ``marsedge train --teacher FILE`` checks) to bundled files
+exported before then. It recomputes CONFIG's split of its data file and stamps it only if
+the bundled float32 model proves it came from that split: its train-set normalisation and
+its recorded val and test mIoU reproduce on those tiles.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
+import tempfile
 from pathlib import Path
 
 from marsedge.atomic import write_bytes
@@ -19,21 +28,67 @@ MODELS = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "mo
 BUNDLE = {"marsedge_qat.tflite": "marsedge_int8.tflite", "marsedge_float32.tflite": "marsedge_float32.tflite"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--input-scale", type=float, default=0.5)
-    args = parser.parse_args()
+def _write(target: Path, content: bytes, metadata: dict, source: str) -> None:
+    written = write_bytes(target, embed_metadata(content, metadata))
+    digest = hashlib.sha256(written.read_bytes()).hexdigest()[:16]
+    print(f"{source} -> {written} ({written.stat().st_size / 1024:.0f} KB, sha256 {digest})")
+
+
+def bundle(run: Path, input_scale: float) -> None:
     for source_name, target_name in BUNDLE.items():
-        source = args.run / "export" / source_name
+        source = run / "export" / source_name
         content = source.read_bytes()
         metadata = read_metadata(content)
-        metadata["input"]["scale"] = args.input_scale
+        metadata["input"]["scale"] = input_scale
         metadata["name"] = f"marsedge-bundled-{metadata['precision']}"
         metadata["bundled_from"] = str(source)
-        target = write_bytes(MODELS / target_name, embed_metadata(content, metadata))
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
-        print(f"{source} -> {target} ({target.stat().st_size / 1024:.0f} KB, sha256 {digest})")
+        _write(MODELS / target_name, content, metadata, str(source))
+
+
+def stamp_split(config_path: Path) -> None:
+    import json
+
+    from marsedge.export.evaluate import TFLiteTileModel, score
+    from marsedge.train import rundir, trainer
+    from marsedge.train.config import TrainConfig
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = TrainConfig.from_dict({**json.loads(config_path.read_text()), "out": scratch, "teachers": []})
+        tiles, split, derived, data_hash = trainer._prepare(config, Path(scratch), resume=False)
+    reference = MODELS / "marsedge_float32.tflite"
+    metadata = read_metadata(reference.read_bytes())
+    norm, metrics = metadata["input"]["normalization"], metadata["metrics"]
+    checks = {
+        "train mean": (derived["mean"], norm["mean"]),
+        "train std": (derived["std"], norm["std"]),
+    }
+    model = TFLiteTileModel.from_file(reference)
+    for name, recorded in (("val", metrics["export_val"]), ("test", metrics["source_test"])):
+        part = tiles.subset(split[name])
+        checks[f"{name} mIoU"] = (score(part.masks, model.predict_masks(part.images))["mean_iou"], recorded["mean_iou"])
+    for name, (now, recorded) in checks.items():
+        print(f"{name}: {now!r} here, {recorded!r} recorded")
+        if not math.isclose(now, recorded, rel_tol=1e-9):
+            raise SystemExit(f"{reference}: {name} does not reproduce on {config_path}'s split; not stamped")
+    fingerprint = rundir.split_fingerprint(split, data_hash)
+    for target_name in BUNDLE.values():
+        target = MODELS / target_name
+        content = target.read_bytes()
+        _write(target, content, {**read_metadata(content), "source_split": fingerprint}, str(target))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, nargs="?")
+    parser.add_argument("--input-scale", type=float, default=0.5)
+    parser.add_argument("--stamp-split", type=Path, metavar="CONFIG", help="stamp the bundled files with CONFIG's split")
+    args = parser.parse_args()
+    if args.stamp_split:
+        stamp_split(args.stamp_split)
+    elif args.run:
+        bundle(args.run, args.input_scale)
+    else:
+        parser.error("give a run directory or --stamp-split CONFIG")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,12 @@ class TFLiteTileModel:
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output["index"])[0]
 
+    def float_logits(self, tile: np.ndarray) -> np.ndarray:
+        """Output ``(H, W, C)`` float32 for one uint8 tile (int8 models dequantised)."""
+        raw = self.logits(tile).astype(np.float32)
+        scale, zero_point = self._output["quantization"]
+        return (raw - zero_point) * scale if scale else raw
+
     def predict_masks(self, images: np.ndarray) -> np.ndarray:
         """Class-id masks ``(N, H, W)`` for uint8 tiles ``(N, H, W)`` of the model's size.
 

@@ -16,6 +16,7 @@ from marsedge.edge_runtime.metadata import embed_metadata
 from marsedge.errors import MarsEdgeError
 from marsedge.export.convert import FORMATS, INT8_FORMATS, PRECISIONS, ExportError, describe, to_tflite
 from marsedge.export.evaluate import TFLiteTileModel, score
+from marsedge.train import rundir
 from marsedge.train.data import CLASS_NAMES
 from marsedge.train.metrics import pixel_agreement
 
@@ -136,6 +137,8 @@ def model_metadata(
             "export_val": {**_compact(val), "agreement_with_float": val.get("agreement")},
         },
         "source_run": str(run.path.resolve()),
+        # lets `marsedge train --teacher FILE` prove the file never saw a student's val/test tiles
+        "source_split": rundir.split_fingerprint(rundir.split_indices(run), run.data_sha256),
         "created": created,
     }
 
@@ -159,8 +162,6 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
         ExportError: conversion failed or an int8 model kept float tensors.
         AccuracyGateError: QAT int8 lost more than ``max_iou_drop`` mean IoU (after writing).
     """
-    from marsedge.train import rundir
-
     run = rundir.read_run(run_dir)
     out = Path(options.out) if options.out else run.path / "export"
     started = time.perf_counter()

@@ -1,8 +1,11 @@
 """Knowledge distillation: soft targets from teacher runs, and the loss that uses them.
 
 A teacher is any finished run directory trained on the same data file with the same
-train/val/test split (so none of its weights saw this run's validation or test tiles).
-Its best weights predict every training tile and its left-right mirror (flip-averaged);
+train/val/test split (so none of its weights saw this run's validation or test tiles), or
+a .tflite file that ``marsedge export`` wrote from such a run (its metadata's
+``source_split`` fingerprints the data and split; the bundled float32 model is one), so a
+fresh checkout can distil from the shipped model without the runs that made it.
+A teacher predicts every training tile and its left-right mirror (flip-averaged);
 several teachers are averaged into one ensemble. The student then learns from the hard
 labels (the run's usual loss, labelled pixels only) plus the teachers' per-pixel class
 probabilities on *every* pixel, unlabeled ones included: the 42% of the pixels that carry no
@@ -14,6 +17,7 @@ The targets travel through the input pipeline as extra channels of the mask tens
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -31,21 +35,84 @@ def check_same_split(source: rundir.RunInfo, split: dict[str, np.ndarray], data_
     Raises:
         RunDirError: naming the run and what differs.
     """
-    if source.data_sha256 and source.data_sha256 != data_hash:
+    recorded = rundir.split_fingerprint(rundir.split_indices(source), source.data_sha256)
+    _check_fingerprint(source.path, recorded, split, data_hash)
+
+
+def check_file_split(path: Path, metadata: dict, split: dict[str, np.ndarray], data_hash: str) -> None:
+    """The same for an exported .tflite, by its metadata's ``source_split``; refused when absent.
+
+    Raises:
+        RunDirError: naming the file and what differs.
+    """
+    recorded = metadata.get("source_split")
+    if not isinstance(recorded, dict):
         raise RunDirError(
-            f"{source.path}: it was trained on other data (sha256 {source.data_sha256[:12]}… vs {data_hash[:12]}…)"
+            f"{path}: its metadata records no source_split (exported before marsedge recorded it), so "
+            "nothing proves it never saw this run's validation or test tiles; use its run directory"
         )
-    theirs = rundir.split_indices(source)
+    _check_fingerprint(path, recorded, split, data_hash)
+
+
+def _check_fingerprint(source: Path, recorded: dict, split: dict[str, np.ndarray], data_hash: str) -> None:
+    theirs = str(recorded.get("data_sha256") or "")
+    if theirs and theirs != data_hash:  # runs from before data hashing record none
+        raise RunDirError(f"{source}: it was trained on other data (sha256 {theirs[:12]}… vs {data_hash[:12]}…)")
+    mine = rundir.split_fingerprint(split, data_hash)
     for name in ("train", "val", "test"):
-        if not np.array_equal(theirs.get(name, np.empty(0)), split[name]):
+        if recorded.get(name) != mine[name]:
             raise RunDirError(
-                f"{source.path}: its {name} split differs from this run's (use the same data, seed, limit and "
+                f"{source}: its {name} split differs from this run's (use the same data, seed, limit and "
                 f"fractions), so its weights may have seen this run's validation or test tiles"
             )
 
 
+class TFLiteTeacher:
+    """An exported .tflite as a teacher, with the Keras ``predict`` of float32 batches ``(N,H,W,1)``.
+
+    Tiles go through the edge runtime's interpreter and input table, as on the rover.
+
+    Raises:
+        RunDirError: the file cannot be read or is not a marsedge model (named in the message).
+    """
+
+    def __init__(self, path: Path, threads: int | None = None):
+        from marsedge.edge_runtime.errors import ModelError
+        from marsedge.edge_runtime.metadata import read_metadata
+        from marsedge.errors import MarsEdgeError
+        from marsedge.export.evaluate import TFLiteTileModel
+
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot read teacher model ({exc.strerror or exc})") from None
+        try:
+            self.metadata = read_metadata(content)
+            self.model = TFLiteTileModel(content, threads=threads)
+        except (ModelError, MarsEdgeError) as exc:
+            raise RunDirError(f"{path}: {exc}") from None
+
+    def predict(self, batch: np.ndarray, **_) -> np.ndarray:
+        tiles = np.asarray(batch[..., 0], np.uint8)  # raw grey levels 0..255, as the pipeline feeds them
+        return np.stack([self.model.float_logits(tile) for tile in tiles])
+
+
+def _checked_teacher(path: Path, split: dict[str, np.ndarray], data_hash: str):
+    """(model, output classes, val report) of one teacher, its data and split checked first."""
+    if path.suffix == ".tflite":
+        teacher = TFLiteTeacher(path)
+        check_file_split(path, teacher.metadata, split, data_hash)
+        metrics = teacher.metadata.get("metrics") or {}
+        return teacher, list(teacher.metadata["output_classes"]), metrics.get("export_val") or {}
+    run = rundir.read_run(path)
+    check_same_split(run, split, data_hash)
+    return rundir.load_model(run), run.output_classes, run.metrics().get("val", {})
+
+
 def ensemble_probabilities(models, images: np.ndarray, temperature: float = 1.0, flips: bool = True) -> np.ndarray:
-    """Mean softmax(logits / T) of Keras ``models`` over uint8 tiles ``(N,H,W)``, float16 ``(N,H,W,C)``.
+    """Mean softmax(logits / T) of ``models`` over uint8 tiles ``(N,H,W)``, float16 ``(N,H,W,C)``.
+
+    ``models``: Keras models or :class:`TFLiteTeacher` (anything with ``predict``).
 
     With ``flips`` every model also sees each tile mirrored left-right (its prediction
     mirrored back), as ``marsedge-run --tta`` does.
@@ -81,20 +148,19 @@ def teacher_targets(
 ) -> np.ndarray:
     """Soft targets ``(N,H,W,C)`` float16 for ``images`` from the flip-averaged teacher ensemble.
 
+    ``teachers``: run directories or exported .tflite files (see the module docstring).
+
     Raises:
         RunDirError: a teacher is missing, incomplete, trained on other data or another
-            split, or predicts other classes.
+            split (or, for a file, does not record its split), or predicts other classes.
     """
     models = []
-    for path in teachers:
-        run = rundir.read_run(path)
-        check_same_split(run, split, data_hash)
-        if run.output_classes != list(output_classes):
-            raise RunDirError(
-                f"{run.path}: it predicts classes {run.output_classes}, this run {list(output_classes)}"
-            )
-        models.append(rundir.load_model(run))
-        log.info("teacher %s (val mIoU %s)", run.path, run.metrics().get("val", {}).get("mean_iou", "?"))
+    for path in map(Path, teachers):
+        model, classes, val = _checked_teacher(path, split, data_hash)
+        if classes != list(output_classes):
+            raise RunDirError(f"{path}: it predicts classes {classes}, this run {list(output_classes)}")
+        models.append(model)
+        log.info("teacher %s (val mIoU %s)", path, val.get("mean_iou", "?"))
     targets = ensemble_probabilities(models, images, temperature)
     log.info("soft targets from %d teacher(s): %s, %.0f MB", len(models), targets.shape, targets.nbytes / 2**20)
     return targets

@@ -1,6 +1,7 @@
 """Reading a run directory written by ``marsedge train`` (used by export, eval and bench)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,19 @@ def _with_legacy_defaults(train: dict) -> dict:
 def split_indices(run: RunInfo) -> dict[str, np.ndarray]:
     with np.load(run.path / SPLIT_FILE) as split:
         return {name: split[name] for name in split.files}
+
+
+def split_fingerprint(split: dict[str, np.ndarray], data_sha256: str) -> dict[str, str]:
+    """sha256 of the data file and of each split's tile indices: what an export records as ``source_split``.
+
+    Two runs (or a run and an exported file) with the same fingerprint trained, validated
+    and tested on the same tiles.
+    """
+    digests = {
+        name: hashlib.sha256(np.asarray(split.get(name, ()), dtype="<i8").tobytes()).hexdigest()
+        for name in ("train", "val", "test")
+    }
+    return {"data_sha256": data_sha256, **digests}
 
 
 def split_tiles(run: RunInfo, split: str, data: str | Path | None = None) -> TileSet:
