@@ -60,7 +60,7 @@ def train(
     config: Annotated[Optional[Path], typer.Option(help="JSON config file (keys of TrainConfig); options given here override it.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="Start from the best weights of this run directory (fine-tuning: fresh optimizer and schedule; same model shape and split required).")] = None,
-    teacher: Annotated[Optional[list[Path]], typer.Option(help="Distil from this run directory's best weights (repeat for an ensemble; same data and split required).")] = None,
+    teacher: Annotated[Optional[list[Path]], typer.Option(help="Distil from this run directory's best weights, or from a .tflite it exported (repeat for an ensemble; same data and split required).")] = None,
     distill_weight: Annotated[Optional[float], typer.Option(help="Weight of the distillation term (with --teacher).")] = None,
     distill_class_weighted: Annotated[Optional[bool], typer.Option("--distill-class-weighted/--distill-unweighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", show_default=False)] = None,
     ema_decay: Annotated[Optional[float], typer.Option(help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.")] = None,

@@ -251,6 +251,53 @@ def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits
         train(_config(tiny_data, tmp_path / "none", teachers=(str(tmp_path / "nope"),)), progress=False)
 
 
+def test_student_distils_from_an_exported_file_that_records_its_split(tiny_data, tmp_path):
+    """``--teacher FILE.tflite``: a fresh checkout can distil from the bundled model (no run directory)."""
+    from marsedge.edge_runtime.metadata import embed_metadata, read_metadata
+    from marsedge.errors import RunDirError
+    from marsedge.export.pipeline import ExportOptions, export_run
+    from marsedge.train import rundir
+    from marsedge.train.data import file_sha256
+    from marsedge.train.distill import teacher_targets
+
+    teacher = tmp_path / "teacher"
+    train(_config(tiny_data, teacher, epochs=2), progress=False)
+    export_run(teacher, ExportOptions(formats=("float32", "ptq"), out=str(tmp_path / "export"), gate=False))
+    run = rundir.read_run(teacher)
+    split, data_hash = rundir.split_indices(run), file_sha256(tiny_data)
+    file = tmp_path / "export" / "marsedge_float32.tflite"
+    metadata = read_metadata(file.read_bytes())
+    assert metadata["source_split"] == rundir.split_fingerprint(split, data_hash)
+
+    # the file teaches what its run teaches: the same flip-averaged probabilities (an int8 file: close)
+    images = rundir.split_tiles(run, "train").images
+    targets = {
+        name: teacher_targets((str(path),), split, data_hash, [1, 2, 3, 4], images, 1.0).astype(np.float32)
+        for name, path in (("run", teacher), ("float32", file), ("int8", tmp_path / "export" / "marsedge_ptq.tflite"))
+    }
+    np.testing.assert_allclose(targets["float32"], targets["run"], atol=2e-3)
+    assert np.abs(targets["int8"] - targets["run"]).mean() < 0.02
+
+    student = tmp_path / "student"
+    metrics = train(_config(tiny_data, student, teachers=(str(file),)), progress=False)
+    assert json.loads((student / "config.json").read_text())["train"]["teachers"] == [str(file)]
+    assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0 and (student / "best.weights.h5").exists()
+
+    with pytest.raises(RunDirError, match="its (train|val) split differs"):
+        train(_config(tiny_data, tmp_path / "other", teachers=(str(file),), seed=7), progress=False)
+    old = tmp_path / "old.tflite"  # exported before files recorded their split
+    old.write_bytes(embed_metadata(file.read_bytes(), {k: v for k, v in metadata.items() if k != "source_split"}))
+    with pytest.raises(RunDirError, match="old.tflite: its metadata records no source_split"):
+        train(_config(tiny_data, tmp_path / "a", teachers=(str(old),)), progress=False)
+    with pytest.raises(RunDirError, match="nope.tflite: cannot read teacher model"):
+        train(_config(tiny_data, tmp_path / "b", teachers=(str(tmp_path / "nope.tflite"),)), progress=False)
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(RunDirError, match="junk.tflite: "):
+        train(_config(tiny_data, tmp_path / "c", teachers=(str(junk),)), progress=False)
+    assert not (tmp_path / "a" / "best.weights.h5").exists()
+
+
 def test_pending_files_and_their_half_written_temporaries_are_cleared(tmp_path):
     """A kill inside the atomic write of a pending preview left ``..preview.NNNN.pending.png.xxxx.png``
     (found by the random-kill reliability test); starting or resuming the run removes it."""

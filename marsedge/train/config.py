@@ -119,7 +119,9 @@ class TrainConfig:
             train/val/test split, so its test tiles never reach training. None: random weights.
         teachers: run directories whose best weights, flip-averaged and averaged together,
             give per-pixel soft targets for knowledge distillation (same data and split as
-            this run, like ``init_from``; any model shape). Empty: no distillation.
+            this run, like ``init_from``; any model shape), or .tflite files exported from
+            such runs (their metadata's ``source_split`` proves the split; the bundled
+            float32 model records it). Empty: no distillation.
         distill_weight: weight of the distillation term (KL divergence from the teachers'
             probabilities, on every pixel, labelled or not) added to ``loss``.
         distill_temperature: softmax temperature of teachers and student in that term.

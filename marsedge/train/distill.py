@@ -17,6 +17,7 @@ The targets travel through the input pipeline as extra channels of the mask tens
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ class TFLiteTeacher:
 def _checked_teacher(path: Path, split: dict[str, np.ndarray], data_hash: str):
     """(model, output classes, val report) of one teacher, its data and split checked first."""
     if path.suffix == ".tflite":
-        teacher = TFLiteTeacher(path)
+        teacher = TFLiteTeacher(path, threads=os.cpu_count())
         check_file_split(path, teacher.metadata, split, data_hash)
         metrics = teacher.metadata.get("metrics") or {}
         return teacher, list(teacher.metadata["output_classes"]), metrics.get("export_val") or {}
