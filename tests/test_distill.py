@@ -1,6 +1,9 @@
 """Knowledge distillation: soft targets through the pipeline, the loss, teacher runs."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,10 @@ tf = tf_env.tf
 from marsedge.train.augment import make_dataset  # noqa: E402
 from marsedge.train.distill import ensemble_probabilities, make_distill_loss, soft_class_weights  # noqa: E402
 from marsedge.train.losses import make_loss  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared" / "data" / "mars_terrain_64x128.npz"
+BUNDLED = ROOT / "marsedge" / "edge_runtime" / "models"
 
 
 def test_soft_targets_are_flipped_with_their_tile_and_mask():
@@ -76,3 +83,35 @@ def test_ensemble_probabilities_average_models_and_mirrored_views():
     probs = ensemble_probabilities([model, model], images)
     assert probs.shape == (3, 4, 8, 4) and probs.dtype == np.float16
     np.testing.assert_allclose(probs.astype(np.float32), 0.25, atol=1e-3)  # equal logits -> uniform
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA.exists(), reason="../shared/data not present")
+def test_bundled_model_records_the_split_it_was_trained_on_and_teaches_on_it():
+    """A fresh checkout has no runs/: the bundled float32 file is the teacher it can use."""
+    from marsedge.edge_runtime.metadata import read_metadata
+    from marsedge.errors import RunDirError
+    from marsedge.train.config import TrainConfig
+    from marsedge.train.distill import teacher_targets
+    from marsedge.train.rundir import split_fingerprint
+    from marsedge.train.trainer import compute_split
+
+    values = json.loads((ROOT / "configs" / "mars_edge_fr_t20.json").read_text())
+    config = TrainConfig.from_dict({**values, "data": str(REAL_DATA), "teachers": []})
+    tiles, split, derived, data_hash = compute_split(config)
+    for name in ("marsedge_float32.tflite", "marsedge_int8.tflite"):
+        metadata = read_metadata((BUNDLED / name).read_bytes())
+        assert metadata["source_split"] == split_fingerprint(split, data_hash), name
+        # the normalisation it carries is this split's training set's
+        assert metadata["input"]["normalization"]["mean"] == pytest.approx(derived["mean"], rel=1e-12)
+        assert metadata["input"]["normalization"]["std"] == pytest.approx(derived["std"], rel=1e-12)
+
+    teacher = (str(BUNDLED / "marsedge_float32.tflite"),)
+    train = split["train"][:16]
+    probs = teacher_targets(teacher, split, data_hash, [1, 2, 3, 4], tiles.images[train], 1.0)
+    masks = tiles.masks[train]
+    labelled = masks > 0
+    assert ((probs.argmax(-1) + 1)[labelled] == masks[labelled]).mean() > 0.85  # it knows its training tiles
+    other = compute_split(config.replace(seed=1))
+    with pytest.raises(RunDirError, match="split differs"):
+        teacher_targets(teacher, other[1], data_hash, [1, 2, 3, 4], tiles.images[train], 1.0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import tempfile
 from pathlib import Path
 
 from marsedge.atomic import write_bytes
@@ -52,9 +51,8 @@ def stamp_split(config_path: Path) -> None:
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
 
-    with tempfile.TemporaryDirectory() as scratch:
-        config = TrainConfig.from_dict({**json.loads(config_path.read_text()), "out": scratch, "teachers": []})
-        tiles, split, derived, data_hash = trainer._prepare(config, Path(scratch), resume=False)
+    config = TrainConfig.from_dict({**json.loads(config_path.read_text()), "teachers": []})
+    tiles, split, derived, data_hash = trainer.compute_split(config)
     reference = MODELS / "marsedge_float32.tflite"
     metadata = read_metadata(reference.read_bytes())
     norm, metrics = metadata["input"]["normalization"], metadata["metrics"]

@@ -54,9 +54,8 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
 
     Returns the tiles, the split indices, the derived settings and the data file's sha256.
     """
-    tiles = load_tiles(config.data)
-    data_hash = file_sha256(config.data)
     if resume:
+        tiles, data_hash = load_tiles(config.data), file_sha256(config.data)
         run = rundir.read_run(out, need_weights=False)
         if run.data_sha256 and run.data_sha256 != data_hash:
             raise RunDirError(
@@ -65,6 +64,39 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
             )
         split = rundir.split_indices(run)
         return tiles, split, run.derived, data_hash
+    tiles, split, derived, data_hash = compute_split(config)
+    out.mkdir(parents=True, exist_ok=True)
+    with io.BytesIO() as buffer:
+        np.savez(buffer, **split)
+        write_bytes(out / rundir.SPLIT_FILE, buffer.getvalue())
+    write_json(
+        out / rundir.CONFIG_FILE,
+        {"marsedge_version": __version__, "train": config.to_dict(), "data_sha256": data_hash, "derived": derived},
+    )
+    log.info(
+        "data %s: %d tiles, dropped %d (%s); frames grouped as %s; train/val/test = %s",
+        config.data, derived["tiles_used"], len(split["dropped"]), derived["cleaning"], derived["frame_grouping"],
+        derived["split_sizes"],
+    )
+    log.info(
+        "class pixel shares (train): %s",
+        ", ".join(f"{n} {s:.1%}" for n, s in zip(CLASS_NAMES, derived["class_pixel_shares"])),
+    )
+    return tiles, split, derived, data_hash
+
+
+def compute_split(config: TrainConfig):
+    """Load and clean ``config.data`` and split it as a run with ``config`` would; writes nothing.
+
+    Returns the tiles, the split indices (into the whole file; "train", "val", "test",
+    "dropped"), the derived settings (normalisation, class weights, ...) and the data
+    file's sha256. Deterministic: the same config and file give the same split.
+
+    Raises:
+        MarsEdgeError: unreadable data, or too few usable tiles.
+    """
+    tiles = load_tiles(config.data)
+    data_hash = file_sha256(config.data)
     # split.npz holds indices into the whole data file, also when --limit picks a subset,
     # so export, eval and bench find the same tiles by reading the file again.
     split_seed = config.seed if config.split_seed is None else config.split_seed
@@ -100,23 +132,6 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
         "split_sizes": {name: int(len(split[name])) for name in ("train", "val", "test")},
         "cleaning": report.summary() if report else None,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    with io.BytesIO() as buffer:
-        np.savez(buffer, **split)
-        write_bytes(out / rundir.SPLIT_FILE, buffer.getvalue())
-    write_json(
-        out / rundir.CONFIG_FILE,
-        {"marsedge_version": __version__, "train": config.to_dict(), "data_sha256": data_hash, "derived": derived},
-    )
-    log.info(
-        "data %s: %d tiles, dropped %d (%s); frames grouped as %s; train/val/test = %s",
-        config.data, len(work), len(split["dropped"]), derived["cleaning"], derived["frame_grouping"],
-        derived["split_sizes"],
-    )
-    log.info(
-        "class pixel shares (train): %s",
-        ", ".join(f"{n} {s:.1%}" for n, s in zip(CLASS_NAMES, derived["class_pixel_shares"])),
-    )
     return tiles, split, derived, data_hash
 
 
