@@ -45,14 +45,11 @@ def bundle(run: Path, input_scale: float) -> None:
 
 
 def stamp_split(config_path: Path) -> None:
-    import json
-
     from marsedge.export.evaluate import TFLiteTileModel, score
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
 
-    config = TrainConfig.from_dict({**json.loads(config_path.read_text()), "teachers": []})
-    tiles, split, derived, data_hash = trainer.compute_split(config)
+    tiles, split, derived, data_hash = trainer.compute_split(TrainConfig.load(config_path))
     reference = MODELS / "marsedge_float32.tflite"
     metadata = read_metadata(reference.read_bytes())
     norm, metrics = metadata["input"]["normalization"], metadata["metrics"]

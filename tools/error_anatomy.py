@@ -18,7 +18,6 @@ extra (to rebuild the split).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +84,10 @@ def halves(masks: np.ndarray, prediction: np.ndarray, indices: np.ndarray) -> di
 
 
 def _config(path: Path):
+    from marsedge.train import rundir
     from marsedge.train.config import TrainConfig
 
-    values = json.loads((path / "config.json" if path.is_dir() else path).read_text())
-    return TrainConfig.from_dict({**values.get("train", values), "teachers": []})
+    return rundir.read_run(path, need_weights=False).config if path.is_dir() else TrainConfig.load(path)
 
 
 def main() -> None:
