@@ -51,13 +51,12 @@ def stamp_split(config_path: Path) -> None:
 
     tiles, split, derived, data_hash = trainer.compute_split(TrainConfig.load(config_path))
     reference = MODELS / "marsedge_float32.tflite"
-    metadata = read_metadata(reference.read_bytes())
-    norm, metrics = metadata["input"]["normalization"], metadata["metrics"]
+    model = TFLiteTileModel.from_file(reference)
+    norm, metrics = model.metadata["input"]["normalization"], model.metadata["metrics"]
     checks = {
         "train mean": (derived["mean"], norm["mean"]),
         "train std": (derived["std"], norm["std"]),
     }
-    model = TFLiteTileModel.from_file(reference)
     for name, recorded in (("val", metrics["export_val"]), ("test", metrics["source_test"])):
         part = tiles.subset(split[name])
         checks[f"{name} mIoU"] = (score(part.masks, model.predict_masks(part.images))["mean_iou"], recorded["mean_iou"])

@@ -63,6 +63,7 @@ class TFLiteTileModel:
         except ModelError as exc:
             raise MarsEdgeError(str(exc)) from None
         self._content = content  # the interpreter may point into it
+        self.metadata = metadata  # the embedded marsedge.json; None for a bare flatbuffer
         self.output_classes = np.asarray(output_classes, dtype=np.uint8)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]

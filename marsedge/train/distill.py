@@ -78,8 +78,6 @@ class TFLiteTeacher:
     """
 
     def __init__(self, path: Path, threads: int | None = None):
-        from marsedge.edge_runtime.errors import ModelError
-        from marsedge.edge_runtime.metadata import read_metadata
         from marsedge.errors import MarsEdgeError
         from marsedge.export.evaluate import TFLiteTileModel
 
@@ -87,11 +85,11 @@ class TFLiteTeacher:
             content = path.read_bytes()
         except OSError as exc:
             raise RunDirError(f"{path}: cannot read teacher model ({exc.strerror or exc})") from None
-        try:
-            self.metadata = read_metadata(content)
+        try:  # without a class list the model must carry its metadata, so it is never None here
             self.model = TFLiteTileModel(content, threads=threads)
-        except (ModelError, MarsEdgeError) as exc:
+        except MarsEdgeError as exc:
             raise RunDirError(f"{path}: {exc}") from None
+        self.metadata = self.model.metadata
 
     def predict(self, batch: np.ndarray, **_) -> np.ndarray:
         tiles = np.asarray(batch[..., 0], np.uint8)  # raw grey levels 0..255, as the pipeline feeds them
