@@ -131,6 +131,93 @@ def camera_batch(images, seed):
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
+# "robust": what real cameras and downlinks do to a frame, drawn per frame at the camera's
+# resolution (twice the model's, before the 2x reduction). A quarter of the frames stay
+# clean; the others get each change with its own probability, so most see one or two.
+ROBUST_CLEAN = 0.25
+ROBUST_EXPOSURE = 0.5  # gain, gamma and contrast together
+ROBUST_GAIN = (0.65, 1.5)
+ROBUST_GAMMA = (0.5, 2.0)  # beyond the benchmark's 0.6 .. 1.6
+ROBUST_CONTRAST = (0.7, 1.3)
+ROBUST_BLUR = 0.35
+ROBUST_BLUR_SIGMA = (0.3, 2.5)  # pixels at camera resolution (the benchmark's radius 0.5 .. 2)
+ROBUST_RESAMPLE = 0.2
+ROBUST_RESAMPLE_FACTOR = (0.4, 1.0)  # down by this, bicubic back up: a frame from a smaller sensor
+ROBUST_NOISE = 0.5
+ROBUST_NOISE_SIGMA = 10.0  # Gaussian read noise, grey levels (the benchmark's 2 .. 8)
+ROBUST_SHOT = 0.6  # signal-dependent: variance up to this many times the grey level
+ROBUST_JPEG = 0.35
+ROBUST_JPEG_QUALITY = (30, 95)
+BLUR_TAPS = 5  # each side: covers 2 sigma of the widest blur
+
+
+def _gaussian_blur_wide(images, sigma):
+    """Blur each image with its own Gaussian ``sigma`` (B,), 2*BLUR_TAPS+1 taps, reflect padding."""
+    taps = tf.range(-BLUR_TAPS, BLUR_TAPS + 1, dtype=tf.float32)
+    sigma = tf.maximum(sigma, 1e-3)[:, None]
+    kernel = tf.exp(-0.5 * (taps[None, :] / sigma) ** 2)
+    kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)
+    pad = BLUR_TAPS
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    count = 2 * BLUR_TAPS + 1
+    rows = sum(kernel[:, i, None, None, None] * padded[:, i : i + height, :, :] for i in range(count))
+    return sum(kernel[:, i, None, None, None] * rows[:, :, i : i + width, :] for i in range(count))
+
+
+def robust_batch(images, seed):
+    """Camera and downlink corruptions of a 0..255 batch ``(B,H,W,1)`` at camera resolution."""
+    batch = tf.shape(images)[0]
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    seeds = tf.random.experimental.stateless_split(seed, 16)
+    keep_clean = _per_sample(seeds[0], [batch]) < ROBUST_CLEAN
+
+    def pick(i, probability):
+        chosen = tf.logical_and(_per_sample(seeds[i], [batch]) < probability, tf.logical_not(keep_clean))
+        return tf.reshape(chosen, [-1, 1, 1, 1])
+
+    def log_uniform(i, low, high):
+        return tf.exp(_per_sample(seeds[i], [batch, 1, 1, 1], minval=math.log(low), maxval=math.log(high)))
+
+    exposed = images * log_uniform(2, *ROBUST_GAIN)
+    exposed = 255.0 * (tf.clip_by_value(exposed, 0.0, 255.0) / 255.0) ** log_uniform(3, *ROBUST_GAMMA)
+    mean = tf.reduce_mean(exposed, axis=[1, 2, 3], keepdims=True)
+    exposed = tf.clip_by_value((exposed - mean) * log_uniform(4, *ROBUST_CONTRAST) + mean, 0.0, 255.0)
+    images = tf.where(pick(1, ROBUST_EXPOSURE), exposed, images)
+
+    sigma = _per_sample(seeds[6], [batch], minval=ROBUST_BLUR_SIGMA[0], maxval=ROBUST_BLUR_SIGMA[1])
+    images = tf.where(pick(5, ROBUST_BLUR), _gaussian_blur_wide(images, sigma), images)
+
+    # One resampling factor per batch (a resize takes one output size); which frames get it varies.
+    factor = _per_sample(seeds[8], [], minval=ROBUST_RESAMPLE_FACTOR[0], maxval=ROBUST_RESAMPLE_FACTOR[1])
+    small = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * factor), tf.int32)
+    resampled = tf.image.resize(tf.image.resize(images, small, "area"), [height, width], "bicubic")
+    images = tf.where(pick(7, ROBUST_RESAMPLE), tf.clip_by_value(resampled, 0.0, 255.0), images)
+
+    read = _per_sample(seeds[10], [batch, 1, 1, 1], maxval=ROBUST_NOISE_SIGMA)
+    shot = _per_sample(seeds[11], [batch, 1, 1, 1], maxval=ROBUST_SHOT)
+    stddev = tf.sqrt(read**2 + shot * images)
+    noisy = images + tf.random.stateless_normal(tf.shape(images), seed=seeds[12]) * stddev
+    images = tf.where(pick(9, ROBUST_NOISE), tf.clip_by_value(noisy, 0.0, 255.0), images)
+
+    quality_seeds = tf.random.experimental.stateless_split(seeds[14], batch)
+
+    def jpeg_one(args):
+        image, image_seed = args
+        low, high = ROBUST_JPEG_QUALITY
+        return 255.0 * tf.image.stateless_random_jpeg_quality(image / 255.0, low, high, image_seed)
+
+    take_jpeg = pick(13, ROBUST_JPEG)
+    jpeg = tf.map_fn(jpeg_one, (images, quality_seeds), fn_output_signature=tf.float32)
+    images = tf.where(take_jpeg, jpeg, images)
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def reduce_2x(images):
+    """Box-filter 2x reduction (how the shared tiles were made from the frames), rounded to grey levels."""
+    return tf.round(tf.nn.avg_pool2d(images, 2, 2, "VALID"))
+
+
 def augment_batch(images, masks, seed, strength: str = "flips"):
     """Augment a batch: images float32 ``(B,H,W,1)`` 0..255, masks float32 ``(B,H,W,1)``."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
@@ -146,6 +233,8 @@ def augment_batch(images, masks, seed, strength: str = "flips"):
         masks = _transform(masks, matrices, "NEAREST", "CONSTANT")
     if strength == "camera":
         images = camera_batch(images, seeds[3])
+    if strength == "robust":
+        images = robust_batch(images, seeds[3])
     if strength == "strong":
         batch = shape[0]
         contrast = tf.exp(_per_sample(seeds[3], [batch, 1, 1, 1], minval=-0.25, maxval=0.25))
@@ -173,6 +262,7 @@ def make_dataset(
     epoch: int = 0,
     augment: str = "flips",
     soft: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
 ):
     """A batched, prefetched dataset of ``(tile float32 (B,H,W,1), mask int32 (B,H,W))``.
 
@@ -180,7 +270,15 @@ def make_dataset(
     so resuming at epoch ``e`` sees the same data as an uninterrupted run. With ``soft``
     (teacher probabilities ``(N,H,W,C)``, see ``marsedge.train.distill``) the label is
     float32 ``(B,H,W,1+C)``: the class id, then the probabilities, augmented together.
+
+    With ``sources`` (the same frames at twice the resolution, ``(N,2H,2W)``) and the
+    "robust" augmentation, frames are flipped and corrupted at that resolution and then
+    reduced 2x to the model's, as a camera's frame would be; other augmentations see
+    ``images``.
     """
+    camera_resolution = training and sources is not None and augment == "robust"
+    if camera_resolution:
+        images = sources
     slices = (images, masks) if soft is None else (images, masks, soft)
     dataset = tf.data.Dataset.from_tensor_slices(slices)
     if training:
@@ -195,6 +293,8 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
+    if camera_resolution:
+        dataset = dataset.map(lambda x, y: (reduce_2x(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     if soft is None:
         dataset = dataset.map(lambda x, y: (x, tf.cast(y[..., 0], tf.int32)))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -12,7 +12,7 @@ from marsedge.errors import MarsEdgeError
 LOSSES = ("focal", "focal_dice", "focal_lovasz", "cross_entropy")
 SCHEDULES = ("cosine", "plateau", "constant")
 CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
-AUGMENTATIONS = ("none", "flips", "mild", "strong", "camera")
+AUGMENTATIONS = ("none", "flips", "mild", "strong", "camera", "robust")
 STRATEGIES = ("default", "mirrored")
 EMA_SELECTIONS = ("average", "either")
 
@@ -107,7 +107,11 @@ class TrainConfig:
             "mild" (flips, and half the tiles zoomed in up to 1.2x and shifted up to 5%: no
             rotation, no up-down flip, grey levels untouched) or "strong" (left-right and
             up-down flips, rotation, zoom, shift, brightness/contrast, noise). "mild" and
-            "strong" both measured worse on NavCam tiles (benchmarks/experiments.md).
+            "strong" both measured worse on NavCam tiles. "robust": flips, and on three
+            frames in four a random mix of what real cameras and downlinks do (exposure:
+            gain, gamma, contrast; defocus blur; resampling from another frame size; sensor
+            noise, Gaussian and signal-dependent; JPEG), applied at the camera's resolution
+            (``sources``, twice the model's) before the frame is reduced to the model's.
         clean: drop outlier samples (all-unlabeled masks, masks shared by many images,
             exact duplicates).
         limit: use about N tiles, whole frames drawn at random (quick runs); None for all.
@@ -140,6 +144,15 @@ class TrainConfig:
             the end of a cosine schedule the raw weights can overtake the average, but
             their val score is noisier, so the best of them is an optimistic pick
             (measured: val +0.7, test ±0; benchmarks/experiments.md, seventh session).
+        frame_pixels: model pixels across a whole frame (its width). Frame datasets (the
+            AI4Mars layout) are resized to it, and exports record it as the model's field of
+            view (``model_pixels_per_frame``): the runtime resizes any whole frame to it.
+            Tile datasets (the .npz layout) are already at the model's resolution: 128 for
+            the shared file, whose 256-px frames were reduced 2x.
+        split_from: with a frame dataset, a tile file cut from the same frames (frame k in
+            sorted id order gave tiles 2k and 2k+1, as for the shared files): the frames take
+            that file's split (same seed and fractions), so models trained on the tiles (the
+            bundled ones) can teach without having seen a validation or test frame.
         model: the network shape.
     """
 
@@ -173,6 +186,8 @@ class TrainConfig:
     distill_class_weighted: bool = False
     ema_decay: float = 0.0
     ema_select: str = "average"
+    frame_pixels: int = 128
+    split_from: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -197,6 +212,10 @@ class TrainConfig:
             raise MarsEdgeError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.ema_select == "either" and not self.ema_decay:
             raise MarsEdgeError("ema_select 'either' chooses between averaged and raw weights: it needs ema_decay > 0")
+        if not 16 <= self.frame_pixels <= 4096:
+            raise MarsEdgeError(f"frame_pixels must be in 16..4096, got {self.frame_pixels}")
+        if self.split_from and self.limit:
+            raise MarsEdgeError("split_from takes another file's split whole: it cannot be combined with limit")
         if self.limit is not None and self.limit < 4:
             raise MarsEdgeError(f"limit must be at least 4 tiles, got {self.limit}")
 

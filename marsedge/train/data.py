@@ -25,13 +25,18 @@ class TileSet:
     masks: np.ndarray
     source: str = ""
     names: list[str] = field(default_factory=list)
+    # Whole frames at twice the model's resolution ``(N, 2H, 2W)`` (frame datasets only):
+    # training corrupts them there, at a camera's resolution, then reduces them 2x.
+    sources: np.ndarray | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, index: np.ndarray) -> "TileSet":
         names = [self.names[i] for i in index] if self.names else []
-        return TileSet(self.images[index], self.masks[index], self.source, names)
+        sources = self.sources[index] if self.sources is not None else None
+        return TileSet(self.images[index], self.masks[index], self.source, names, sources, self.skipped)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -47,8 +52,10 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_tiles(path: str | Path) -> TileSet:
-    """Load labelled tiles from an AN2DL ``.npz`` or a folder of image/mask PNG pairs.
+def load_tiles(path: str | Path, frame_pixels: int = 128) -> TileSet:
+    """Load labelled tiles from an AN2DL ``.npz``, a folder of image/mask PNG pairs, or
+    whole frames in the AI4Mars release layout (see :func:`load_ai4mars`, which resizes
+    them to ``frame_pixels`` across).
 
     The ``.npz`` holds ``training_set`` ``(N, 2, H, W)`` = [image, mask]; images may be
     uint8 or float (0..1 or 0..255, as in the original AN2DL file). A folder holds
@@ -61,8 +68,102 @@ def load_tiles(path: str | Path) -> TileSet:
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
+        if find_ai4mars(path) is not None:
+            return load_ai4mars(path, frame_pixels)
         return _load_folder(path)
     return _load_npz(path)
+
+
+AI4MARS_UNLABELED = 255
+AI4MARS_CLASSES = 4  # 0 soil, 1 bedrock, 2 sand, 3 big rock -> marsedge ids 1..4
+
+
+def find_ai4mars(path: Path) -> Path | None:
+    """The folder holding ``images/edr`` and ``labels/train`` at or below ``path``
+    (``msl/`` and ``msl/ncam/`` as in the release), or None."""
+    for root in (path, path / "msl", path / "msl" / "ncam", *sorted(path.glob("*/msl")), *sorted(path.glob("*/msl/ncam"))):
+        if (root / "images" / "edr").is_dir() and (root / "labels" / "train").is_dir():
+            return root
+    return None
+
+
+def _companion(folder: Path, frame_id: str, code: str) -> Path | None:
+    """A rover or range mask beside an EDR (``...EDR...`` -> ``...MXY...`` / ``...RNG...``)."""
+    if not folder.is_dir() or "EDR" not in frame_id:
+        return None
+    return _find_mask(folder, frame_id.replace("EDR", code, 1))
+
+
+def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
+    """Whole labelled frames from the AI4Mars release layout.
+
+    ``images/edr/<id>.JPG`` with ``labels/train/<id>.png`` (0 soil, 1 bedrock, 2 sand,
+    3 big rock, 255 unlabeled; mapped to marsedge ids 1..4 and 0). Frames without a label
+    are skipped and counted. Where ``images/mxy`` (rover) or ``images/rng-30m`` (beyond 30 m)
+    masks exist, their pixels become unlabeled. Frames are kept in sorted id order (frame k
+    of the shared folder gave tiles 2k and 2k+1 of the shared .npz).
+
+    Every frame is resized, area-averaged (or bicubic when smaller), to ``2 * frame_pixels``
+    across (``sources``, where training corrupts it) and reduced 2x to ``frame_pixels``
+    (``images``); labels are resized nearest, then every second pixel is kept (``masks``).
+
+    Raises:
+        DataError: naming the file and what is wrong with it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = find_ai4mars(Path(path))
+    if root is None:
+        raise DataError(f"{path}: no AI4Mars layout (images/edr and labels/train) found")
+    image_dir, label_dir = root / "images" / "edr", root / "labels" / "train"
+    rover_dir, range_dir = root / "images" / "mxy", root / "images" / "rng-30m"
+    images_by_id = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    labels_by_id = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    ids = sorted(set(images_by_id) & set(labels_by_id))
+    skipped = {"without_label": len(set(images_by_id) - set(labels_by_id)),
+               "label_without_image": len(set(labels_by_id) - set(images_by_id))}
+    if not ids:
+        raise DataError(f"{root}: no frame in images/edr has a label in labels/train")
+    side = 2 * frame_pixels
+    sources, images, masks, shape = [], [], [], None
+    for frame_id in ids:
+        image_path, label_path = images_by_id[frame_id], labels_by_id[frame_id]
+        try:
+            with Image.open(image_path) as img:
+                image = img.convert("L")
+            with Image.open(label_path) as img:
+                if img.mode not in ("L", "P", "I", "I;16"):
+                    raise DataError(f"{label_path}: label must be a single-channel class-id image, got mode {img.mode}")
+                label = np.asarray(img).astype(np.int32)
+            for folder, code in ((rover_dir, "MXY"), (range_dir, "RNG")):
+                extra = _companion(folder, frame_id, code)
+                if extra is not None:
+                    with Image.open(extra) as img:
+                        cover = np.asarray(img.convert("L").resize(label.shape[::-1], Image.NEAREST)) > 0
+                    label = np.where(cover, AI4MARS_UNLABELED, label)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataError(f"{getattr(exc, 'filename', None) or image_path}: not a readable image") from None
+        bad = (label != AI4MARS_UNLABELED) & ((label < 0) | (label >= AI4MARS_CLASSES))
+        if bad.any():
+            raise DataError(f"{label_path}: label values must be 0..3 or 255 (AI4Mars coding), found {label[bad][0]}")
+        width, height = image.size
+        size = (side, max(2, 2 * round(height * frame_pixels / width)))
+        if shape is None:
+            shape = size
+        elif size != shape:
+            raise DataError(f"{image_path}: aspect {width}x{height} differs from the first frame's; frames must share one shape")
+        if image.size != size:
+            image = image.resize(size, Image.BOX if width >= size[0] else Image.BICUBIC)
+        label_img = Image.fromarray(np.where(label == AI4MARS_UNLABELED, 0, label + 1).astype(np.uint8))
+        if label_img.size != size:
+            label_img = label_img.resize(size, Image.NEAREST)
+        source = np.asarray(image)
+        sources.append(source)
+        images.append(np.asarray(image.reduce(2)))
+        masks.append(np.asarray(label_img)[::2, ::2])
+    log.info("%s: %d labelled frames (%s skipped)", root, len(ids), ", ".join(f"{v} {k}" for k, v in skipped.items()))
+    return TileSet(np.stack(images), np.stack(masks), str(path), [images_by_id[i].name for i in ids], np.stack(sources),
+                   skipped)
 
 
 def _load_npz(path: Path) -> TileSet:

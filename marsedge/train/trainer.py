@@ -55,7 +55,7 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
     Returns the tiles, the split indices, the derived settings and the data file's sha256.
     """
     if resume:
-        tiles, data_hash = load_tiles(config.data), file_sha256(config.data)
+        tiles, data_hash = load_tiles(config.data, config.frame_pixels), file_sha256(config.data)
         run = rundir.read_run(out, need_weights=False)
         if run.data_sha256 and run.data_sha256 != data_hash:
             raise RunDirError(
@@ -95,8 +95,10 @@ def compute_split(config: TrainConfig):
     Raises:
         MarsEdgeError: unreadable data, or too few usable tiles.
     """
-    tiles = load_tiles(config.data)
+    tiles = load_tiles(config.data, config.frame_pixels)
     data_hash = file_sha256(config.data)
+    if config.split_from:
+        return _inherited_split(config, tiles, data_hash)
     # split.npz holds indices into the whole data file, also when --limit picks a subset,
     # so export, eval and bench find the same tiles by reading the file again.
     split_seed = config.seed if config.split_seed is None else config.split_seed
@@ -107,7 +109,7 @@ def compute_split(config: TrainConfig):
     )
     work = tiles.subset(selected)
     keep, report = clean_tiles(work) if config.clean else (np.arange(len(work)), None)
-    groups = frame_groups(work.images)
+    groups = frame_groups(work.images) if work.sources is None else np.arange(len(work))
     split_local = stratified_split(
         work.masks[keep], groups[keep], config.val_fraction, config.test_fraction, split_seed
     )
@@ -115,6 +117,37 @@ def compute_split(config: TrainConfig):
     split["dropped"] = selected[np.array(report.dropped if report else [], dtype=np.int64)]
     if len(split["train"]) == 0 or len(split["val"]) == 0:
         raise MarsEdgeError(f"{config.data}: too few usable tiles ({len(keep)}) to split into train and validation")
+    derived = _derive(config, tiles, split, len(work), report.summary() if report else None)
+    derived["frame_grouping"] = "pairs" if groups[-1] != len(groups) - 1 else "tiles"
+    return tiles, split, derived, data_hash
+
+
+def _inherited_split(config: TrainConfig, frames, data_hash: str):
+    """compute_split for frames that take the split of the tile file ``config.split_from``
+    (frame k gave tiles 2k and 2k+1): a frame goes where its tiles went; dropped if both were."""
+    _, tile_split, _, _ = compute_split(tile_split_config(config))
+    tile_count = sum(len(v) for v in tile_split.values())
+    if tile_count != 2 * len(frames):
+        raise MarsEdgeError(
+            f"{config.split_from}: {tile_count} tiles, but {config.data} has {len(frames)} frames; "
+            "split_from needs the tile file cut from exactly these frames (two tiles each)"
+        )
+    assignment = np.full(len(frames), -1)
+    for code, name in enumerate(("train", "val", "test")):
+        assignment[tile_split[name] // 2] = code
+    split = {name: np.flatnonzero(assignment == code) for code, name in enumerate(("train", "val", "test"))}
+    split["dropped"] = np.flatnonzero(assignment < 0)
+    derived = _derive(config, frames, split, len(frames), {"inherited_from": str(config.split_from)})
+    derived["frame_grouping"] = "frames"
+    return frames, split, derived, data_hash
+
+
+def tile_split_config(config: TrainConfig) -> TrainConfig:
+    """The config whose split a ``split_from`` run inherits (and its teachers must share)."""
+    return config.replace(data=config.split_from, split_from=None, frame_pixels=128)
+
+
+def _derive(config: TrainConfig, tiles, split, used: int, cleaning) -> dict:
     train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
     mean, std = float(train_images.mean()), float(max(train_images.std(), 1.0))
     output_classes = [1, 2, 3, 4] if config.ignore_background else [0, 1, 2, 3, 4]
@@ -127,12 +160,13 @@ def compute_split(config: TrainConfig):
         "class_weights": class_weights(train_masks, config.class_weighting, config.ignore_background).tolist(),
         "class_pixel_shares": class_pixel_shares(train_masks).tolist(),
         "tiles_loaded": len(tiles),
-        "tiles_used": len(work),
-        "frame_grouping": "pairs" if groups[-1] != len(groups) - 1 else "tiles",
+        "tiles_used": used,
         "split_sizes": {name: int(len(split[name])) for name in ("train", "val", "test")},
-        "cleaning": report.summary() if report else None,
+        "cleaning": cleaning,
+        "whole_frames": tiles.sources is not None,
+        **({"frames_skipped": tiles.skipped} if tiles.skipped else {}),
     }
-    return tiles, split, derived, data_hash
+    return derived
 
 
 def _device_summary(tf) -> str:
@@ -300,10 +334,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
     val_images, val_masks = tiles.images[split["val"]], tiles.masks[split["val"]]
+    train_sources = tiles.sources[split["train"]] if tiles.sources is not None else None
     soft = None
     if config.teachers:
+        splits, hashes = split, data_hash
+        if config.split_from:  # teachers may be trained on the tile file whose split these frames take
+            _, tile_split, _, tile_hash = compute_split(tile_split_config(config))
+            splits, hashes = [split, tile_split], [data_hash, tile_hash]
         soft = teacher_targets(
-            config.teachers, split, data_hash, derived["output_classes"], train_images, config.distill_temperature
+            config.teachers, splits, hashes, derived["output_classes"], train_images, config.distill_temperature
         )
         keras.backend.clear_session()  # drop the teachers; the student starts from the same seed as without them
         keras.utils.set_random_seed(config.seed)
@@ -363,7 +402,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if config.schedule == "plateau":
             optimizer.learning_rate.assign(config.learning_rate * lr_scale)
         dataset = make_dataset(
-            train_images, train_masks, config.batch_size, True, config.seed, epoch, config.augment, soft
+            train_images, train_masks, config.batch_size, True, config.seed, epoch, config.augment, soft,
+            sources=train_sources,
         )
         bar = _Progress(keras, epoch, config.epochs, steps, config.batch_size, progress)
         tick = time.perf_counter()
