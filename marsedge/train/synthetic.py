@@ -537,3 +537,28 @@ def write_png_frames(
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths
+
+
+def write_ai4mars(root: str | Path, count: int, size: int = 256, seed: int = 0, unlabeled: int = 0) -> Path:
+    """Write ``count`` synthetic frames in the AI4Mars release layout under ``root``.
+
+    ``msl/ncam/images/edr/<id>.JPG`` (grey, quality 95) and ``msl/ncam/labels/train/<id>.png``
+    (AI4Mars coding: 0 soil, 1 bedrock, 2 sand, 3 big rock, 255 unlabeled); ``unlabeled``
+    more frames get an image but no label (the release has many). Ids sort in frame order.
+
+    Returns:
+        The folder holding ``images`` and ``labels``.
+    """
+    from PIL import Image
+
+    base = Path(root) / "msl" / "ncam"
+    (base / "images" / "edr").mkdir(parents=True, exist_ok=True)
+    (base / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    images, masks = _render_frames(int(seed), 0, count + unlabeled, size, size)
+    for k in range(count + unlabeled):
+        frame_id = f"NLA_{400000000 + k:09d}EDR_F0000000NCAM00000M1"
+        Image.fromarray(images[k]).save(base / "images" / "edr" / f"{frame_id}.JPG", quality=95)
+        if k < count:
+            label = np.where(masks[k] == 0, 255, masks[k].astype(np.int16) - 1).astype(np.uint8)
+            Image.fromarray(label).save(base / "labels" / "train" / f"{frame_id}.png")
+    return base
