@@ -100,7 +100,7 @@ def split_tiles(run: RunInfo, split: str, data: str | Path | None = None) -> Til
     indices = split_indices(run)
     if split not in indices:
         raise RunDirError(f"{run.path / SPLIT_FILE}: no '{split}' split (have {', '.join(indices)})")
-    tiles = load_tiles(data or run.config.data)
+    tiles = load_tiles(data or run.config.data, run.config.frame_pixels)
     if len(indices[split]) and indices[split].max() >= len(tiles):
         raise RunDirError(f"{run.path}: split indices exceed the {len(tiles)} tiles of {tiles.source}")
     return tiles.subset(indices[split])
