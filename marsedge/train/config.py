@@ -140,6 +140,10 @@ class TrainConfig:
             the end of a cosine schedule the raw weights can overtake the average, but
             their val score is noisier, so the best of them is an optimistic pick
             (measured: val +0.7, test ±0; benchmarks/experiments.md, seventh session).
+        frame_pixels: model pixels across a whole camera frame in the training data (its
+            longer side), written to the export's metadata as ``model_pixels_per_frame`` so
+            the runtime resizes frames of any size to this ground resolution. The AN2DL
+            tiles are 256-px AI4Mars frames reduced 2x: 128.
         model: the network shape.
     """
 
@@ -173,6 +177,7 @@ class TrainConfig:
     distill_class_weighted: bool = False
     ema_decay: float = 0.0
     ema_select: str = "average"
+    frame_pixels: int = 128
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -197,6 +202,8 @@ class TrainConfig:
             raise MarsEdgeError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.ema_select == "either" and not self.ema_decay:
             raise MarsEdgeError("ema_select 'either' chooses between averaged and raw weights: it needs ema_decay > 0")
+        if self.frame_pixels < 1:
+            raise MarsEdgeError(f"frame_pixels must be at least 1, got {self.frame_pixels}")
         if self.limit is not None and self.limit < 4:
             raise MarsEdgeError(f"limit must be at least 4 tiles, got {self.limit}")
 

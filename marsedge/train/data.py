@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from marsedge.core.classes import CLASS_NAMES
 from marsedge.errors import DataError
 
 log = logging.getLogger(__name__)
 
 NUM_CLASSES = 5
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
