@@ -178,6 +178,10 @@ def bench(
     except KeyboardInterrupt:
         _fail("interrupted")
     typer.echo(json.dumps(result.report, indent=2) if json_output else report.markdown_table(result.report))
+    if not json_output and result.report.get("frames"):
+        from marsedge.benchmarks.frames import frames_table
+
+        typer.echo("\nwhole frames (resized to the model's field of view, tiled, mask back):\n" + frames_table(result.report["frames"]))
     typer.echo("wrote " + ", ".join(str(p) for p in written.values()), err=True)
     for failure in failures:
         typer.echo(f"check failed: {failure}", err=True)

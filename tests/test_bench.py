@@ -253,3 +253,13 @@ def test_arch_speed_tool_times_float_and_int8_of_each_shape(tmp_path):
     rows = [line for line in out.read_text().splitlines() if line.startswith("| base_filters 4")]
     assert len(rows) == 2 and all(line.count("|") == 8 for line in rows)  # 7 columns at 1 thread count
     assert "stem_stride 2" in rows[1] and rows[1].split("|")[-2].strip().endswith("x")
+
+
+def test_whole_frames_report_ms_and_memory_per_size(bench_run):
+    result, _, _ = bench_run
+    rows = json.loads(result.stdout)["frames"]
+    assert [(row["precision"], row["size"]) for row in rows] == [
+        (precision, size) for precision in ("float32", "int8-ptq") for size in (256, 1024, 2048)
+    ]
+    for row in rows:
+        assert row["ms_p50"] > 0 and row["tiles"] >= 1 and row["peak_rss_mb"] > 0

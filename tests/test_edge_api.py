@@ -32,7 +32,7 @@ def test_reuse_across_frames_gives_identical_results(tiny_int8, golden_frame):
 def test_result_fields(segmenter, golden_frame):
     result = segmenter.segment(golden_frame)
     assert result.mask.shape == golden_frame.shape and result.mask.dtype == np.uint8
-    assert list(result.class_fractions) == ["background", "soil", "bedrock", "sand", "big_rock"]
+    assert list(result.class_fractions) == ["unlabeled", "soil", "bedrock", "sand", "big_rock"]
     counts = np.bincount(result.mask.ravel(), minlength=5)
     np.testing.assert_allclose(list(result.class_fractions.values()), counts / result.mask.size)
     assert set(result.timings) == {"preprocess", "infer", "postprocess"}

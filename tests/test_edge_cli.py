@@ -56,7 +56,7 @@ def test_outputs_and_json_record(tiny_int8, images, tmp_path):
     assert record == json.loads((out / "a.json").read_text())
     assert record["input"] == str(images / "a.png")
     assert record["size"] == {"width": 224, "height": 160}
-    assert set(record["class_fractions"]) == {"background", "soil", "bedrock", "sand", "big_rock"}
+    assert set(record["class_fractions"]) == {"unlabeled", "soil", "bedrock", "sand", "big_rock"}
     assert sum(record["class_fractions"].values()) == pytest.approx(1.0, abs=1e-5)
     latency = record["latency_ms"]
     assert set(latency) == STAGES and all(v >= 0 for v in latency.values())

@@ -119,12 +119,14 @@ def test_metadata_round_trips_without_tensorflow(plain_export, tiny_run):
     assert [d["precision"] for d in documents] == ["float32", "float16", "dynamic", "int8-ptq", "int8-qat"]
     config = json.loads((tiny_run / "config.json").read_text())
     for document in documents:
-        assert document["format"] == "marsedge-tflite/1"
+        assert document["format"] == "marsedge-tflite/2"
         assert document["input"]["height"] == 64 and document["input"]["width"] == 128
+        assert document["input"]["model_pixels_per_frame"] == 128  # the run's frame_pixels
+        assert "scale" not in document["input"]
         assert document["input"]["normalization"]["mean"] == pytest.approx(config["derived"]["mean"])
         assert document["input"]["normalization"]["std"] == pytest.approx(config["derived"]["std"])
         assert document["input"]["normalization"]["in_model"] is False  # the runtime's input table normalises
-        assert [c["name"] for c in document["classes"]] == ["background", "soil", "bedrock", "sand", "big_rock"]
+        assert [c["name"] for c in document["classes"]] == ["unlabeled", "soil", "bedrock", "sand", "big_rock"]
         assert document["output_classes"] == [1, 2, 3, 4]
         assert Path(document["source_run"]) == tiny_run.resolve()
         assert document["metrics"]["source_val"]["mean_iou"] > 0 and document["created"]

@@ -1,5 +1,7 @@
-"""``input.scale`` in the model metadata: frames are resized to the model's pixel scale
-before tiling and the mask comes back at the frame's size (nearest neighbour).
+"""``input.scale`` in old (``marsedge-tflite/1``) model metadata: frames are resized by
+that fixed factor before tiling, as before, and the mask comes back at the frame's size
+(nearest neighbour). Current files state their field of view instead
+(tests/test_field_of_view.py).
 
 The training tiles were cut from 256x256 NavCam frames reduced 2x, so a model trained on
 them sees a full-resolution frame right only at ``scale: 0.5`` (model pixels per source
@@ -82,7 +84,8 @@ def test_cli_reports_source_size_and_scale(tiny_int8, tmp_path, navcam_frame):
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["size"] == {"width": 256, "height": 256}
-    assert record["model"]["input_scale"] == 0.5
+    assert record["scale"] == 0.5 and record["model_pixels_per_frame"] is None
+    assert record["model"]["legacy_input_scale"] == 0.5
     assert record["tiles"] == Segmenter(tiny_int8).segment(resize_area(navcam_frame, 128, 128)).tiles
     assert Image.open(tmp_path / "out" / "navcam_mask.png").size == (256, 256)
 

@@ -42,7 +42,7 @@ def _interior_gradient(images: np.ndarray, masks: np.ndarray, cls: int) -> float
 
 
 def test_class_names_match_mask_ids():
-    assert CLASS_NAMES == ("background", "soil", "bedrock", "sand", "big_rock")
+    assert CLASS_NAMES == ("unlabeled", "soil", "bedrock", "sand", "big_rock")
 
 
 def test_tiles_shapes_and_dtypes(tiles):

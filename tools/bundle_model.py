@@ -1,11 +1,18 @@
 """Copy a run's QAT int8 (and float32) export into the package as the bundled model.
 
-    python tools/bundle_model.py runs/mars_cpu [--input-scale 0.5]
+    python tools/bundle_model.py runs/mars_cpu
     python tools/bundle_model.py --stamp-split configs/mars_edge_fr_t20.json
+    python tools/bundle_model.py --restamp [--model-pixels-per-frame 128]
 
 The AN2DL tiles were cut from 256x256 AI4Mars frames reduced 2x, so the bundled model's
-metadata says ``input.scale = 0.5``: a 256x256 frame is resized to 128x128 before tiling
-and the mask is resized back. Prints the sha256 of what it wrote.
+metadata says ``input.model_pixels_per_frame = 128`` (the export writes the run's
+``frame_pixels``): a whole frame of any size is resized so its longer side is 128 pixels
+before tiling, and the mask is resized back. Prints the sha256 of what it wrote.
+
+``--restamp`` rewrites the bundled files' metadata in the current format
+(``marsedge-tflite/2``: ``model_pixels_per_frame`` instead of ``marsedge-tflite/1``'s fixed
+``input.scale``, class 0 named "unlabeled") and checks that the flatbuffer's bytes and
+SHA-256 are unchanged.
 
 ``--stamp-split CONFIG`` adds ``source_split`` (the data and split fingerprint that exports
 record since it existed, and that ``marsedge train --teacher FILE`` checks) to bundled files
@@ -21,7 +28,7 @@ import math
 from pathlib import Path
 
 from marsedge.atomic import write_bytes
-from marsedge.edge_runtime.metadata import embed_metadata, read_metadata
+from marsedge.core.metadata import _strip_archive, embed_metadata, read_metadata, restamp
 
 MODELS = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models"
 BUNDLE = {"marsedge_qat.tflite": "marsedge_int8.tflite", "marsedge_float32.tflite": "marsedge_float32.tflite"}
@@ -33,12 +40,11 @@ def _write(target: Path, content: bytes, metadata: dict, source: str) -> None:
     print(f"{source} -> {written} ({written.stat().st_size / 1024:.0f} KB, sha256 {digest})")
 
 
-def bundle(run: Path, input_scale: float) -> None:
+def bundle(run: Path) -> None:
     for source_name, target_name in BUNDLE.items():
         source = run / "export" / source_name
         content = source.read_bytes()
         metadata = read_metadata(content)
-        metadata["input"]["scale"] = input_scale
         metadata["name"] = f"marsedge-bundled-{metadata['precision']}"
         metadata["bundled_from"] = str(source)
         _write(MODELS / target_name, content, metadata, str(source))
@@ -71,18 +77,34 @@ def stamp_split(config_path: Path) -> None:
         _write(target, content, {**read_metadata(content), "source_split": fingerprint}, str(target))
 
 
+def restamp_bundled(model_pixels_per_frame: float) -> None:
+    for target_name in BUNDLE.values():
+        target = MODELS / target_name
+        content = target.read_bytes()
+        flatbuffer = _strip_archive(content)
+        _write(target, content, restamp(read_metadata(content), model_pixels_per_frame), str(target))
+        after = _strip_archive(target.read_bytes())
+        before_sha, after_sha = (hashlib.sha256(b).hexdigest() for b in (flatbuffer, after))
+        if after != flatbuffer:
+            raise SystemExit(f"{target}: flatbuffer changed ({before_sha} -> {after_sha})")
+        print(f"{target.name}: flatbuffer sha256 {after_sha} unchanged")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, nargs="?")
-    parser.add_argument("--input-scale", type=float, default=0.5)
+    parser.add_argument("--restamp", action="store_true", help="rewrite the bundled files' metadata in the current format")
+    parser.add_argument("--model-pixels-per-frame", type=float, default=128.0)
     parser.add_argument("--stamp-split", type=Path, metavar="CONFIG", help="stamp the bundled files with CONFIG's split")
     args = parser.parse_args()
     if args.stamp_split:
         stamp_split(args.stamp_split)
+    elif args.restamp:
+        restamp_bundled(args.model_pixels_per_frame)
     elif args.run:
-        bundle(args.run, args.input_scale)
+        bundle(args.run)
     else:
-        parser.error("give a run directory or --stamp-split CONFIG")
+        parser.error("give a run directory, --stamp-split CONFIG or --restamp")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import marsedge  # noqa: E402
-from marsedge.edge_runtime.metadata import embed_metadata  # noqa: E402
+from marsedge.core.metadata import build_metadata, embed_metadata  # noqa: E402
 from marsedge.train.synthetic import generate_frame, generate_tiles  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -43,13 +43,6 @@ GOLDEN = DATA / "golden"
 BUNDLED = ROOT / "marsedge" / "edge_runtime" / "models" / "marsedge_int8.tflite"
 HEIGHT, WIDTH = 64, 128
 OUTPUT_CLASSES = [1, 2, 3, 4]
-CLASSES = [
-    {"id": 0, "name": "background", "color": "#000000"},
-    {"id": 1, "name": "soil", "color": "#c8965a"},
-    {"id": 2, "name": "bedrock", "color": "#6e78d2"},
-    {"id": 3, "name": "sand", "color": "#f0dc64"},
-    {"id": 4, "name": "big_rock", "color": "#dc3c3c"},
-]
 SEED = 0
 
 
@@ -110,24 +103,21 @@ def convert(model: keras.Model, calibration: np.ndarray, int8: bool) -> bytes:
 
 
 def metadata(precision: str, accuracy: float, name: str) -> dict:
-    return {
-        "format": "marsedge-tflite/1",
-        "marsedge_version": marsedge.__version__,
-        "name": name,
-        "precision": precision,
-        "input": {
-            "height": HEIGHT,
-            "width": WIDTH,
-            "channels": 1,
-            "pixel_range": [0, 255],
-            "normalization": {"mean": 127.5, "std": 127.5, "in_model": True},
-        },
-        "classes": CLASSES,
-        "output_classes": OUTPUT_CLASSES,
-        "metrics": {"val_pixel_accuracy": round(accuracy, 4), "note": "synthetic tiles, test model only"},
-        "source_run": "tools/make_test_model.py",
-        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-    }
+    # Trained on synthetic tiles, not on frames of a camera: no field of view, so the
+    # runtime feeds frames at their own resolution.
+    return build_metadata(
+        name=name,
+        precision=precision,
+        height=HEIGHT,
+        width=WIDTH,
+        normalization={"mean": 127.5, "std": 127.5, "in_model": True},
+        output_classes=OUTPUT_CLASSES,
+        model_pixels_per_frame=None,
+        marsedge_version=marsedge.__version__,
+        metrics={"val_pixel_accuracy": round(accuracy, 4), "note": "synthetic tiles, test model only"},
+        source_run="tools/make_test_model.py",
+        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    )
 
 
 def tflite_mask(model_bytes: bytes, tile: np.ndarray) -> np.ndarray:

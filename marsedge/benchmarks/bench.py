@@ -350,9 +350,10 @@ def time_model(
 def model_resolution(segmenter: Segmenter) -> Iterator[Segmenter]:
     """Segments data-set tiles as they are: they are already at the model's resolution.
 
-    A model whose metadata sets ``input.scale`` makes the Segmenter resize every frame
-    from camera to model resolution first; the labelled tiles were cut at model
-    resolution, so scoring and per-tile timing skip that resize. Full frames keep it.
+    The Segmenter resizes every whole frame to the model's ground resolution first
+    (``model_pixels_per_frame`` over the frame's longer side); the labelled tiles were cut
+    at model resolution (half-frames already reduced), so scoring and per-tile timing fix
+    the resize at 1. Full frames keep the rule.
     """
     saved = segmenter.scale
     segmenter.scale = 1.0
@@ -535,6 +536,13 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> Benc
         "scored_classes": [CLASS_NAMES[c] for c in SCORED_CLASSES],
         "models": [records[c.label] for c in ordered],
     }
+    if settings.frame_runs:  # whole frames of 256, 1024, 2048 px: the resize is part of the cost
+        from marsedge.benchmarks.frames import frame_costs
+
+        report["frames"] = frame_costs(
+            [c.path for c in tflites if not c.tta], threads=max(settings.threads), runs=settings.frame_runs,
+            rss=settings.rss, reference_kernels=settings.reference_kernels,
+        )  # fmt: skip
     return BenchResult(report, samples)
 
 

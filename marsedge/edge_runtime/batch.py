@@ -107,6 +107,9 @@ def segment_file(
         "class_fractions": {name: round(value, 6) for name, value in result.class_fractions.items()},
         "latency_ms": {},
         "tiles": result.tiles,
+        # the resize used: model pixels per input pixel, and the model's field of view
+        "model_pixels_per_frame": segmenter.field_of_view.model_pixels_per_frame,
+        "scale": round(result.scale, 9),
         "model": segmenter.model_info,
         "outputs": {
             "mask": str(out_dir / f"{stem}_mask.png"),

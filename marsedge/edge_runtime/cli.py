@@ -67,6 +67,22 @@ def run(
     poll_interval: Annotated[
         float, typer.Option(min=0.01, help="Seconds between two looks at the --watch directory.")
     ] = DEFAULT_POLL_INTERVAL,
+    frame_width: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="PX",
+            help="Each input is a crop or tile of a whole frame PX pixels wide (resize: the model's "
+            "model_pixels_per_frame / PX). Default: each input is a whole frame, resized by its longer side.",
+        ),
+    ] = None,
+    scale: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="S",
+            help="Resize every input by S model pixels per input pixel (another camera: match the metres per "
+            "model pixel of the training frames). Not with --frame-width.",
+        ),
+    ] = None,
 ) -> None:
     """Segment Mars terrain images into soil, bedrock, sand and big rock.
 
@@ -78,11 +94,16 @@ def run(
         _fail("nothing to segment: give INPUT files, directories or globs, or --watch DIR")
     if watch_dir is not None and not watch_dir.is_dir():
         _fail(f"{_shown(watch_dir)}: --watch needs an existing directory")
+    if frame_width is not None and scale is not None:
+        _fail("give --frame-width or --scale, not both", 2)
     try:
-        segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta, expect_int8)
+        segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale)
     except ModelError as exc:
         _fail(f"{_shown(model or DEFAULT_MODEL)}: {exc}")
     except ValueError as exc:
+        option = next((o for o in ("frame_width", "scale") if str(exc).startswith(o)), None)
+        if option:  # a resize override the model cannot take: a usage error
+            _fail(f"--{option.replace('_', '-')}: {exc}", 2)
         _fail(str(exc))
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -239,9 +260,10 @@ def _probe_writable(directory: Path) -> None:
     os.unlink(probe)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     _error(message)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
+
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ Both carry a message meant for one line of output, already naming the problem; t
 prefixes the path and prints it.
 """
 
+from marsedge.core.errors import ModelError
 
-class ModelError(Exception):
-    """The model file is missing, is not a TFLite model, lacks marsedge metadata, or does
-    not match the model contract (input/output shapes, class list)."""
+__all__ = ["ImageError", "ModelError"]
 
 
 class ImageError(Exception):

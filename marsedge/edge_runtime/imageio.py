@@ -157,7 +157,7 @@ def overlay_png(
 ) -> bytes:
     """The frame tinted with class colours, over a legend band listing ``shown_ids``.
 
-    Class 0 (background/unlabeled) is left untinted so the terrain stays visible.
+    Class 0 (unlabeled) is left untinted so the terrain stays visible.
     """
     weight = np.zeros(256, dtype=np.uint16)
     colors = np.zeros((256, 3), dtype=np.uint16)

@@ -1,10 +1,14 @@
-"""Resizing frames to the model's pixel scale and masks back to the frame's size.
+"""Resizing frames to the model's ground resolution and masks back to the frame's size.
 
-A model trained on tiles cut from NavCam frames reduced 2x sees the terrain at half the
-frame's resolution; its metadata says so with ``input.scale`` (model pixels per source
-pixel, e.g. 0.5). The frame is reduced by area averaging (what a 2x2 binning does) before
-tiling, and the mask is brought back to the frame's size by nearest neighbour, so it holds
-class ids only. numpy only, like :mod:`.grey`.
+A model trained on tiles cut from 256-px NavCam frames reduced 2x sees a whole frame 128
+pixels across; its metadata says so with ``input.model_pixels_per_frame``, and a frame of
+any size is resized to that (:class:`marsedge.core.metadata.FieldOfView`). The frame is
+reduced by area averaging (what a k x k binning does) before tiling, and the mask is
+brought back to the frame's size by nearest neighbour, so it holds class ids only.
+
+Cost (2-core AMD EPYC, under load): a 2048x2048 frame to 128x128 takes ~1.3 ms (Pillow's
+``Image.reduce``, exact for power-of-two factors), 1280x960 to 128x96 ~2 ms (integer block
+sums); the float path for other factors is kept for exactness.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -28,6 +33,15 @@ def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """
     if image.shape == (height, width):
         return image
+    in_height, in_width = image.shape
+    if in_height % height == 0 and in_width % width == 0 and image.dtype == np.uint8:
+        kh, kw = in_height // height, in_width // width
+        if _power_of_two(kh) and _power_of_two(kw):
+            # Pillow's reduce rounds block means half up like the float path for these
+            # factors (checked bit for bit in the tests) and is several times faster.
+            return np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce((kw, kh)))
+        sums = image.reshape(height, kh, width, kw).sum(axis=(1, 3), dtype=np.uint32)
+        return ((2 * sums + kh * kw) // (2 * kh * kw)).astype(np.uint8)  # mean, rounded half up
     rows = _resize_axis(image.astype(np.float32), height, axis=0)
     return np.floor(_resize_axis(rows, width, axis=1) + 0.5).astype(np.uint8)
 
@@ -40,6 +54,10 @@ def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = _nearest_index(mask.shape[0], height)
     cols = _nearest_index(mask.shape[1], width)
     return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+
+
+def _power_of_two(k: int) -> bool:
+    return k > 0 and k & (k - 1) == 0
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:

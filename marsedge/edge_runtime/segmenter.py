@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ModelError
 from .grey import to_gray8
 from .interpreter import input_lut, make_interpreter
-from .metadata import ClassInfo, check_flatbuffer, class_table, input_normalization, read_metadata
+from .metadata import ClassInfo, FieldOfView, check_flatbuffer, class_table, input_normalization, read_metadata
 from .resample import resize_area, resize_nearest, scaled_size
 from .tiling import pad_to, ramp, tile_origins
 
@@ -43,6 +43,12 @@ class SegmenterOptions:
         expect_int8: refuse a model whose input and output tensors are not integer
             (a float32, float16 or dynamic-range model), for pipelines that must run the
             quantised model.
+        frame_width: every input is a crop (or tile) of a whole frame this many pixels
+            wide: resized by ``model_pixels_per_frame / frame_width``. None: each input is
+            a whole frame, resized by ``model_pixels_per_frame / its longer side``.
+        scale: resize every input by this many model pixels per input pixel (another
+            camera: match the metres per model pixel of the training frames). Not with
+            ``frame_width``.
     """
 
     model: str | os.PathLike[str] | None = None
@@ -51,6 +57,8 @@ class SegmenterOptions:
     tile_overlap: int = DEFAULT_TILE_OVERLAP
     tta: bool = False
     expect_int8: bool = False
+    frame_width: float | None = None
+    scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Segmentation:
         timings: milliseconds per stage: ``preprocess``, ``infer``, ``postprocess``.
         classes: the model's classes (id, name, colour), sorted by id.
         tiles: how many model tiles covered the frame (doubled with TTA).
+        scale: model pixels per input pixel the frame was resized by.
     """
 
     mask: np.ndarray
@@ -70,6 +79,7 @@ class Segmentation:
     timings: dict[str, float]
     classes: tuple[ClassInfo, ...]
     tiles: int
+    scale: float = 1.0
 
 
 class Segmenter:
@@ -92,6 +102,8 @@ class Segmenter:
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         tta: bool = False,
         expect_int8: bool = False,
+        frame_width: float | None = None,
+        scale: float | None = None,
     ) -> None:
         """Loads and checks the model.
 
@@ -99,11 +111,15 @@ class Segmenter:
             ModelError: the model is unreadable, not TFLite, lacks metadata, its tensors
                 do not match the model contract, or (with ``expect_int8``) it is not an
                 integer model.
-            ValueError: ``threads`` or ``tile_overlap`` out of range.
+            ValueError: ``threads`` or ``tile_overlap`` out of range; ``frame_width`` and
+                ``scale`` both given, not a finite positive number, an absurd resize, or
+                ``frame_width`` for a model that does not state its field of view.
         """
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be 1 or more, got {threads}")
-        self.options = SegmenterOptions(model, threads, reference_kernels, tile_overlap, tta, expect_int8)
+        self.options = SegmenterOptions(
+            model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale
+        )
         self.model_path = Path(model) if model is not None else DEFAULT_MODEL
         try:
             content = self.model_path.read_bytes()
@@ -115,8 +131,16 @@ class Segmenter:
         self.classes = class_table(self.metadata)
         self.tile_height = int(self.metadata["input"]["height"])
         self.tile_width = int(self.metadata["input"]["width"])
-        # Model pixels per source pixel: frames are resized by this before tiling.
-        self.scale = float(self.metadata["input"].get("scale", 1.0))
+        self.field_of_view = FieldOfView.from_metadata(self.metadata)
+        if self.field_of_view.legacy_scale is not None:
+            logger.warning(
+                "%s: old metadata (input.scale %g for every frame, right for 256-px frames only); "
+                "re-stamp it with model_pixels_per_frame (tools/bundle_model.py --restamp) or give a scale",
+                self.model_path.name, self.field_of_view.legacy_scale,
+            )  # fmt: skip
+        # A fixed resize (model pixels per input pixel) for every input, or None: each
+        # frame by its own size (FieldOfView.frame_scale).
+        self.scale: float | None = self.field_of_view.override_scale(frame_width, scale)
         if not 0 <= tile_overlap < min(self.tile_height, self.tile_width):
             raise ValueError(
                 f"tile_overlap must be in 0..{min(self.tile_height, self.tile_width) - 1} "
@@ -145,7 +169,7 @@ class Segmenter:
             "version": self.metadata.get("marsedge_version"),
             "precision": self.metadata.get("precision"),
             "tensor_type": tensor_type,
-            "input_scale": self.scale,
+            **self.field_of_view.describe(),
             "path": str(self.model_path),
             "sha256": hashlib.sha256(content).hexdigest()[:16],
         }
@@ -155,22 +179,28 @@ class Segmenter:
         """Builds a Segmenter from saved options."""
         return cls(
             options.model, options.threads, options.reference_kernels, options.tile_overlap, options.tta,
-            options.expect_int8,
+            options.expect_int8, options.frame_width, options.scale,
         )  # fmt: skip
 
+    def scale_for(self, height: int, width: int) -> float:
+        """Model pixels per input pixel for a ``height x width`` input: the override
+        (``scale`` or ``frame_width``) if any, else the model's field of view over the
+        frame's longer side (:meth:`FieldOfView.frame_scale`)."""
+        return self.scale if self.scale is not None else self.field_of_view.frame_scale(height, width)
+
     def work_pixels(self, height: int, width: int) -> int:
-        """Pixels of model input a ``height x width`` frame becomes: resized by the model's
-        input scale, then padded to at least one tile. Bounds the memory and time a frame
-        costs (a 1 x 4,000,000 image is small on disk but 64 tiles tall once padded)."""
-        scaled_height, scaled_width = scaled_size(height, width, self.scale)
+        """Pixels of model input a ``height x width`` frame becomes: resized to the model's
+        ground resolution, then padded to at least one tile. Bounds the memory and time a
+        frame costs (a 1 x 4,000,000 image is small on disk but 64 tiles tall once padded)."""
+        scaled_height, scaled_width = scaled_size(height, width, self.scale_for(height, width))
         return max(scaled_height, self.tile_height) * max(scaled_width, self.tile_width)
 
     def segment(self, image: np.ndarray) -> Segmentation:
         """Segments one frame of any size.
 
-        A model whose metadata gives ``input.scale`` (model pixels per source pixel) sees
-        the frame resized by that factor; the mask is resized back, so it always has the
-        frame's size.
+        The frame is resized to the model's ground resolution (:meth:`scale_for`: by
+        default its longer side becomes the metadata's ``model_pixels_per_frame``); the
+        mask is resized back, so it always has the frame's size.
 
         Args:
             image: (H, W) or (H, W, 1) grey, (H, W, 3|4) RGB(A); uint8 or uint16.
@@ -185,8 +215,9 @@ class Segmenter:
         start = time.perf_counter()
         gray = to_gray8(image)
         height, width = gray.shape
-        if self.scale != 1.0:
-            gray = resize_area(gray, *scaled_size(height, width, self.scale))
+        scale = self.scale_for(height, width)
+        if scale != 1.0:
+            gray = resize_area(gray, *scaled_size(height, width, scale))
         th, tw = self.tile_height, self.tile_width
         quantised = self._input_lut[pad_to(gray, th, tw)]
         full_height, full_width = quantised.shape
@@ -241,6 +272,7 @@ class Segmenter:
             timings={"preprocess": pre_s * 1e3, "infer": infer_s * 1e3, "postprocess": post_s * 1e3},
             classes=self.classes,
             tiles=len(rows) * len(cols) * (2 if self.options.tta else 1),
+            scale=scale,
         )
 
     def _invoke(self, tile: np.ndarray) -> np.ndarray:

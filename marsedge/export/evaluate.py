@@ -25,6 +25,11 @@ SPLITS = ("all", "train", "val", "test")
 class TFLiteTileModel:
     """A .tflite segmenter run tile by tile on tiles of exactly its input size.
 
+    Tile data sets (the AN2DL .npz, PNG tile folders) are at model resolution already
+    (a 64x128 tile is half of a 256-px frame reduced 2x), so tiles are scored as they
+    are, at scale 1; whole camera frames go through the runtime's resize rule instead
+    (:func:`marsedge.benchmarks.frames.evaluate_frames`).
+
     Args:
         content: the .tflite bytes (appended metadata is ignored by the interpreter).
         output_classes: class id of each output channel; from the metadata when None.
@@ -46,7 +51,7 @@ class TFLiteTileModel:
     ):
         from marsedge.edge_runtime.errors import ModelError
         from marsedge.edge_runtime.interpreter import input_lut, make_interpreter
-        from marsedge.edge_runtime.metadata import input_normalization, read_metadata
+        from marsedge.core.metadata import input_normalization, read_metadata
 
         try:
             try:
@@ -163,7 +168,7 @@ class EvalTarget:
 def _source_run(model_path: Path) -> Path | None:
     """The run directory a .tflite came from, when its metadata names one that exists."""
     from marsedge.edge_runtime.errors import ModelError
-    from marsedge.edge_runtime.metadata import read_metadata
+    from marsedge.core.metadata import read_metadata
 
     try:
         source = read_metadata(model_path).get("source_run")

@@ -12,19 +12,17 @@ import numpy as np
 
 from marsedge import __version__
 from marsedge.atomic import write_bytes, write_json
-from marsedge.edge_runtime.metadata import embed_metadata
+from marsedge.core.metadata import build_metadata, embed_metadata
 from marsedge.errors import MarsEdgeError
 from marsedge.export.convert import FORMATS, INT8_FORMATS, PRECISIONS, ExportError, describe, to_tflite
 from marsedge.export.evaluate import TFLiteTileModel, score
 from marsedge.train import rundir
-from marsedge.train.data import CLASS_NAMES
 from marsedge.train.metrics import pixel_agreement
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "export.json"
 QAT_WEIGHTS = "marsedge_qat.weights.h5"
-METADATA_FORMAT = "marsedge-tflite/1"
 TABLE_CLASSES = ("soil", "bedrock", "sand", "big_rock")
 
 
@@ -85,16 +83,6 @@ class ExportOptions:
             raise ExportError(f"max_iou_drop must be in [0, 1), got {self.max_iou_drop}")
 
 
-def class_table() -> list[dict[str, Any]]:
-    """Class ids, names and display colours (the training preview's palette)."""
-    from marsedge.train.preview import PALETTE
-
-    return [
-        {"id": index, "name": name, "color": "#{:02x}{:02x}{:02x}".format(*(int(c) for c in PALETTE[index]))}
-        for index, name in enumerate(CLASS_NAMES)
-    ]
-
-
 def _compact(report: dict | None) -> dict | None:
     if not report:
         return None
@@ -104,10 +92,12 @@ def _compact(report: dict | None) -> dict | None:
 def model_metadata(
     run, fmt: str, info: dict, val: dict, created: str, normalization: tuple[float, float] | None = None
 ) -> dict[str, Any]:
-    """The ``marsedge.json`` document embedded in an exported .tflite (DEVELOPERS.md keys).
+    """The ``marsedge.json`` document embedded in an exported .tflite (DEVELOPERS.md keys;
+    written by :func:`marsedge.core.metadata.build_metadata`).
 
     ``normalization``: the ``(mean, std)`` the runtime applies when the graph takes
-    normalised levels; None when the graph normalises (``in_model: true``).
+    normalised levels; None when the graph normalises (``in_model: true``). The field of
+    view (``model_pixels_per_frame``) is the run's ``frame_pixels``.
     """
     height, width = run.input_shape
     source = run.metrics()
@@ -115,32 +105,27 @@ def model_metadata(
         norm = {"mean": float(run.derived["mean"]), "std": float(run.derived["std"]), "in_model": True}
     else:
         norm = {"mean": float(normalization[0]), "std": float(normalization[1]), "in_model": False}
-    return {
-        "format": METADATA_FORMAT,
-        "marsedge_version": __version__,
-        "name": f"{run.path.name}-{PRECISIONS[fmt]}",
-        "precision": PRECISIONS[fmt],
-        "input": {
-            "height": int(height),
-            "width": int(width),
-            "channels": 1,
-            "pixel_range": [0, 255],
-            "normalization": norm,
-        },
-        "quantization": {"input": info["input"], "output": info["output"]},
-        "classes": class_table(),
-        "output_classes": [int(c) for c in run.output_classes],
-        "metrics": {
+    return build_metadata(
+        name=f"{run.path.name}-{PRECISIONS[fmt]}",
+        precision=PRECISIONS[fmt],
+        height=height,
+        width=width,
+        normalization=norm,
+        output_classes=run.output_classes,
+        model_pixels_per_frame=run.config.frame_pixels,
+        marsedge_version=__version__,
+        quantization={"input": info["input"], "output": info["output"]},
+        metrics={
             "source_val": _compact(source.get("val")),
             "source_test": _compact(source.get("test")),
             "best_epoch": source.get("best_epoch"),
             "export_val": {**_compact(val), "agreement_with_float": val.get("agreement")},
         },
-        "source_run": str(run.path.resolve()),
+        source_run=str(run.path.resolve()),
         # lets `marsedge train --teacher FILE` prove the file never saw a student's val/test tiles
-        "source_split": rundir.split_fingerprint(rundir.split_indices(run), run.data_sha256),
-        "created": created,
-    }
+        source_split=rundir.split_fingerprint(rundir.split_indices(run), run.data_sha256),
+        created=created,
+    )
 
 
 def _calibration_tiles(images: np.ndarray, count: int, seed: int) -> np.ndarray:

@@ -144,7 +144,7 @@ class TrainConfig:
             the end of a cosine schedule the raw weights can overtake the average, but
             their val score is noisier, so the best of them is an optimistic pick
             (measured: val +0.7, test ±0; benchmarks/experiments.md, seventh session).
-        frame_pixels: model pixels across a whole frame (its width). Frame datasets (the
+        frame_pixels: model pixels across a whole frame (its longer side). Frame datasets (the
             AI4Mars layout) are resized to it, and exports record it as the model's field of
             view (``model_pixels_per_frame``): the runtime resizes any whole frame to it.
             Tile datasets (the .npz layout) are already at the model's resolution: 128 for

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from marsedge.core.classes import CLASS_NAMES
 from marsedge.errors import DataError
 
 log = logging.getLogger(__name__)
 
 NUM_CLASSES = 5
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -104,7 +104,7 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
     of the shared folder gave tiles 2k and 2k+1 of the shared .npz).
 
     Every frame is resized, area-averaged (or bicubic when smaller), to ``2 * frame_pixels``
-    across (``sources``, where training corrupts it) and reduced 2x to ``frame_pixels``
+    along its longer side (``sources``, where training corrupts it) and reduced 2x to ``frame_pixels``
     (``images``); labels are resized nearest, then every second pixel is kept (``masks``).
 
     Raises:
@@ -124,7 +124,6 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
                "label_without_image": len(set(labels_by_id) - set(images_by_id))}
     if not ids:
         raise DataError(f"{root}: no frame in images/edr has a label in labels/train")
-    side = 2 * frame_pixels
     sources, images, masks, shape = [], [], [], None
     for frame_id in ids:
         image_path, label_path = images_by_id[frame_id], labels_by_id[frame_id]
@@ -146,8 +145,9 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
         bad = (label != AI4MARS_UNLABELED) & ((label < 0) | (label >= AI4MARS_CLASSES))
         if bad.any():
             raise DataError(f"{label_path}: label values must be 0..3 or 255 (AI4Mars coding), found {label[bad][0]}")
-        width, height = image.size
-        size = (side, max(2, 2 * round(height * frame_pixels / width)))
+        width, height = image.size  # the longer side spans the field of view, as in the runtime
+        longer = max(width, height)
+        size = (max(2, 2 * round(width * frame_pixels / longer)), max(2, 2 * round(height * frame_pixels / longer)))
         if shape is None:
             shape = size
         elif size != shape:

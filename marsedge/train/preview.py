@@ -8,9 +8,9 @@ from PIL import Image
 
 from marsedge.atomic import atomic_path
 
-PALETTE = np.array(
-    [[0, 0, 0], [194, 150, 92], [120, 120, 140], [235, 205, 120], [200, 40, 40]], dtype=np.uint8
-)
+from marsedge.core.classes import CLASS_COLORS
+
+PALETTE = np.array(CLASS_COLORS, dtype=np.uint8)
 
 
 def choose_preview_tiles(masks: np.ndarray, count: int, seed: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Seeded procedural Mars terrain: grayscale NavCam-like frames with class masks.
 
 Stands in for the real data set in tests, demos and the edge runtime's checks, so it
-imports only numpy and Pillow. Classes follow the real masks: 0 background/unlabeled
+imports only numpy and Pillow. Classes follow the real masks: 0 unlabeled
 (sky, far field, patches the labelers skipped), 1 soil, 2 bedrock, 3 sand, 4 big rock.
 
 Each class is recognisable from local texture, as in the real images: soil is fine
@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from marsedge.core.classes import CLASS_NAMES
+
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 BACKGROUND, SOIL, BEDROCK, SAND, BIG_ROCK = range(len(CLASS_NAMES))
 
 _MIN_FRAME_SIDE = 8
