@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from marsedge import __version__
-from marsedge.atomic import write_bytes, write_json, write_text
+from marsedge.core.atomic import write_bytes, write_json, write_text
 from marsedge.errors import MarsEdgeError, RunDirError
 from marsedge.train import rundir
 from marsedge.train.config import TrainConfig
@@ -31,7 +31,8 @@ from marsedge.train.data import (
     stratified_split,
 )
 from marsedge.train.distill import check_same_split, make_distill_loss, soft_class_weights, teacher_targets
-from marsedge.train.metrics import confusion_matrix, iou_report
+from marsedge.core.metrics import confusion_matrix, iou_report
+from marsedge.train.predict import predict_classes
 from marsedge.train.preview import choose_preview_tiles, write_preview
 
 log = logging.getLogger(__name__)
@@ -200,12 +201,6 @@ def _schedule(config: TrainConfig, steps_per_epoch: int, keras, tf):
             return {}
 
     return WarmupCosine()
-
-
-def predict_classes(model, images: np.ndarray, output_classes: list[int], batch_size: int = 64) -> np.ndarray:
-    """Class-id masks from a Keras model for uint8 tiles ``(N,H,W)``."""
-    logits = model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(output_classes, dtype=np.uint8)[np.argmax(logits, axis=-1)]
 
 
 class _Progress:
