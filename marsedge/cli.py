@@ -222,19 +222,9 @@ def _profile_ops(settings, out: Path, json_output: bool, write_doc: Path | None,
 
 def _progress_bar():
     """A progress callback drawing a bar on a terminal's stderr, or one line per step otherwise."""
-    tty = sys.stderr.isatty()
+    from marsedge.progress import ProgressBar
 
-    def show(done: int, total: int, message: str) -> None:
-        width = 24
-        filled = width * done // max(total, 1)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {message}"
-        if tty:
-            sys.stderr.write("\r" + line[:119].ljust(119) + ("\n" if done >= total else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    return show
+    return ProgressBar()
 
 
 @app.command()

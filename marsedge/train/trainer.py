@@ -9,7 +9,6 @@ import logging
 import math
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from marsedge import __version__
 from marsedge.core.atomic import write_bytes, write_json, write_text
 from marsedge.errors import MarsEdgeError, RunDirError
+from marsedge.progress import ProgressBar
 from marsedge.train import rundir
 from marsedge.train.config import TrainConfig
 from marsedge.train.data import (
@@ -204,7 +204,7 @@ def _schedule(config: TrainConfig, steps_per_epoch: int, keras, tf):
 
 
 class _Progress:
-    """A one-line progress bar on stderr (per batch on a terminal, per epoch otherwise)."""
+    """Training progress per batch on a terminal's stderr (nothing elsewhere: epochs are logged)."""
 
     def __init__(self, keras, epoch: int, epochs: int, steps: int, batch_size: int, enabled: bool):
         outer = self
@@ -215,24 +215,18 @@ class _Progress:
 
         self.callback = Callback()
         self.epoch, self.epochs, self.steps, self.batch_size = epoch, epochs, steps, batch_size
-        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = ProgressBar(terminal_only=True, transient=True)  # close() erases it before the epoch's log line
+        self.bar.enabled = self.bar.enabled and enabled
         self.start = time.perf_counter()
 
     def update(self, step: int, loss: float) -> None:
-        if not self.enabled or (step % 5 and step != self.steps):
+        if not self.bar.enabled or (step % 5 and step != self.steps):
             return
-        width = 24
-        done = int(width * step / max(self.steps, 1))
         rate = step * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
-        sys.stderr.write(
-            f"\repoch {self.epoch + 1}/{self.epochs} [{'=' * done}{'.' * (width - done)}] "
-            f"{step}/{self.steps} loss {loss:.4f} {rate:.0f} img/s"
-        )
-        sys.stderr.flush()
+        self.bar(step, self.steps, f"epoch {self.epoch + 1}/{self.epochs} loss {loss:.4f} {rate:.0f} img/s")
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 78 + "\r")
+        self.bar.clear()
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
