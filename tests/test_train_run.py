@@ -54,6 +54,12 @@ def test_one_epoch_writes_every_artefact(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == ["1"] and float(rows[0]["images_per_s"]) > 0
     split = np.load(out / "split.npz")
     assert not set(split["train"]) & set(split["val"])
+    from PIL import Image
+
+    for name in ("curves.png", "confusion.png"):  # plots people look at
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] >= 300, name
+    assert not list(out.glob(".*.png")), "no temporary plot files left"
 
 
 def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
