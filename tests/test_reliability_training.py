@@ -45,7 +45,7 @@ from pathlib import Path
 
 point, _, at = sys.argv[1].partition("@")
 at = int(at or 0)
-from marsedge import atomic
+from marsedge.core import atomic
 from marsedge.train import augment, losses, trainer
 
 current = {"epoch": 0}  # 1-based epoch in progress

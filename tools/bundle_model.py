@@ -27,7 +27,7 @@ import hashlib
 import math
 from pathlib import Path
 
-from marsedge.atomic import write_bytes
+from marsedge.core.atomic import write_bytes
 from marsedge.core.metadata import _strip_archive, embed_metadata, read_metadata, restamp
 
 MODELS = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models"

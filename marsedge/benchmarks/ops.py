@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from marsedge.core.errors import first_line
 from marsedge.edge_runtime.errors import ModelError
 from marsedge.edge_runtime.interpreter import interpreter_api, make_interpreter
 from marsedge.errors import MarsEdgeError
@@ -253,7 +254,7 @@ def record_tensors(content: bytes, seed: int = 0) -> dict[int, np.ndarray]:
             "per-op profiling needs an interpreter that can preserve all tensors (ai-edge-litert)"
         ) from None
     except (ValueError, RuntimeError) as exc:
-        raise ProfileError(f"not a TFLite model the interpreter can run: {str(exc).splitlines()[0]}") from None
+        raise ProfileError(f"not a TFLite model the interpreter can run: {first_line(exc)}") from None
     _random_inputs(interpreter, np.random.default_rng(seed))
     interpreter.invoke()
     values = {}
@@ -365,7 +366,7 @@ def profile_ops(model: str | Path, threads: int = 1, runs: int = 20, warmup: int
         try:
             samples = time_invokes(interpreter, runs, warmup)
         except RuntimeError as exc:
-            raise ProfileError(f"op {op.index} ({op.name}) fails alone: {str(exc).splitlines()[0]}") from None
+            raise ProfileError(f"op {op.index} ({op.name}) fails alone: {first_line(exc)}") from None
         rows.append(
             OpTiming(
                 index=op.index,

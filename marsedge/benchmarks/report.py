@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from marsedge.atomic import write_text
+from marsedge.core.atomic import write_text
 from marsedge.benchmarks.bench import BenchResult
 
 logger = logging.getLogger(__name__)

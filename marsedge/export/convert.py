@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from marsedge.core.errors import first_line
 from marsedge.errors import MarsEdgeError
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,7 @@ def to_tflite(
     try:
         content = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{fmt}: TFLite conversion failed: {first}") from None
+        raise ExportError(f"{fmt}: TFLite conversion failed: {first_line(exc)}") from None
     content = cap_op_versions(content)
     if fmt in INT8_FORMATS:
         float_tensors = describe(content)["float_tensors"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from marsedge.atomic import atomic_path
+from marsedge.core.atomic import atomic_path
 
 from marsedge.core.classes import CLASS_COLORS
 
