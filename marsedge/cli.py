@@ -349,6 +349,7 @@ def compare(
     resamples: Annotated[int, typer.Option(min=1, help="Bootstrap draws of whole frames.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Also score the average of the models' class probabilities.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Score every model with test-time flip averaging (as marsedge-run --tta).")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for .tflite models.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -358,7 +359,7 @@ def compare(
     try:
         from marsedge.evaluation.compare import compare_markdown, compare_models
 
-        report = compare_models(sources, data, split, resamples, seed, ensemble, threads)
+        report = compare_models(sources, data, split, resamples, seed, ensemble, threads, tta)
     except MarsEdgeError as exc:
         _fail(str(exc))
     except OSError as exc:

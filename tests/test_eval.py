@@ -169,6 +169,11 @@ def test_compare_same_model_twice_and_their_ensemble(stub_model, mask_pair):
     text = invoke("compare", stub_model, stub_model, "--data", mask_pair, "--split", "all", "--resamples", "10")
     assert text.exit_code == 0, text.output
     assert "95% interval of Δ" in text.stdout and "stub.tflite | 0.3250 | +0.0000 |" in text.stdout
+    # a per-pixel model is its own mirror image: flip averaging changes nothing
+    flipped = invoke("compare", stub_model, "--data", mask_pair, "--split", "all", "--resamples", "10", "--tta", "--json")
+    assert flipped.exit_code == 0, flipped.output
+    report = json.loads(flipped.stdout)
+    assert report["tta"] is True and report["models"][0]["miou"] == pytest.approx(0.325)
 
 
 def test_compare_needs_a_split_it_can_find(stub_model, mask_pair, tmp_path):

@@ -7,7 +7,8 @@ draw. For each model the report gives the difference to the first, its 95% inter
 the draws and how often the model came out ahead: a difference whose interval holds 0
 cannot be told from which frames happened to land in the split. With ``ensemble`` the
 average of the models' class probabilities is scored as one more model (what a set of
-teachers would hand a student through ``marsedge train --teacher``).
+teachers would hand a student through ``marsedge train --teacher``); with ``tta`` every
+model predicts each tile and its mirror image, averaged (``marsedge-run --tta``).
 """
 from __future__ import annotations
 
@@ -76,19 +77,24 @@ def _check_paired(targets: list[EvalTarget], sources: list[str]) -> None:
             )
 
 
-def _ensemble_masks(targets: list[EvalTarget], sources: list[str]) -> np.ndarray:
+def _probabilities(target: EvalTarget, tta: bool) -> np.ndarray:
+    """Class probabilities ``(N, H, W, C)`` of the target's tiles; with ``tta`` the sum
+    over each tile and its left-right mirror (mirrored back), as ``marsedge-run --tta``."""
+    images = target.tiles.images
+    try:
+        probs = target.model.probabilities(images)
+        if tta:
+            probs += target.model.probabilities(np.ascontiguousarray(images[:, :, ::-1]))[:, :, ::-1]
+    except ImageError as exc:
+        raise DataError(str(exc)) from None
+    return probs
+
+
+def _check_classes(targets: list[EvalTarget], sources: list[str]) -> None:
     classes = targets[0].model.output_classes
     for source, target in zip(sources[1:], targets[1:]):
         if not np.array_equal(target.model.output_classes, classes):
             raise MarsEdgeError(f"{source}: predicts classes {list(target.model.output_classes)}, {sources[0]} {list(classes)}")
-    total = None
-    for target in targets:
-        try:
-            probs = target.model.probabilities(target.tiles.images)
-        except ImageError as exc:
-            raise DataError(str(exc)) from None
-        total = probs if total is None else total + probs
-    return np.asarray(classes, np.uint8)[total.argmax(axis=-1)]
 
 
 def compare_models(
@@ -99,6 +105,7 @@ def compare_models(
     seed: int = 0,
     ensemble: bool = False,
     threads: int | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Paired bootstrap of ``sources`` (run directories or .tflite files) on the same tiles.
 
@@ -109,6 +116,7 @@ def compare_models(
         resamples: bootstrap draws.
         seed: seed of the draws.
         ensemble: also score the average of the models' class probabilities.
+        tta: score every model with test-time flip averaging (``marsedge-run --tta``).
         threads: interpreter threads for .tflite models.
 
     Raises:
@@ -125,13 +133,21 @@ def compare_models(
     _check_paired(targets, sources)
     truth = targets[0].tiles.masks
     names = list(sources)
-    confusions = []
+    if ensemble and len(targets) > 1:
+        _check_classes(targets, sources)
+    confusions, total = [], None
     for source, target in zip(sources, targets):
         log.info("scoring %s on %d tiles", source, len(target.tiles))
-        confusions.append(tile_confusions(truth, target.predict_masks()))
+        if tta or ensemble:
+            probs = _probabilities(target, tta)
+            masks = target.model.output_classes[probs.argmax(axis=-1)]
+            total = probs if total is None else total + probs
+        else:
+            masks = target.predict_masks()
+        confusions.append(tile_confusions(truth, masks))
     if ensemble and len(targets) > 1:
         names.append("average of " + " + ".join(Path(s).name for s in sources))
-        confusions.append(tile_confusions(truth, _ensemble_masks(targets, sources)))
+        confusions.append(tile_confusions(truth, targets[0].model.output_classes[total.argmax(axis=-1)]))
     groups = targets[0].groups
     rows = compare(confusions, groups, resamples, seed)
     kinds = [t.kind for t in targets] + (["ensemble"] if len(names) > len(targets) else [])
@@ -142,6 +158,7 @@ def compare_models(
         "frames": int(len(np.unique(groups))),
         "resamples": resamples,
         "seed": seed,
+        "tta": tta,
         "baseline": sources[0],
         "models": [{"model": name, "kind": kind, **row} for name, kind, row in zip(names, kinds, rows)],
     }
@@ -163,7 +180,7 @@ def compare_markdown(report: dict[str, Any]) -> str:
     base = Path(report["baseline"]).name
     lines = [
         f"{report['split']} split of {report['data']}: {report['tiles']} tiles from {report['frames']} frames, "
-        f"{report['resamples']} draws of whole frames",
+        f"{report['resamples']} draws of whole frames" + (", flip-averaged predictions" if report.get("tta") else ""),
         "",
         f"| model | mIoU | Δ vs {base} | 95% interval of Δ | draws ahead | " + " | ".join(CLASS_NAMES[1:]) + " |",
         "|---" * (5 + len(CLASS_NAMES) - 1) + "|",
