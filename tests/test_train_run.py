@@ -135,13 +135,13 @@ def test_cli_train_and_clear_errors(tiny_data, tmp_path):
 
     missing = tmp_path / "nope.npz"
     result = runner.invoke(app, ["train", "--data", str(missing), "--out", str(tmp_path / "r2")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert f"error: {missing}: no such file" in result.output
     assert "Traceback" not in result.output
 
     config.write_text(json.dumps({"los": "focal"}))
     result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r3"), "--config", str(config)])
-    assert result.exit_code == 2 and "unknown config keys: los" in result.output
+    assert result.exit_code == 1 and "unknown config keys: los" in result.output
 
 
 def test_train_without_tensorflow_names_the_extra(tmp_path):
@@ -152,7 +152,7 @@ def test_train_without_tensorflow_names_the_extra(tmp_path):
         "main()\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "pip install 'marsedge[train]'" in result.stderr
     assert "Traceback" not in result.stderr
 

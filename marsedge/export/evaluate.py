@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from marsedge.errors import DataError, MarsEdgeError, RunDirError
+from marsedge.errors import DataError, MarsEdgeError, RunDirError, UsageError
 from marsedge.train.data import CLASS_NAMES, TileSet, file_sha256, load_tiles
 from marsedge.train.metrics import confusion_matrix, iou_report, pixel_agreement
 
@@ -181,7 +181,7 @@ def _split(tiles: TileSet, data: Path, split: str, run_dir: Path | None) -> Tile
     if split == "all":
         return tiles
     if run_dir is None:
-        raise MarsEdgeError(
+        raise UsageError(
             f"--split {split} needs the model's run directory (a run dir as MODEL, or a .tflite whose "
             "metadata names an existing source_run); use --split all"
         )
@@ -205,7 +205,7 @@ def load_target(model: str | Path, data: str | Path, split: str = "all", threads
         MarsEdgeError: missing model, unreadable data, or a split that cannot apply.
     """
     if split not in SPLITS:
-        raise MarsEdgeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     path, data = Path(model), Path(data)
     if path.is_dir():
         run_dir: Path | None = path
