@@ -141,8 +141,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     limit: Annotated[Optional[int], typer.Option(min=4, help="Use about N tiles, whole frames drawn at random with --seed (quick runs).", show_default="all")] = None,
     patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience (epochs).")] = _TRAIN.patience,
-    loss: Annotated[Loss, typer.Option(metavar="NAME", help=f"{', '.join(LOSSES)}.", rich_help_panel=_MODEL)] = Loss(_TRAIN.loss),
-    augment: Annotated[Augment, typer.Option(metavar="NAME", help="none; flips (left-right mirror); mild (adds zoom-in up to 1.2x and small shifts); camera (adds gain, gamma, slight blur, JPEG and sensor noise); robust; strong (adds up-down flips, rotation, zoom, brightness).", rich_help_panel=_MODEL)] = Augment(_TRAIN.augment),
+    loss: Annotated[Loss, typer.Option(metavar="NAME", help=f"{', '.join(LOSSES)}.", rich_help_panel=_MODEL)] = Loss[_TRAIN.loss],
+    augment: Annotated[Augment, typer.Option(metavar="NAME", help="none; flips (left-right mirror); mild (adds zoom-in up to 1.2x and small shifts); camera (adds gain, gamma, slight blur, JPEG and sensor noise); robust; strong (adds up-down flips, rotation, zoom, brightness).", rich_help_panel=_MODEL)] = Augment[_TRAIN.augment],
     base_filters: Annotated[int, typer.Option(min=4, max=256, help="Width of the first U-Net level.", rich_help_panel=_MODEL)] = _TRAIN.model.base_filters,
     keep_background: Annotated[bool, typer.Option("--keep-background", help="Score and predict class 0 (unlabeled) too; by default unlabeled pixels are ignored.", rich_help_panel=_MODEL)] = False,
     init_from: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Start from the best weights of this run directory (fine-tuning: fresh optimizer and schedule; same model shape and split required).", rich_help_panel=_DISTILL)] = None,
@@ -150,9 +150,9 @@ def train(
     distill_weight: Annotated[float, typer.Option(help="Weight of the distillation term (with --teacher).", rich_help_panel=_DISTILL)] = _TRAIN.distill_weight,
     distill_class_weighted: Annotated[bool, typer.Option("--distill-class-weighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", rich_help_panel=_DISTILL)] = False,
     ema_decay: Annotated[float, typer.Option(help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.", rich_help_panel=_DISTILL)] = _TRAIN.ema_decay,
-    ema_select: Annotated[EmaSelect, typer.Option(metavar="NAME", help="With --ema-decay: average (validate and keep the averaged weights) or either (each epoch, whichever of the averaged and raw weights scores higher on val).", rich_help_panel=_DISTILL)] = EmaSelect(_TRAIN.ema_select),
+    ema_select: Annotated[EmaSelect, typer.Option(metavar="NAME", help="With --ema-decay: average (validate and keep the averaged weights) or either (each epoch, whichever of the averaged and raw weights scores higher on val).", rich_help_panel=_DISTILL)] = EmaSelect[_TRAIN.ema_select],
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute (GPU).", rich_help_panel=_HARDWARE)] = False,
-    strategy: Annotated[Strategy, typer.Option(metavar="NAME", help="default, or mirrored (several GPUs on one machine).", rich_help_panel=_HARDWARE)] = Strategy(_TRAIN.strategy),
+    strategy: Annotated[Strategy, typer.Option(metavar="NAME", help="default, or mirrored (several GPUs on one machine).", rich_help_panel=_HARDWARE)] = Strategy[_TRAIN.strategy],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Train a compact U-Net on Mars terrain tiles and write a run directory."""
@@ -239,10 +239,9 @@ def bench(
 ) -> None:
     """Benchmark every export of a run: accuracy, latency, memory, size. Which model should ship?"""
     _setup_logging(verbose)
-    from marsedge.edge_runtime import ModelError
-
     from marsedge.benchmarks import bench as benchmark
     from marsedge.benchmarks import report
+    from marsedge.edge_runtime import ModelError
 
     try:  # option values the parser could not check: a usage error
         settings = benchmark.BenchSettings(

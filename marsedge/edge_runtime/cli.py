@@ -14,8 +14,8 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 
-from .cliutil import USAGE_EXIT_CODE, OneLineErrorsCommand
 from .batch import expand_inputs, output_stem, segment_file, summary
+from .cliutil import USAGE_EXIT_CODE, OneLineErrorsCommand
 from .errors import ImageError, ModelError
 from .imageio import DEFAULT_MAX_PIXELS
 from .segmenter import DEFAULT_MODEL, DEFAULT_TILE_OVERLAP, Segmenter
