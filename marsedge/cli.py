@@ -63,7 +63,7 @@ def _parse_formats(value: str | tuple[str, ...]) -> tuple[str, ...]:
 
 _QUIET_LOGGERS = ("tensorflow", "absl", "matplotlib", "h5py", "PIL")
 DEFAULT_FRAMES = DEFAULT_DATA.parent / "ai4mars-msl-256"
-SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mars_edge_fr_t20.json"
+SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "marsedge_navcam.json"
 
 
 def _setup_logging(verbose: bool) -> None:

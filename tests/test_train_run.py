@@ -75,7 +75,7 @@ def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
 def test_wall_time_survives_a_process_killed_after_its_checkpoint(tiny_data, tmp_path):
     """The training time in metrics.json covers every process of a resumed run. It used to
     add only a finished run's metrics.json, so a run killed mid-way (no metrics.json yet)
-    and resumed reported the last process's time alone (teacher_fr24_kd: 67 of 91 min)."""
+    and resumed reported the last process's time alone (a teacher run: 67 of 91 min)."""
     out = tmp_path / "run"
     train(_config(tiny_data, out, epochs=1), progress=False)
     first = json.loads((out / "state.json").read_text())["wall_seconds"]

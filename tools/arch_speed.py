@@ -24,12 +24,12 @@ import numpy as np
 ROUNDS = 10  # alternating timing rounds per model pair
 
 DEFAULT_CONFIGS = [  # every field that differs from ModelConfig's defaults is spelled out
-    {"base_filters": 12, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},  # mars_cpu
+    {"base_filters": 12, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},  # full resolution, base 12
     {"base_filters": 8, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},
     {"base_filters": 16, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},
     {"base_filters": 16, "depth": 2, "bottleneck_filters": None, "stem_stride": 2},
     {"base_filters": 24, "depth": 2, "bottleneck_filters": None, "stem_stride": 2},
-    {"base_filters": 24, "depth": 3, "bottleneck_filters": 96, "stem_stride": 2},  # mars_edge (shipped)
+    {"base_filters": 24, "depth": 3, "bottleneck_filters": 96, "stem_stride": 2},  # the half-resolution model shipped before the full-resolution one
     {"base_filters": 24, "depth": 3, "bottleneck_filters": None, "stem_stride": 2},
 ]
 

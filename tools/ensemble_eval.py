@@ -1,6 +1,6 @@
 """Score runs, alone and averaged, with and without flip averaging, on a split of their data.
 
-    python tools/ensemble_eval.py runs/mars_edge_nw runs/teacher_w32 --split val
+    python tools/ensemble_eval.py runs/teachers/half_res_24 runs/teachers/half_res_32 --split val
 
 What a set of teacher runs would hand a student (``marsedge train --teacher``): one row per
 run and one for their average, each plain and flip-averaged (Keras float models). All runs

@@ -1,7 +1,7 @@
 """Where a model's remaining errors are: label boundaries, big rock, the halves of a frame.
 
     python tools/error_anatomy.py marsedge/edge_runtime/models/marsedge_int8.tflite \
-        --config configs/mars_edge_fr_t20.json --split val
+        --config configs/marsedge_navcam.json --split val
 
 Runs a .tflite through the edge runtime on a split of the data that ``--config`` (a config
 file, or a run directory's ``config.json``) defines, and prints three small tables:

@@ -1,7 +1,7 @@
 """How far apart two runs really are: a paired bootstrap over NavCam frames.
 
-    python tools/paired_bootstrap.py runs/mars_edge_kd2 runs/mars_edge_kd6 runs/mars_edge_kd7 --split val test
-    python tools/paired_bootstrap.py runs/mars_edge_fr runs/mars_edge_fr_t20 --export marsedge_qat.tflite
+    python tools/paired_bootstrap.py runs/teachers/full_res_16_distilled runs/marsedge_navcam --split val test
+    python tools/paired_bootstrap.py runs/teachers/full_res_16_distilled runs/marsedge_navcam --export marsedge_qat.tflite
 
 Scores the Keras float model of each run (or, with ``--export NAME``, each run's
 ``export/NAME``, e.g. the QAT int8 file) on the split, tile by tile, then draws whole
