@@ -144,7 +144,7 @@ def train(
     loss: Annotated[Loss, typer.Option(metavar="NAME", help=f"{', '.join(LOSSES)}.", rich_help_panel=_MODEL)] = Loss[_TRAIN.loss],
     augment: Annotated[Augment, typer.Option(metavar="NAME", help="none; flips (left-right mirror); mild (adds zoom-in up to 1.2x and small shifts); camera (adds gain, gamma, slight blur, JPEG and sensor noise); robust; strong (adds up-down flips, rotation, zoom, brightness).", rich_help_panel=_MODEL)] = Augment[_TRAIN.augment],
     base_filters: Annotated[int, typer.Option(min=4, max=256, help="Width of the first U-Net level.", rich_help_panel=_MODEL)] = _TRAIN.model.base_filters,
-    keep_background: Annotated[bool, typer.Option("--keep-background", help="Score and predict class 0 (unlabeled) too; by default unlabeled pixels are ignored.", rich_help_panel=_MODEL)] = False,
+    keep_unlabeled: Annotated[bool, typer.Option("--keep-unlabeled", help="Score and predict class 0 (unlabeled) too; by default unlabeled pixels are ignored.", rich_help_panel=_MODEL)] = False,
     init_from: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Start from the best weights of this run directory (fine-tuning: fresh optimizer and schedule; same model shape and split required).", rich_help_panel=_DISTILL)] = None,
     teacher: Annotated[Optional[list[Path]], typer.Option(metavar="RUN", help="Distil from this run directory's best weights, or from a .tflite it exported (repeat for an ensemble; same data and split required).", rich_help_panel=_DISTILL)] = None,
     distill_weight: Annotated[float, typer.Option(help="Weight of the distillation term (with --teacher).", rich_help_panel=_DISTILL)] = _TRAIN.distill_weight,
@@ -190,7 +190,7 @@ def train(
             changes["distill_class_weighted"] = True
         if mixed_precision:
             changes["mixed_precision"] = True
-        if keep_background:
+        if keep_unlabeled:
             changes["ignore_background"] = False
         if "base_filters" in given:
             changes["model"] = {"base_filters": base_filters}
