@@ -4,7 +4,7 @@ Latency does not depend on trained weights, so a model shape can be judged for i
 speed in seconds: build it from a ModelConfig with random weights, convert it to
 float32 and to full-integer int8 (PTQ, calibrated on a few tiles), and time both with
 the edge runtime's interpreter at each thread count. This is how the shipped
-architecture was chosen (benchmarks/arch_speed.md).
+architecture was chosen (docs/research.md, "Speed").
 
     python tools/arch_speed.py                      # the comparison in benchmarks/arch_speed.md
     python tools/arch_speed.py --configs '[{"base_filters": 16}]' --threads 1,2,4

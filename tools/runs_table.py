@@ -1,4 +1,4 @@
-"""Print a Markdown table of training runs for benchmarks/experiments.md.
+"""Print a Markdown table of training runs, one row per run directory.
 
     python tools/runs_table.py runs/abl_flips runs/abl_strong runs/abl_se ... [--baseline runs/abl_flips]
 
