@@ -1,7 +1,7 @@
 """How a .tflite model holds up when the image changes the way a rover's camera might.
 
-    python tools/robustness_eval.py runs/mars_edge_fr_t20 --split test             # the bundled model
-    python tools/robustness_eval.py runs/mars_edge_fr_t20 --model runs/mars_edge_fr_t20/export/marsedge_float32.tflite
+    python tools/robustness_eval.py runs/marsedge_navcam --split test             # the bundled model
+    python tools/robustness_eval.py runs/marsedge_navcam --model runs/marsedge_navcam/export/marsedge_float32.tflite
 
 Scores the model through the edge runtime on the run's split, once on the tiles as they
 are and once per perturbation: exposure (gain, offset, gamma, contrast), sensor noise,
