@@ -95,7 +95,7 @@ def test_eval_rejects_tiles_of_another_size(stub_model, tmp_path):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.ones((32, 32), np.uint8)).save(tmp_path / "a_mask.png")
     result = invoke("eval", stub_model, "--data", tmp_path)
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # data the model cannot take: a data error
     assert result.stderr.strip() == "error: tiles are 32x32 but the model takes 64x128; evaluate on tiles of the model's input size"
 
 
@@ -103,20 +103,21 @@ def test_eval_rejects_tiles_of_another_size(stub_model, tmp_path):
     "args, message",
     [
         (["--split", "val"], "--split val needs the model's run directory"),
-        (["--split", "everything"], "split must be one of all, train, val, test"),
+        (["--split", "everything"], "'everything' is not one of 'all', 'train', 'val', 'test'"),
     ],
 )
 def test_eval_split_errors(stub_model, mask_pair, args, message):
     result = invoke("eval", stub_model, "--data", mask_pair, *args)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: ")
 
 
 def test_eval_missing_model_and_data(tmp_path, mask_pair):
     result = invoke("eval", tmp_path / "nope.tflite", "--data", mask_pair)
-    assert result.exit_code == 2 and "no such model file or run directory" in result.stderr
+    assert result.exit_code == 1 and "no such model file or run directory" in result.stderr
     (tmp_path / "junk.tflite").write_bytes(b"not a model")
     result = invoke("eval", tmp_path / "junk.tflite", "--data", mask_pair)
-    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
 
 
 def test_eval_anatomy_reads_where_the_errors_are(stub_model, mask_pair):

@@ -1,7 +1,7 @@
 """The TFLite interpreter, from the lightest package that provides one.
 
-Order: ``ai_edge_litert`` (LiteRT, the base dependency), ``tflite_runtime`` (older Pi
-images), then ``tensorflow.lite`` as a last resort on a development machine. The import
+Order: ``ai_edge_litert`` (LiteRT, the base dependency), ``tflite_runtime`` (what
+32-bit ARM boards install instead, by a platform marker in pyproject.toml), then ``tensorflow.lite`` as a last resort on a development machine. The import
 happens on first use, so reading metadata or images never pays for it.
 """
 
@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import platform
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -46,9 +47,17 @@ def interpreter_api() -> tuple[type, Any, str]:
 
         return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tensorflow.lite"
     except ImportError:
-        raise ModelError(
-            "no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert)"
-        ) from None
+        raise ModelError(no_interpreter_message()) from None
+
+
+def no_interpreter_message(machine: str | None = None) -> str:
+    """What to install when no interpreter package imports, for this CPU (one line)."""
+    machine = machine or platform.machine()
+    if machine.startswith(("armv7", "armv6")):  # 32-bit Raspberry Pi OS: LiteRT has no wheel
+        package = "tflite-runtime (LiteRT has no 32-bit ARM wheel; see docs/pi.md)"
+    else:
+        package = "ai-edge-litert"
+    return f"no TFLite interpreter (tried ai_edge_litert, tflite_runtime, tensorflow): pip install {package}"
 
 
 def make_interpreter(model_content: bytes, threads: int | None = None, reference_kernels: bool = False) -> Any:

@@ -17,7 +17,7 @@ import numpy as np
 from marsedge.core.classes import CLASS_NAMES
 from marsedge.core.metrics import score
 from marsedge.edge_runtime.errors import ImageError, ModelError
-from marsedge.errors import DataError, MarsEdgeError, RunDirError
+from marsedge.errors import DataError, MarsEdgeError, RunDirError, UsageError
 from marsedge.train.data import TileSet, file_sha256, frame_groups, load_tiles
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def split_indices(tiles: TileSet, data: Path, split: str, run_dir: Path | None) 
     if split == "all":
         return np.arange(len(tiles))
     if run_dir is None:
-        raise MarsEdgeError(
+        raise UsageError(
             f"--split {split} needs the model's run directory (a run dir as MODEL, or a .tflite whose "
             "metadata names an existing source_run); use --split all"
         )
@@ -119,7 +119,7 @@ def load_target(model: str | Path, data: str | Path, split: str = "all", threads
         MarsEdgeError: missing model, unreadable data, or a split that cannot apply.
     """
     if split not in SPLITS:
-        raise MarsEdgeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     data = Path(data)
     kind, predictor, run_dir = open_model(model, threads)
     every = load_tiles(data)

@@ -108,6 +108,7 @@ def model_metadata(
         norm = {"mean": float(normalization[0]), "std": float(normalization[1]), "in_model": False}
     return build_metadata(
         name=f"{run.path.name}-{PRECISIONS[fmt]}",
+        model_name=run.path.name,  # the user's name for the model: its run directory's
         precision=PRECISIONS[fmt],
         height=height,
         width=width,
