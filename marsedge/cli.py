@@ -298,10 +298,10 @@ def bench(
 
 
 def _profile_ops(settings, out: Path, json_output: bool, write_doc: Path | None, doc_note: str | None) -> None:
-    from marsedge.core.atomic import write_text
     from marsedge.benchmarks.bench import discover
     from marsedge.benchmarks.ops import profile_ops
     from marsedge.benchmarks.report import OPS_BEGIN, OPS_END, ops_markdown, update_doc
+    from marsedge.core.atomic import write_text
 
     candidates, _ = discover(settings)
     models = [c for c in candidates if c.kind == "tflite"]

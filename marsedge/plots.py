@@ -4,6 +4,7 @@
 Matplotlib (the ``[train]`` extra) is imported only when a plot is drawn, with the Agg
 backend, so no display is needed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -87,7 +88,9 @@ def confusion_png(matrix: Any, path: str | Path, class_names: Sequence[str] = CL
     for r in range(len(rows)):
         for c in range(len(names)):
             colour = "white" if shares[r, c] > 0.5 else "black"
-            axes.text(c, r, f"{shares[r, c]:.0%}\n{int(counts[r, c]):,}", ha="center", va="center", fontsize=7, color=colour)
+            axes.text(
+                c, r, f"{shares[r, c]:.0%}\n{int(counts[r, c]):,}", ha="center", va="center", fontsize=7, color=colour
+            )
     figure.tight_layout()
     return _save(plt, figure, path)
 

@@ -1,4 +1,5 @@
 """The one progress bar of the ``marsedge`` command (training, benchmarks, op profiles)."""
+
 from __future__ import annotations
 
 import sys

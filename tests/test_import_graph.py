@@ -6,6 +6,7 @@ inside a function, is an edge. No two nodes may import each other, directly or r
 loop, and the edge runtime imports nothing but itself, ``marsedge.core``, the standard
 library, numpy, Pillow, Typer and the TFLite interpreters.
 """
+
 from __future__ import annotations
 
 import ast

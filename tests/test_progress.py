@@ -1,4 +1,5 @@
 """marsedge.progress and marsedge.plots: one progress bar for the CLI and training; the run plots."""
+
 from __future__ import annotations
 
 import io

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from marsedge.core.atomic import write_text
 from marsedge.benchmarks.bench import BenchResult
+from marsedge.core.atomic import write_text
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 Numpy only; used by training, export, evaluation, benchmarks and the tools.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,9 +57,7 @@ def iou_report(cm: np.ndarray, class_names: tuple[str, ...]) -> dict:
     ious = class_iou(cm)
     return {
         "mean_iou": mean_iou(cm),
-        "class_iou": {
-            class_names[c]: (None if np.isnan(ious[c]) else float(ious[c])) for c in SCORED_CLASSES
-        },
+        "class_iou": {class_names[c]: (None if np.isnan(ious[c]) else float(ious[c])) for c in SCORED_CLASSES},
         "confusion_matrix": np.asarray(cm).astype(int).tolist(),
     }
 

@@ -166,7 +166,11 @@ class TileModel:
         if out_shape != out_expected:
             raise ModelError(
                 f"wrong output shape {out_shape}, expected {out_expected} "
-                + (f"({classes} output_classes in the metadata)" if self.metadata is not None else f"({classes} classes)")
+                + (
+                    f"({classes} output_classes in the metadata)"
+                    if self.metadata is not None
+                    else f"({classes} classes)"
+                )
             )
         if outputs[0]["dtype"] not in TENSOR_DTYPES:
             raise ModelError(f"unsupported output type {np.dtype(outputs[0]['dtype']).name}")

@@ -9,6 +9,7 @@ Three readings of one prediction on labelled tiles:
 - the top and bottom tile of each frame (tiles ``2i`` and ``2i+1`` of the AN2DL file)
   scored apart, when the tiles come in such pairs.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -108,6 +109,8 @@ def anatomy_markdown(result: dict[str, Any]) -> str:
     if "halves" in result:
         lines += ["", "| tiles | mIoU | " + " | ".join(CLASS_NAMES[1:]) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
         for name, report in result["halves"].items():
-            cells = " | ".join("-" if report["class_iou"][c] is None else f"{report['class_iou'][c]:.3f}" for c in CLASS_NAMES[1:])
+            cells = " | ".join(
+                "-" if report["class_iou"][c] is None else f"{report['class_iou'][c]:.3f}" for c in CLASS_NAMES[1:]
+            )
             lines.append(f"| {name} | {report['mean_iou']:.4f} | {cells} |")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ average of the models' class probabilities is scored as one more model (what a s
 teachers would hand a student through ``marsedge train --teacher``); with ``tta`` every
 model predicts each tile and its mirror image, averaged (``marsedge-run --tta``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 DEFAULT_RESAMPLES = 2000
 
 
-def bootstrap(confusions: list[np.ndarray], groups: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+def bootstrap(
+    confusions: list[np.ndarray], groups: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> np.ndarray:
     """Mean IoU of each model on ``resamples`` draws of whole groups: ``(resamples, models)``.
 
     Args:
@@ -48,7 +51,9 @@ def bootstrap(confusions: list[np.ndarray], groups: np.ndarray, resamples: int =
     return scores
 
 
-def compare(confusions: list[np.ndarray], groups: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> list[dict]:
+def compare(
+    confusions: list[np.ndarray], groups: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> list[dict]:
     """Each model against the first: its mIoU, the difference, 95% interval, share of draws ahead."""
     scores = bootstrap(confusions, groups, resamples, seed)
     base = mean_iou(confusions[0].sum(axis=0))
@@ -94,7 +99,9 @@ def _check_classes(targets: list[EvalTarget], sources: list[str]) -> None:
     classes = targets[0].model.output_classes
     for source, target in zip(sources[1:], targets[1:]):
         if not np.array_equal(target.model.output_classes, classes):
-            raise MarsEdgeError(f"{source}: predicts classes {list(target.model.output_classes)}, {sources[0]} {list(classes)}")
+            raise MarsEdgeError(
+                f"{source}: predicts classes {list(target.model.output_classes)}, {sources[0]} {list(classes)}"
+            )
 
 
 def compare_models(
@@ -186,7 +193,9 @@ def compare_markdown(report: dict[str, Any]) -> str:
         "|---" * (5 + len(CLASS_NAMES) - 1) + "|",
     ]
     for row in report["models"]:
-        cells = " | ".join("-" if row["class_iou"][c] is None else f"{row['class_iou'][c]:.3f}" for c in CLASS_NAMES[1:])
+        cells = " | ".join(
+            "-" if row["class_iou"][c] is None else f"{row['class_iou'][c]:.3f}" for c in CLASS_NAMES[1:]
+        )
         lines.append(
             f"| {row['model']} | {row['miou']:.4f} | {row['delta']:+.4f} | {row['low']:+.4f} .. {row['high']:+.4f} "
             f"| {row['ahead']:.0%} | {cells} |"

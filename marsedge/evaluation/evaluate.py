@@ -5,6 +5,7 @@ Tile data sets (the AN2DL .npz, PNG tile folders) are at model resolution alread
 scale 1; whole camera frames go through the runtime's resize rule instead
 (:func:`marsedge.benchmarks.frames.evaluate_frames`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,7 +82,9 @@ def split_indices(tiles: TileSet, data: Path, split: str, run_dir: Path | None) 
 
     run = rundir.read_run(run_dir, need_weights=False)
     if run.data_sha256 and data.is_file() and file_sha256(data) != run.data_sha256:
-        raise DataError(f"{data}: not the data file of run {run_dir}, so its {split} split does not apply; use --split all")
+        raise DataError(
+            f"{data}: not the data file of run {run_dir}, so its {split} split does not apply; use --split all"
+        )
     indices = rundir.split_indices(run)
     if split not in indices:
         raise RunDirError(f"{run_dir}: no '{split}' split")

@@ -5,6 +5,7 @@ differs from the baseline's config, parameters, MACs, epochs (best), training ti
 throughput, val and test mean IoU (classes 1..4), test IoU per class, and the change in
 val and test mean IoU against the baseline run (the first, unless another is named).
 """
+
 from __future__ import annotations
 
 import csv
@@ -118,7 +119,8 @@ def runs_markdown(rows: list[dict[str, Any]]) -> str:
     """The rows of :func:`runs_summary` as a Markdown table."""
     lines = [
         "| run | change | params | MACs/tile | epochs (best) | train min | img/s | val mIoU | Δ val | test mIoU | Δ test | "
-        + " | ".join(CLASSES) + " |",
+        + " | ".join(CLASSES)
+        + " |",
         "|---" * (11 + len(CLASSES)) + "|",
     ]
     for row in rows:
@@ -129,7 +131,8 @@ def runs_markdown(rows: list[dict[str, Any]]) -> str:
             f"{_cell(row['epochs_run'], '')} ({_cell(row['best_epoch'], '')}) | {_cell(row['train_minutes'], '.0f')} | "
             f"{_cell(row['images_per_s'], '.0f')} | {row['val_miou']:.3f} | {row['val_delta']:+.3f} | "
             f"{_cell(row['test_miou'], '.3f')} | {_cell(row['test_delta'], '+.3f')} | "
-            + " | ".join(_cell(row["test_class_iou"][c], ".3f") for c in CLASSES) + " |"
+            + " | ".join(_cell(row["test_class_iou"][c], ".3f") for c in CLASSES)
+            + " |"
         )
     return "\n".join(lines)
 

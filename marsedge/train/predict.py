@@ -1,4 +1,5 @@
 """Class masks and probabilities from a Keras model, tile by tile (needs the train extra)."""
+
 from __future__ import annotations
 
 from pathlib import Path

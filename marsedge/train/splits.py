@@ -4,6 +4,7 @@ Deterministic: the same config and data file give the same split, so export, eva
 and distillation find a run's tiles again by reading the file (``split.npz`` holds indices
 into the whole file, also when ``limit`` picks a subset).
 """
+
 from __future__ import annotations
 
 import numpy as np
