@@ -179,11 +179,11 @@ def test_compare_same_model_twice_and_their_ensemble(stub_model, mask_pair):
 
 def test_compare_needs_a_split_it_can_find(stub_model, mask_pair, tmp_path):
     result = invoke("compare", stub_model, "--data", mask_pair)  # --split val, but no run directory
-    assert result.exit_code != 0 and "needs the model's run directory" in result.stderr
+    assert result.exit_code == 2 and "needs the model's run directory" in result.stderr  # a usage error
     result = invoke("compare", tmp_path / "nope.tflite", "--data", mask_pair, "--split", "all")
-    assert result.exit_code != 0 and "no such model file or run directory" in result.stderr
+    assert result.exit_code == 1 and "no such model file or run directory" in result.stderr
     result = invoke("compare", stub_model, "--split", "all")
-    assert result.exit_code != 0 and "give --data" in result.stderr
+    assert result.exit_code == 2 and "give --data" in result.stderr
 
 
 def test_new_commands_have_help():

@@ -74,8 +74,8 @@ def test_marsedge_runs_names_a_missing_or_unfinished_run(tmp_path):
     from marsedge.cli import app
 
     result = CliRunner().invoke(app, ["runs", str(tmp_path / "nope")])
-    assert result.exit_code != 0 and "nope: run directory not found" in result.stderr
+    assert result.exit_code == 1 and "nope: run directory not found" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(app, ["runs", str(empty)])
-    assert result.exit_code != 0 and "neither a run directory nor a folder" in result.stderr
+    assert result.exit_code == 1 and "neither a run directory nor a folder" in result.stderr

@@ -22,7 +22,7 @@ import numpy as np
 from marsedge.core.classes import CLASS_NAMES
 from marsedge.core.metrics import class_iou, mean_iou, tile_confusions
 from marsedge.edge_runtime.errors import ImageError
-from marsedge.errors import DataError, MarsEdgeError
+from marsedge.errors import DataError, MarsEdgeError, UsageError
 from marsedge.evaluation.evaluate import EvalTarget, load_target
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,9 @@ def compare_models(
     """
     sources = [str(s) for s in sources]
     if len(sources) < 1:
-        raise MarsEdgeError("give at least one run directory or .tflite")
+        raise UsageError("give at least one run directory or .tflite")
     if resamples < 1:
-        raise MarsEdgeError(f"resamples must be 1 or more, got {resamples}")
+        raise UsageError(f"resamples must be 1 or more, got {resamples}")
     if data is None:
         data = _run_data(sources[0])
     targets = [load_target(source, data, split, threads) for source in sources]
@@ -178,7 +178,7 @@ def _run_data(source: str) -> Path:
     path = Path(source)
     run_dir = path if path.is_dir() else source_run(path) if path.is_file() else None
     if run_dir is None:
-        raise MarsEdgeError(f"{source}: no run directory to take the data file from; give --data")
+        raise UsageError(f"{source}: no run directory to take the data file from; give --data")
     return Path(rundir.read_run(run_dir, need_weights=False).config.data)
 
 
