@@ -331,6 +331,64 @@ def format_report(report: dict) -> str:
 
 
 @app.command()
+def batch(
+    sources: Annotated[list[str], typer.Argument(metavar="SOURCE...", help="Folders, globs, image files, or text files listing one path per line; local paths or URIs pyarrow reads (s3://, gs://).")],
+    out: Annotated[Path, typer.Option(help="Output directory (shared by every worker): <stem>_mask.png, <stem>.json, <stem>_overlay.png with --overlay, and marsedge-batch.parquet.")],
+    address: Annotated[Optional[str], typer.Option(help="Ray instance: local (start one here), auto (the one `ray start --head` started on this machine), HOST:PORT or ray://HOST:10001 [default: $RAY_ADDRESS, else local].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray actors, each holding one segmenter [default: CPUs / --threads].", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads per actor [default: CPUs / --workers, so workers x threads = CPUs].", show_default=False)] = None,
+    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write <stem>_overlay.png.")] = False,
+    model: Annotated[Optional[Path], typer.Option(help="marsedge .tflite model [default: the bundled int8 model].", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per actor call.")] = 4,
+    max_pixels: Annotated[int, typer.Option(min=0, help="Refuse larger frames, as marsedge-run --max-pixels; 0 = off.")] = 64_000_000,
+    tile_overlap: Annotated[int, typer.Option(min=0, help="Pixels shared by neighbouring tiles (as marsedge-run).")] = 16,
+    frame_width: Annotated[Optional[float], typer.Option(metavar="PX", help="Each input is a crop of a frame PX pixels wide (as marsedge-run).", show_default=False)] = None,
+    scale: Annotated[Optional[float], typer.Option(metavar="S", help="Resize every input by S model pixels per input pixel (as marsedge-run).", show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra)."""
+    _setup_logging(verbose)
+    if frame_width is not None and scale is not None:
+        _exit("give --frame-width or --scale, not both", 2)
+    from marsedge.cluster.batch import BatchOptions, run_batch
+    from marsedge.edge_runtime import ModelError, SegmenterOptions
+
+    options = BatchOptions(
+        sources=tuple(sources), out=out, address=address, workers=workers, threads=threads, overlay=overlay,
+        max_pixels=max_pixels or None, batch_size=batch_size,
+        segmenter=SegmenterOptions(model=model, tile_overlap=tile_overlap, frame_width=frame_width, scale=scale),
+    )
+    try:
+        result = run_batch(options, progress=_progress_bar())
+    except ModelError as exc:
+        _exit(f"{model or 'bundled model'}: {exc}", 1)
+    except ValueError as exc:  # a resize or tiling option the model cannot take
+        _exit(str(exc), 2)
+    except MarsEdgeError as exc:
+        _exit(str(exc), 1)
+    except OSError as exc:
+        _exit(f"{exc.filename or out}: {exc.strerror or exc}", 1)
+    except KeyboardInterrupt:
+        _exit("interrupted; run the same command again to finish the rest", 130)
+    for source, message in result.problems:
+        typer.echo(f"error: {source}: {message}", err=True)
+    for row in result.rows:
+        if row["status"] == "failed":
+            typer.echo(f"error: {row['path']}: {row['error']}", err=True)
+    rate = f", {result.frames_per_second:.1f} frames/s on {result.workers} worker(s) x {result.threads} thread(s)" if result.segmented else ""
+    typer.echo(
+        f"{result.segmented} segmented, {result.earlier} done earlier, {result.failed} failed{rate}; table {result.table}"
+    )
+    if result.failed or result.problems:
+        raise typer.Exit(code=1)
+
+
+def _exit(message: str, code: int) -> None:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code=code)
+
+
+@app.command()
 def version() -> None:
     """Print the marsedge version."""
     typer.echo(__version__)
