@@ -151,7 +151,8 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
+    # token authentication on for every process (Ray does not turn it on for an explicit address)
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", PYTHONPATH=str(ROOT))
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -248,7 +249,8 @@ def test_a_killed_job_resumes_and_masks_match_marsedge_run(ray_head, archive, tm
         while len(list(out.glob("frame_*.json"))) < 3 and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the job's own process group: its driver
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)  # the job's own process group: its driver
         job.wait()
     time.sleep(3)  # Ray ends the dead driver's actors
     before = {n: t for n, t in _outputs(out).items() if n.endswith(".json")}

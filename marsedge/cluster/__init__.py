@@ -52,7 +52,7 @@ def connect(address: str | None, num_cpus: int | None = None, what: str = "this 
         if address is None and os.environ.get("RAY_ADDRESS"):
             target: str | None = os.environ["RAY_ADDRESS"]
         else:
-            target = None
+            target = LOCAL  # a new instance, even if `ray start` runs one on this machine
             settings.update(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False)
     else:
         target = address
@@ -60,8 +60,12 @@ def connect(address: str | None, num_cpus: int | None = None, what: str = "this 
     try:
         ray.init(address=target, **settings)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        where = f"the Ray instance at {target}" if target else "a local Ray instance"
-        raise MarsEdgeError(f"cannot reach {where}: {' '.join(str(exc).split())[:300]}") from None
+        where = f"the Ray instance at {target}" if target != LOCAL else "a local Ray instance"
+        hint = ""
+        if target not in (LOCAL, AUTO) and "RAY_AUTH_MODE" not in os.environ:
+            # Ray enables token authentication for an explicit address only when asked to
+            hint = " (an instance with token authentication also needs RAY_AUTH_MODE=token and its token)"
+        raise MarsEdgeError(f"cannot reach {where}: {' '.join(str(exc).split())[:300]}{hint}") from None
     for name in ("ray", "ray.data", "ray.train"):  # Ray's own notices; its warnings and errors still show
         logging.getLogger(name).setLevel(logging.WARNING)
     return ray
