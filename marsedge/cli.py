@@ -75,6 +75,8 @@ def train(
     patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience (epochs).")] = None,
     mixed_precision: Annotated[bool, typer.Option(help="float16 compute (GPU).")] = False,
     strategy: Annotated[Optional[str], typer.Option(help="default or mirrored (several GPUs).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Train on N Ray Train workers (MultiWorkerMirroredStrategy; the cluster extra): global batch = --batch-size x N, peak learning rate x sqrt(N) unless --learning-rate is given (then used as is). 1 = this process, no Ray.")] = 1,
+    address: Annotated[Optional[str], typer.Option(help="Ray instance for --workers: local, auto, HOST:PORT or ray://HOST:10001 [default: $RAY_ADDRESS, else local].", show_default=False)] = None,
     keep_background: Annotated[bool, typer.Option("--keep-background", help="Score and predict class 0 too (default: ignore unlabeled pixels).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -112,9 +114,14 @@ def train(
         if base_filters is not None:
             changes["model"] = {"base_filters": base_filters}
         settings = base.replace(**changes)
-        from marsedge.train.trainer import train as run_training
+        if workers > 1 or address is not None:
+            from marsedge.cluster.train import train_on_ray
 
-        metrics = run_training(settings, resume=resume)
+            metrics = train_on_ray(settings, workers, address, resume, learning_rate_given=learning_rate is not None)
+        else:
+            from marsedge.train.trainer import train as run_training
+
+            metrics = run_training(settings, resume=resume)
     except MarsEdgeError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

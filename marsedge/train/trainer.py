@@ -11,6 +11,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,17 @@ def predict_classes(model, images: np.ndarray, output_classes: list[int], batch_
     return np.asarray(output_classes, dtype=np.uint8)[np.argmax(logits, axis=-1)]
 
 
+def _predict_local(model, images: np.ndarray, output_classes: list[int], batch_size: int = 64) -> np.ndarray:
+    """:func:`predict_classes` by direct calls on this worker alone: no collective ops, so
+    one worker of several validates without the others."""
+    ids = np.asarray(output_classes, dtype=np.uint8)
+    parts = [
+        ids[np.argmax(np.asarray(model(images[i : i + batch_size, ..., None].astype(np.float32), training=False)), -1)]
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(images.shape, np.uint8)
+
+
 class _Progress:
     """A one-line progress bar on stderr (per batch on a terminal, per epoch otherwise)."""
 
@@ -294,11 +306,23 @@ def _promote_pending_best(out: Path) -> None:
             temporary.unlink()
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    strategy=None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict:
     """Train a model and write the run directory; returns the final metrics.
 
     With ``resume`` the run continues from the last complete checkpoint in ``config.out``
     (same data, split and optimizer state).
+
+    ``strategy``: a ``tf.distribute`` strategy made by the caller, one of several workers
+    running this same function in step (``marsedge.cluster.train``: Ray Train and
+    ``MultiWorkerMirroredStrategy``); ``config.batch_size`` is then the global batch,
+    split between the workers, and each worker validates on its own. ``on_epoch_end(epoch,
+    history_row)`` is called once an epoch is committed to the run directory.
 
     Raises:
         MarsEdgeError: bad data, a run directory in the way, or a diverged loss.
@@ -329,7 +353,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    distributed = strategy is not None
     device = _device_summary(tf)
+    if distributed:
+        device = f"{strategy.num_replicas_in_sync} workers (MultiWorkerMirroredStrategy), each {device}"
+    predict = _predict_local if distributed else predict_classes
     log.info("device: %s", device)
 
     train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
@@ -347,7 +375,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         keras.backend.clear_session()  # drop the teachers; the student starts from the same seed as without them
         keras.utils.set_random_seed(config.seed)
     steps = max(len(train_images) // config.batch_size, 1)
-    strategy = _strategy(tf, config.strategy)
+    strategy = strategy or _strategy(tf, config.strategy)
     with strategy.scope():
         model = build_unet(
             config.model,
@@ -405,6 +433,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             train_images, train_masks, config.batch_size, True, config.seed, epoch, config.augment, soft,
             sources=train_sources,
         )
+        if distributed:  # every worker builds the same pipeline; each takes its share of every global batch
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            dataset = dataset.with_options(options)
         bar = _Progress(keras, epoch, config.epochs, steps, config.batch_size, progress)
         tick = time.perf_counter()
         callbacks = [bar.callback] + ([average.callback] if average else [])
@@ -419,14 +451,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 else f"no epoch completed, so {out} holds no checkpoint"
             )
             raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (loss {train_loss}); {kept}")
-        prediction = predict_classes(model, val_images, derived["output_classes"])
+        prediction = predict(model, val_images, derived["output_classes"])
         report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
         raw, use_raw = {}, False
         if average:  # the averaged weights are validated and saved; the raw ones logged beside them
             raw_report, raw_prediction = report, prediction
             raw = {"val_miou_raw": round(raw_report["mean_iou"], 6)}
             with average.applied():
-                prediction = predict_classes(model, val_images, derived["output_classes"])
+                prediction = predict(model, val_images, derived["output_classes"])
             report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
             if config.ema_select == "either":  # ... or offered for the best checkpoint when they score higher
                 use_raw = raw_report["mean_iou"] > report["mean_iou"]
@@ -477,14 +509,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             " ".join(f"{n} {v:.3f}" for n, v in report["class_iou"].items() if v is not None),
             row["images_per_s"], row["epoch_seconds"],
         )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
 
+    if distributed:  # the best weights go into a model of this worker alone (mirrored variables refuse them)
+        model = build_unet(
+            config.model, input_shape=tuple(derived["input_shape"]), num_outputs=len(derived["output_classes"]),
+            mean=derived["mean"], std=derived["std"],
+        )  # fmt: skip
     model.load_weights(str(out / rundir.BEST_WEIGHTS))
     metrics = {
         "marsedge_version": __version__,
         "best_epoch": best_epoch + 1,
         "epochs_run": len(history),
         "val": iou_report(
-            confusion_matrix(val_masks, predict_classes(model, val_images, derived["output_classes"])), CLASS_NAMES
+            confusion_matrix(val_masks, predict(model, val_images, derived["output_classes"])), CLASS_NAMES
         ),
         "parameters": params,
         "macs_per_tile": macs,
@@ -497,7 +536,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if len(split["test"]):
         test_images, test_masks = tiles.images[split["test"]], tiles.masks[split["test"]]
         metrics["test"] = iou_report(
-            confusion_matrix(test_masks, predict_classes(model, test_images, derived["output_classes"])), CLASS_NAMES
+            confusion_matrix(test_masks, predict(model, test_images, derived["output_classes"])), CLASS_NAMES
         )
     write_json(out / rundir.METRICS_FILE, metrics)
     log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], best_epoch + 1, out)
