@@ -313,3 +313,51 @@ def test_the_command_starts_its_own_instance(archive, tmp_path):
     assert "1 segmented, 0 done earlier, 1 failed" in result.stdout, result.stdout
     name = "frame_05_mask.png"
     assert (tmp_path / "out" / name).read_bytes() == (reference / name).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------
+# Training on Ray Train workers
+
+
+def test_several_workers_scale_the_batch_and_the_learning_rate():
+    from marsedge.cluster.train import scaled_config
+    from marsedge.train.config import TrainConfig
+
+    config = TrainConfig(batch_size=8, learning_rate=1e-3)
+    four = scaled_config(config, 4)
+    assert (four.batch_size, four.learning_rate) == (32, pytest.approx(2e-3))
+    given = scaled_config(config, 4, learning_rate_given=True)
+    assert (given.batch_size, given.learning_rate) == (32, 1e-3)
+
+
+@pytest.mark.slow
+def test_two_workers_train_a_loadable_run_laid_out_as_on_one_machine(tmp_path_factory, tmp_path):
+    pytest.importorskip("ray")
+    from _runs import make_tiny_run
+
+    from marsedge.cluster import connect
+    from marsedge.cluster.train import train_on_ray
+    from marsedge.train import rundir
+
+    one_machine = make_tiny_run(tmp_path_factory.mktemp("runs"))
+    saved = rundir.read_run(one_machine).config
+    config = saved.replace(out=str(tmp_path / "run"), epochs=2, batch_size=4)
+    ray = connect("local", num_cpus=2)
+    try:
+        metrics = train_on_ray(config, workers=2)
+    finally:
+        ray.shutdown()
+    out = tmp_path / "run"
+    assert metrics["epochs_run"] == 2 and "2 workers" in metrics["device"]
+
+    def layout(run):
+        return {re.sub(r"\d+", "N", str(p.relative_to(run))) for p in run.rglob("*")}
+
+    assert layout(out) == layout(one_machine)  # the same files (epoch numbers aside)
+    run = rundir.read_run(out)
+    assert (run.config.batch_size, run.config.learning_rate) == (8, pytest.approx(saved.learning_rate * 2**0.5))
+    model = rundir.load_model(run)
+    assert model.predict(np.zeros((1, *run.derived["input_shape"], 1), np.float32), verbose=0).shape[-1] == len(
+        run.derived["output_classes"]
+    )
+    assert (tmp_path / ".run.ray").is_dir()  # Ray Train's checkpoints, beside the run
