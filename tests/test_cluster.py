@@ -361,3 +361,27 @@ def test_two_workers_train_a_loadable_run_laid_out_as_on_one_machine(tmp_path_fa
         run.derived["output_classes"]
     )
     assert (tmp_path / ".run.ray").is_dir()  # Ray Train's checkpoints, beside the run
+
+
+def test_a_restarted_worker_gets_the_last_epoch_back(tmp_path):
+    """What rank 0 reports to Ray Train after an epoch restores a run directory a
+    restarted worker resumes from: the state, its checkpoint, history and best weights."""
+    from marsedge.cluster.train import _restore, _snapshot
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "epoch_0000").mkdir(parents=True)
+    (run / "checkpoints" / "epoch_0001").mkdir()
+    (run / "checkpoints" / "epoch_0001" / "ckpt.index").write_bytes(b"i")
+    state = {"epoch": 1, "checkpoint": "checkpoints/epoch_0001/ckpt"}
+    (run / "state.json").write_text(json.dumps(state))
+    for name in ("config.json", "split.npz", "history.csv", "best.weights.h5", "preview.png"):
+        (run / name).write_text(name)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    _snapshot(run, snapshot)
+    assert not (snapshot / "checkpoints" / "epoch_0000").exists()  # the last checkpoint only
+    restored = tmp_path / "restarted"
+    _restore(snapshot, restored)
+    assert json.loads((restored / "state.json").read_text()) == state
+    assert (restored / "checkpoints" / "epoch_0001" / "ckpt.index").read_bytes() == b"i"
+    assert (restored / "history.csv").read_text() == "history.csv"

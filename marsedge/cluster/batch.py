@@ -246,6 +246,7 @@ def _segment_on_ray(
 ):
     model_sha256 = hashlib.sha256(model_bytes).hexdigest()
     context = ray.data.DataContext.get_current()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data sets its level on import
     context.enable_progress_bars = False  # the driver shows its own, per frame
     if hasattr(context, "print_on_execution_start"):
         context.print_on_execution_start = False
