@@ -18,11 +18,11 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image
 
 from marsedge.cluster import sizing
@@ -46,8 +46,9 @@ def test_the_edge_install_pulls_no_ray():
 
 
 def test_without_ray_one_line_names_the_extra(monkeypatch, tmp_path):
-    from marsedge.cli import app
     from typer.testing import CliRunner
+
+    from marsedge.cli import app
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     frame = tmp_path / "a.png"
@@ -127,8 +128,12 @@ def test_an_actor_turns_a_bad_frame_into_a_row(tmp_path):
     content = TINY.read_bytes()
     names = ["unlabeled", "soil", "bedrock", "sand", "big_rock"]
     actor = SegmentFrames(
-        SegmenterOptions(model=TINY, threads=1), [hashlib.sha256(content).hexdigest(), content], str(tmp_path),
-        False, None, names,
+        SegmenterOptions(model=TINY, threads=1),
+        [hashlib.sha256(content).hexdigest(), content],
+        str(tmp_path),
+        False,
+        None,
+        names,
     )
     ok, failed = actor.one(0, str(good), "good"), actor.one(1, str(bad), "bad")
     assert ok["status"] == "segmented" and ok["error"] is None and (ok["width"], ok["height"]) == (50, 40)

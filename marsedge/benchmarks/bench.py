@@ -29,7 +29,7 @@ import numpy as np
 
 from marsedge import __version__
 from marsedge.edge_runtime import ModelError, Segmenter, read_metadata
-from marsedge.errors import MarsEdgeError
+from marsedge.errors import MarsEdgeError, UsageError
 from marsedge.train.data import CLASS_NAMES, TileSet, load_tiles
 from marsedge.train.metrics import SCORED_CLASSES, confusion_matrix, iou_report, pixel_agreement
 
@@ -265,7 +265,7 @@ def evaluation_tiles(settings: BenchSettings, runs: Sequence[Any]) -> tuple[Tile
         tiles = rundir.split_tiles(run, settings.run_split, settings.data)
         where = f"{settings.run_split} split of {run.path} ({settings.data or run.config.data})"
     elif settings.data and settings.split:
-        raise BenchError(
+        raise UsageError(
             f"--split {settings.split} picks a split of a run, and no run directory was given: "
             f"name the run (marsedge bench RUN_DIR) or drop --split to score every tile of {settings.data}"
         )
@@ -683,7 +683,7 @@ def check_results(
         BenchError: ``max_iou_drop`` is given but there is no float reference to drop from.
     """
     if max_iou_drop is not None and not report.get("reference"):
-        raise BenchError("--max-iou-drop needs a float reference: the run's Keras model or a float32 export")
+        raise UsageError("--max-iou-drop needs a float reference: the run's Keras model or a float32 export")
     failures = []
     for model in report["models"]:
         accuracy = model["accuracy"]

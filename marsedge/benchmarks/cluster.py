@@ -37,7 +37,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-AI4MARS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ai4mars-msl-256" / "msl" / "ncam" / "images" / "edr"
+AI4MARS = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "data"
+    / "ai4mars-msl-256"
+    / "msl"
+    / "ncam"
+    / "images"
+    / "edr"
+)
 STAGES = ("load", "preprocess", "infer", "postprocess", "write")
 STAGE_NAMES = {
     "load": "read + decode",
@@ -121,7 +130,9 @@ def on_ray(frames: list[Path], out: Path, model: str | None, workers: int, addre
     first = next(t for t, n in marks if n > 0)
     points = sorted({n: t for t, n in marks if n > 0}.items())  # the last time each count was seen
     counts, times = np.array([n for n, _ in points], float), np.array([t for _, t in points])
-    steady = float(np.polyfit(times - times[0], counts, 1)[0]) if len(points) > 2 else len(frames) / (wall - first + start)
+    steady = (
+        float(np.polyfit(times - times[0], counts, 1)[0]) if len(points) > 2 else len(frames) / (wall - first + start)
+    )
     rows = [r for r in result.rows if r["status"] == "segmented"]
     stage_ms = {s: float(np.mean([r[f"{s}_ms"] for r in rows])) for s in STAGES}
     return {

@@ -35,7 +35,7 @@ class ModelConfig:
             with a learned 2x up-sampling (a Conv2DTranspose producing the logits). With 2, no
             convolution but the stem runs at full resolution, and every one but the stem sees
             >= ``base_filters`` input channels: what lets int8 kernels beat float ones on CPUs
-            without int8 dot-product instructions (benchmarks/arch_speed.md).
+            without int8 dot-product instructions (docs/research.md).
         refine_filters: with stem_stride 2, 0 ends with the learned 2x up-sampling straight
             to logits; N > 0 ends with a light full-resolution head instead: the decoder
             output up-sampled to N channels, concatenated with N/2 channels of a 3x3 conv on
@@ -143,7 +143,7 @@ class TrainConfig:
             ``val_miou_average`` and ``val_weights`` in history.csv say which it was). Near
             the end of a cosine schedule the raw weights can overtake the average, but
             their val score is noisier, so the best of them is an optimistic pick
-            (measured: val +0.7, test ±0; benchmarks/experiments.md, seventh session).
+            (measured on the shipped recipe: val +0.7, test ±0; docs/research.md).
         frame_pixels: model pixels across a whole frame (its longer side). Frame datasets (the
             AI4Mars layout) are resized to it, and exports record it as the model's field of
             view (``model_pixels_per_frame``): the runtime resizes any whole frame to it.
