@@ -138,6 +138,7 @@ _TIMING = "Timing and memory"
 _CHECKS = "Checks (exit 1 when one fails)"
 _REPORTS = "Reports"
 _QAT = "Quantization-aware training"
+_BATCH_MODEL = "Model and resize (as marsedge-run)"
 _GATE = "Accuracy gate"
 _VERBOSE_HELP = "Debug log, and the messages of TensorFlow and other libraries."
 
@@ -557,18 +558,18 @@ def format_report(report: dict) -> str:
 
 @app.command()
 def batch(
-    sources: Annotated[list[str], typer.Argument(metavar="SOURCE...", help="Folders, globs, image files, or text files listing one path per line; local paths or URIs pyarrow reads (s3://, gs://).")],
-    out: Annotated[Path, typer.Option(help="Output directory (shared by every worker): <stem>_mask.png, <stem>.json, <stem>_overlay.png with --overlay, and marsedge-batch.parquet.")],
-    address: Annotated[Optional[str], typer.Option(help="Ray instance: local (start one here), auto (the one `ray start --head` started on this machine), HOST:PORT or ray://HOST:10001 [default: $RAY_ADDRESS, else local].", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray actors, each holding one segmenter [default: CPUs / --threads].", show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads per actor [default: CPUs / --workers, so workers x threads = CPUs].", show_default=False)] = None,
-    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write <stem>_overlay.png.")] = False,
-    model: Annotated[Optional[Path], typer.Option(help="marsedge .tflite model [default: the bundled int8 model].", show_default=False)] = None,
+    sources: Annotated[list[str], typer.Argument(metavar="SOURCE...", help="Folders, globs, images, or text files of paths (one per line); local or s3:// and other URIs.")],
+    out: Annotated[Path, typer.Option(help="Output folder every worker can write: masks, JSON records, marsedge-batch.parquet.")],
+    address: Annotated[Optional[str], typer.Option(help="Ray instance: local (start one here), auto (from `ray start --head`), HOST:PORT or ray://HOST:10001.", show_default="$RAY_ADDRESS, else local")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray actors, each holding one segmenter.", show_default="CPUs / threads")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads per actor.", show_default="CPUs / workers")] = None,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also write the overlay PNGs.")] = False,
+    model: Annotated[Optional[Path], typer.Option(help="marsedge .tflite model.", show_default="bundled int8", rich_help_panel=_BATCH_MODEL)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per actor call.")] = 4,
-    max_pixels: Annotated[int, typer.Option(min=0, help="Refuse larger frames, as marsedge-run --max-pixels; 0 = off.")] = 64_000_000,
-    tile_overlap: Annotated[int, typer.Option(min=0, help="Pixels shared by neighbouring tiles (as marsedge-run).")] = 16,
-    frame_width: Annotated[Optional[float], typer.Option(metavar="PX", help="Each input is a crop of a frame PX pixels wide (as marsedge-run).", show_default=False)] = None,
-    scale: Annotated[Optional[float], typer.Option(metavar="S", help="Resize every input by S model pixels per input pixel (as marsedge-run).", show_default=False)] = None,
+    max_pixels: Annotated[int, typer.Option(min=0, help="Refuse larger frames (as marsedge-run); 0 = off.", rich_help_panel=_BATCH_MODEL)] = 64_000_000,
+    tile_overlap: Annotated[int, typer.Option(min=0, help="Pixels shared by neighbouring tiles (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = 16,
+    frame_width: Annotated[Optional[float], typer.Option(metavar="PX", help="Each input is a crop of a frame PX pixels wide (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = None,
+    scale: Annotated[Optional[float], typer.Option(metavar="S", help="Resize every input by S model pixels per input pixel (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra)."""
