@@ -32,7 +32,7 @@ from marsedge.train.data import (
     load_tiles,
     stratified_split,
 )
-from marsedge.train.distill import check_same_split, make_distill_loss, soft_class_weights, teacher_targets
+from marsedge.train.distill import check_file_split, check_same_split, make_distill_loss, soft_class_weights, teacher_targets
 from marsedge.core.metrics import confusion_matrix, iou_report
 from marsedge.train.predict import predict_classes
 from marsedge.train.preview import choose_preview_tiles, write_preview
@@ -421,7 +421,7 @@ class _Training:
         self.loop = _Loop()
         self.average = None
 
-    def build(self, source: rundir.RunInfo | None) -> None:
+    def build(self, source: rundir.RunInfo | Path | None) -> None:
         """Model, optimizer, loss and (with ``ema_decay``) the weight average, compiled."""
         from marsedge.train.keras_metrics import MeanIoU
         from marsedge.train.losses import make_loss
@@ -437,7 +437,11 @@ class _Training:
                 mean=derived["mean"],
                 std=derived["std"],
             )
-            if source is not None:  # before compile: the file's optimizer state is not wanted (fresh schedule)
+            if isinstance(source, Path):  # a float32 export: its folded layers, unfolded
+                from marsedge.train.tflite_weights import load_tflite_weights
+
+                load_tflite_weights(model, source)
+            elif source is not None:  # before compile: the file's optimizer state is not wanted (fresh schedule)
                 model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
                 log.info("weights from %s (its best epoch, val mIoU %s)", source.path,
                          source.metrics().get("val", {}).get("mean_iou", "?"))  # fmt: skip
@@ -660,11 +664,28 @@ def _write_plots(out: Path, history: list[dict], metrics: dict) -> None:
         log.warning("%s: plots not written (%s)", out, exc)
 
 
-def _init_source(config: TrainConfig, split: dict[str, np.ndarray], data_hash: str) -> rundir.RunInfo:
-    """The run named by ``config.init_from``, checked to share this run's data, model shape and split.
+def _init_source(config: TrainConfig, split: dict[str, np.ndarray], data_hash: str) -> rundir.RunInfo | Path:
+    """The run named by ``config.init_from``, checked to share this run's data, model shape and split;
+    or a float32 .tflite export, checked by the split its metadata records (a frame run may
+    also match the split of the tile file it inherits), its layers checked when loaded.
 
     (It cannot be this run's own directory: that holds no run yet, or train() refused it.)
     """
+    if str(config.init_from).endswith(".tflite"):
+        from marsedge.core.metadata import read_metadata
+        from marsedge.edge_runtime.errors import ModelError
+
+        path = Path(config.init_from)
+        try:
+            metadata = read_metadata(path)
+        except ModelError as exc:
+            raise RunDirError(f"{path}: {exc}") from None
+        splits, hashes = [split], [data_hash]
+        if config.split_from:
+            _, tile_split, _, tile_hash = compute_split(tile_split_config(config))
+            splits, hashes = [split, tile_split], [data_hash, tile_hash]
+        check_file_split(path, metadata, splits, hashes)
+        return path
     source = rundir.read_run(config.init_from)
     check_same_split(source, split, data_hash)
     if source.config.model != config.model:
