@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_tool
 from typer.testing import CliRunner
 
-from conftest import load_tool
 from marsedge.benchmarks import bench, report
 from marsedge.cli import app
 
