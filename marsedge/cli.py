@@ -159,7 +159,7 @@ def train(
     augment: Annotated[Augment, typer.Option(metavar="NAME", help="none; flips (left-right mirror); mild (adds zoom-in up to 1.2x and small shifts); camera (adds gain, gamma, slight blur, JPEG and sensor noise); robust; strong (adds up-down flips, rotation, zoom, brightness).", rich_help_panel=_MODEL)] = Augment[_TRAIN.augment],
     base_filters: Annotated[int, typer.Option(min=4, max=256, help="Width of the first U-Net level.", rich_help_panel=_MODEL)] = _TRAIN.model.base_filters,
     keep_unlabeled: Annotated[bool, typer.Option("--keep-unlabeled", help="Score and predict class 0 (unlabeled) too; by default unlabeled pixels are ignored.", rich_help_panel=_MODEL)] = False,
-    init_from: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Start from the best weights of this run directory (fine-tuning: fresh optimizer and schedule; same model shape and split required).", rich_help_panel=_DISTILL)] = None,
+    init_from: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Start from the best weights of this run directory, or a float32 .tflite export (fine-tuning: fresh optimizer and schedule; same model shape and split required).", rich_help_panel=_DISTILL)] = None,
     teacher: Annotated[Optional[list[Path]], typer.Option(metavar="RUN", help="Distil from this run directory's best weights, or from a .tflite it exported (repeat for an ensemble; same data and split required).", rich_help_panel=_DISTILL)] = None,
     distill_weight: Annotated[float, typer.Option(help="Weight of the distillation term (with --teacher).", rich_help_panel=_DISTILL)] = _TRAIN.distill_weight,
     distill_class_weighted: Annotated[bool, typer.Option("--distill-class-weighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", rich_help_panel=_DISTILL)] = False,
@@ -330,19 +330,9 @@ def _profile_ops(settings, out: Path, json_output: bool, write_doc: Path | None,
 
 def _progress_bar():
     """A progress callback drawing a bar on a terminal's stderr, or one line per step otherwise."""
-    tty = sys.stderr.isatty()
+    from marsedge.progress import ProgressBar
 
-    def show(done: int, total: int, message: str) -> None:
-        width = 24
-        filled = width * done // max(total, 1)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {message}"
-        if tty:
-            sys.stderr.write("\r" + line[:119].ljust(119) + ("\n" if done >= total else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    return show
+    return ProgressBar()
 
 
 @app.command()
@@ -405,10 +395,11 @@ def evaluate(
     split: Annotated[EvalSplit, typer.Option(metavar="NAME", help="all, or the run's train, val or test split (needs the run: a run directory, or a .tflite whose metadata names it).")] = EvalSplit.all,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
+    anatomy: Annotated[bool, typer.Option("--anatomy", help="Also show where the errors are: near label boundaries, on big rock, top and bottom halves of frames.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra).")] = None,
     corruptions: Annotated[bool, typer.Option("--corruptions", help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.", rich_help_panel="Corruption benchmark")] = False,
     config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: the shipped model's recipe).", rich_help_panel="Corruption benchmark")] = None,
     frames: Annotated[Optional[int], typer.Option(min=1, help="With --corruptions: score N frames spread evenly over the split (faster, noisier).", rich_help_panel="Corruption benchmark")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="With --corruptions: write a bar chart (PNG) of each condition's share of clean mIoU.", rich_help_panel="Corruption benchmark")] = None,
     save_json: Annotated[Optional[Path], typer.Option("--save-json", help="With --corruptions: also write the report as JSON to this file.", rich_help_panel="Corruption benchmark")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
@@ -419,13 +410,17 @@ def evaluate(
         _corruptions(model, data, split.value, config, frames, threads, json_output, plot, save_json)
         return
     try:
-        from marsedge.export.evaluate import evaluate as run_evaluation
+        from marsedge.evaluation.evaluate import evaluate as run_evaluation
 
         if data is None:
             data = default_data_path()
             if data is None:
                 _fail(_NO_DATA, 1)
-        report = run_evaluation(model, data, split.value, threads)
+        report = run_evaluation(model, data, split.value, threads, anatomy=anatomy)
+        if plot is not None:
+            from marsedge.plots import confusion_png
+
+            confusion_png(report["confusion_matrix"], plot, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)")
     except MarsEdgeError as exc:
         _fail_with(exc)
     except OSError as exc:
@@ -436,6 +431,55 @@ def evaluate(
         typer.echo(json.dumps(report, indent=2))
         return
     typer.echo(format_report(report))
+    if anatomy:
+        from marsedge.evaluation.anatomy import anatomy_markdown
+
+        typer.echo("\n" + anatomy_markdown(report["anatomy"]))
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=True)
+
+
+@app.command()
+def compare(
+    sources: Annotated[list[Path], typer.Argument(metavar="RUN_OR_MODEL...", help="Run directories or .tflite files scored on the same tiles; the first is the baseline.")],
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles (AN2DL .npz or PNG folder) (default: the first run's data file)", show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="The runs' split to score: val, test, train, or all (every tile of --data).")] = "val",
+    resamples: Annotated[int, typer.Option(min=1, help="Bootstrap draws of whole frames.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="Also score the average of the models' class probabilities.")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for .tflite models.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Are these models really different? Mean IoU of each, and its difference to the first with a 95% interval from a paired bootstrap over frames."""
+    _setup_logging(verbose)
+    try:
+        from marsedge.evaluation.compare import compare_markdown, compare_models
+
+        report = compare_models(sources, data, split, resamples, seed, ensemble, threads)
+    except MarsEdgeError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or data}: {exc.strerror or exc}")
+    typer.echo(json.dumps(report, indent=2) if json_output else compare_markdown(report))
+
+
+@app.command()
+def runs(
+    run_dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="RUN_DIR...", help="Run directories, or folders of them (default: runs)", show_default=False)] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Run the changes and deltas are measured against (default: the first).", show_default=False)] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Table of training runs: what each changed, its size, speed and val/test mean IoU against a baseline."""
+    try:
+        from marsedge.evaluation.runs import find_runs, runs_markdown, runs_summary
+
+        rows = runs_summary(find_runs(run_dirs or [Path("runs")]), baseline)
+    except MarsEdgeError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename}: {exc.strerror or exc}")
+    typer.echo(json.dumps(rows, indent=2) if json_output else runs_markdown(rows))
 
 
 def _corruptions(model, data, split, config, frames, threads, json_output, plot, save_json) -> None:

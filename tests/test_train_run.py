@@ -14,8 +14,6 @@ from typer.testing import CliRunner
 
 pytest.importorskip("marsedge.train.tf_env")
 
-from conftest import load_tool
-
 from marsedge.cli import app
 from marsedge.train.config import ModelConfig, TrainConfig
 from marsedge.train.synthetic import write_dataset
@@ -55,6 +53,12 @@ def test_one_epoch_writes_every_artefact(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == ["1"] and float(rows[0]["images_per_s"]) > 0
     split = np.load(out / "split.npz")
     assert not set(split["train"]) & set(split["val"])
+    from PIL import Image
+
+    for name in ("curves.png", "confusion.png"):  # plots people look at
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] >= 300, name
+    assert not list(out.glob(".*.png")), "no temporary plot files left"
 
 
 def test_resume_continues_from_saved_epoch(tiny_data, tmp_path):
@@ -238,13 +242,14 @@ def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits
     assert saved["teachers"] == [str(teacher)] and saved["distill_weight"] == 0.5 and saved["distill_class_weighted"]
     assert TrainConfig.from_dict(saved).teachers == (str(teacher),)
     assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0 and (student / "best.weights.h5").exists()
-    # tools/ensemble_eval.py: each run and their average, plain and flip-averaged
-    ensemble_eval = load_tool("ensemble_eval")
-    rows = dict(ensemble_eval.rows([teacher, student], "val"))
-    assert list(rows) == ["teacher", "teacher + flip TTA", "student", "student + flip TTA",
-                          "average of teacher + student", "average of teacher + student + flip TTA"]
-    # float16 probabilities: a one-epoch model's near-uniform outputs can tie where float32 does not
-    assert rows["student"]["mean_iou"] == pytest.approx(metrics["val"]["mean_iou"], abs=0.01)
+    # marsedge compare --ensemble: each run and their average, paired on the val split
+    from marsedge.evaluation.compare import compare_models
+
+    report = compare_models([teacher, student], split="val", resamples=20, ensemble=True)
+    rows = {Path(row["model"]).name: row for row in report["models"]}
+    assert list(rows) == ["teacher", "student", "average of teacher + student"]
+    assert rows["student"]["miou"] == pytest.approx(metrics["val"]["mean_iou"], abs=1e-6)
+    assert rows["teacher"]["delta"] == 0.0
     with pytest.raises(RunDirError, match="split differs"):
         train(_config(tiny_data, tmp_path / "other", teachers=(str(teacher),), seed=7), progress=False)
     with pytest.raises(RunDirError, match="run directory not found"):

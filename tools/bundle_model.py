@@ -73,13 +73,14 @@ def stamp_names(model_name: str, recipe: str) -> None:
 
 
 def stamp_split(config_path: Path) -> None:
-    from marsedge.export.evaluate import TFLiteTileModel, score
+    from marsedge.core.metrics import score
+    from marsedge.edge_runtime.tile_model import TileModel
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
 
     tiles, split, derived, data_hash = trainer.compute_split(TrainConfig.load(config_path))
     reference = MODELS / "marsedge_float32.tflite"
-    model = TFLiteTileModel.from_file(reference)
+    model = TileModel.from_file(reference)
     norm, metrics = model.metadata["input"]["normalization"], model.metadata["metrics"]
     checks = {
         "train mean": (derived["mean"], norm["mean"]),

@@ -14,6 +14,8 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 
+from marsedge.core.errors import one_line
+
 from .batch import expand_inputs, output_stem, segment_file, summary
 from .cliutil import USAGE_EXIT_CODE, OneLineErrorsCommand
 from .errors import ImageError, ModelError
@@ -244,7 +246,7 @@ def _row(size: str, tiles: str, ms: str, classes: list[str], image: str) -> str:
 
 
 def _error(message: str) -> None:
-    print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _shown(path: str | os.PathLike[str]) -> str:
@@ -255,10 +257,6 @@ def _shown(path: str | os.PathLike[str]) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _one_line(message: str) -> str:
-    return message if message.isprintable() else "".join(c if c.isprintable() else " " for c in message)
 
 
 def _probe_writable(directory: Path) -> None:

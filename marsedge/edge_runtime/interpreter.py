@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from marsedge.core.errors import first_line
+
 from .errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def make_interpreter(model_content: bytes, threads: int | None = None, reference
             interpreter = interpreter_cls(**kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"not a TFLite model the interpreter can run: {_first_line(exc)}") from None
+        raise ModelError(f"not a TFLite model the interpreter can run: {first_line(exc)}") from None
     logger.debug("interpreter from %s, threads=%s, reference kernels=%s", package, threads, reference_kernels)
     return interpreter
 
@@ -108,11 +110,6 @@ def _native_stderr_to_log() -> Iterator[None]:
             text = capture.read().decode("utf-8", "replace").strip()
             if text:
                 logger.debug("interpreter said: %s", text)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def input_lut(details: dict[str, Any], normalization: tuple[float, float] | None = None) -> np.ndarray:

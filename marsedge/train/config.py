@@ -120,7 +120,10 @@ class TrainConfig:
         preview_tiles: validation tiles in the preview grid.
         init_from: run directory whose best weights start this run (fine-tuning with a fresh
             optimizer and schedule); it must have the same model shape and the same
-            train/val/test split, so its test tiles never reach training. None: random weights.
+            train/val/test split, so its test tiles never reach training; or a float32
+            .tflite that ``marsedge export`` wrote (the bundled ``marsedge_float32.tflite``),
+            checked by the split its metadata records, whose batch normalisation stays fixed
+            (:mod:`marsedge.train.tflite_weights`). None: random weights.
         teachers: run directories whose best weights, flip-averaged and averaged together,
             give per-pixel soft targets for knowledge distillation (same data and split as
             this run, like ``init_from``; any model shape), or .tflite files exported from
