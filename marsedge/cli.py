@@ -443,24 +443,26 @@ def evaluate(
 def compare(
     sources: Annotated[list[Path], typer.Argument(metavar="RUN_OR_MODEL...", help="Run directories or .tflite files scored on the same tiles; the first is the baseline.")],
     data: Annotated[Optional[Path], typer.Option(help="Labelled tiles (AN2DL .npz or PNG folder) (default: the first run's data file)", show_default=False)] = None,
-    split: Annotated[str, typer.Option(help="The runs' split to score: val, test, train, or all (every tile of --data).")] = "val",
+    split: Annotated[EvalSplit, typer.Option(metavar="NAME", help="The runs' split to score: val, test, train, or all (every tile of --data).")] = EvalSplit.val,
     resamples: Annotated[int, typer.Option(min=1, help="Bootstrap draws of whole frames.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Also score the average of the models' class probabilities.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for .tflite models.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Are these models really different? Mean IoU of each, and its difference to the first with a 95% interval from a paired bootstrap over frames."""
     _setup_logging(verbose)
     try:
         from marsedge.evaluation.compare import compare_markdown, compare_models
 
-        report = compare_models(sources, data, split, resamples, seed, ensemble, threads)
+        report = compare_models(sources, data, split.value, resamples, seed, ensemble, threads)
     except MarsEdgeError as exc:
-        _fail(str(exc))
+        _fail_with(exc)
     except OSError as exc:
-        _fail(f"{exc.filename or data}: {exc.strerror or exc}")
+        _fail_io(exc, data or sources[0])
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
     typer.echo(json.dumps(report, indent=2) if json_output else compare_markdown(report))
 
 
@@ -476,9 +478,9 @@ def runs(
 
         rows = runs_summary(find_runs(run_dirs or [Path("runs")]), baseline)
     except MarsEdgeError as exc:
-        _fail(str(exc))
+        _fail_with(exc)
     except OSError as exc:
-        _fail(f"{exc.filename}: {exc.strerror or exc}")
+        _fail_io(exc, (run_dirs or [Path("runs")])[0])
     typer.echo(json.dumps(rows, indent=2) if json_output else runs_markdown(rows))
 
 
@@ -495,7 +497,7 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
             recipe = config or (model / "config.json" if model.is_dir() else SHIPPED_RECIPE)
             positions = bench.test_frames(next(iter(models.values())), recipe, data)
         elif split != "all":
-            _fail(f"--corruptions scores the test split or all frames, not {split!r}")
+            _fail(f"--corruptions scores the test split or all frames, not {split!r}")  # usage: exit 2
         else:
             typer.echo("warning: --split all scores every frame, the ones the model trained on included", err=True)
         if frames is not None and positions is not None:
