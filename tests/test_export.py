@@ -130,6 +130,7 @@ def test_metadata_round_trips_without_tensorflow(plain_export, tiny_run):
         assert [c["name"] for c in document["classes"]] == ["unlabeled", "soil", "bedrock", "sand", "big_rock"]
         assert document["output_classes"] == [1, 2, 3, 4]
         assert Path(document["source_run"]) == tiny_run.resolve()
+        assert document["model_name"] == tiny_run.name  # the user's name for the model: its run directory's
         assert document["metrics"]["source_val"]["mean_iou"] > 0 and document["created"]
     quantization = documents[-1]["quantization"]["input"]  # one grey level per int8 step
     assert quantization["dtype"] == "int8" and quantization["shape"] == [1, 64, 128, 1]
