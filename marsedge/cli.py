@@ -290,7 +290,7 @@ def export(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A .tflite from `marsedge export`, or a run directory (float Keras).")],
     data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs (default: $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz).")] = None,
-    split: Annotated[str, typer.Option(help="all, or the run's train / val / test split (needs the run: a run dir, or a .tflite whose metadata names it).")] = "all",
+    split: Annotated[Optional[str], typer.Option(help="all, or the model's train / val / test split of its own data file (known from a run dir, or from the split recipe a .tflite carries) [default: test when the model's split is known, else all]. Scores on tiles the model trained on are labelled.", show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -316,7 +316,8 @@ def evaluate(
 def format_report(report: dict) -> str:
     """Human-readable eval report: mean IoU, per-class IoU, confusion matrix (rows: truth)."""
     names = report["class_names"]
-    lines = [
+    lines = [f"WARNING: {report['warning']}"] if report.get("warning") else []
+    lines += [
         f"{report['model']} ({report['kind']}) on {report['data']} [{report['split']}, {report['tiles']} tiles]",
         f"mean IoU {report['mean_iou']:.4f}",
     ]

@@ -156,13 +156,19 @@ def score(truth: np.ndarray, prediction: np.ndarray, reference: np.ndarray | Non
 
 @dataclass(frozen=True)
 class EvalTarget:
-    """What ``marsedge eval`` measures: a model, the tiles and which split of them."""
+    """What ``marsedge eval`` measures: a model, the tiles and which split of them.
+
+    ``trained_tiles``: how many of ``tiles`` the model trained on (None when its split is
+    unknown); ``warning``: a line saying so when the score is not a held-out one.
+    """
 
     kind: str  # "tflite" or "keras"
     model: Any
     tiles: TileSet
     split: str
     run_dir: Path | None
+    trained_tiles: int | None = None
+    warning: str | None = None
 
 
 def _source_run(model_path: Path) -> Path | None:
@@ -177,34 +183,93 @@ def _source_run(model_path: Path) -> Path | None:
     return Path(source) if source and Path(source).is_dir() else None
 
 
-def _split(tiles: TileSet, data: Path, split: str, run_dir: Path | None) -> TileSet:
-    if split == "all":
-        return tiles
-    if run_dir is None:
-        raise MarsEdgeError(
-            f"--split {split} needs the model's run directory (a run dir as MODEL, or a .tflite whose "
-            "metadata names an existing source_run); use --split all"
+def recipe_split(metadata: dict[str, Any], data: str | Path) -> tuple[TileSet, dict[str, np.ndarray]]:
+    """The tiles of ``data`` and the train/val/test split a model's metadata describes.
+
+    Recomputes the split from the ``split`` recipe (seed, fractions, cleaning: see
+    :func:`marsedge.core.metadata.split_recipe`) as training did, and checks it against
+    the model's ``source_split`` fingerprint when it carries one.
+
+    Raises:
+        MarsEdgeError: the model carries no recipe, or its split was inherited from
+            another file.
+        DataError: ``data`` is not the file the model was trained on, or the recomputed
+            split is not the one the model recorded.
+    """
+    from marsedge.core.metadata import SPLIT_SETTINGS, read_split_recipe
+    from marsedge.edge_runtime.errors import ModelError
+
+    try:
+        recipe = read_split_recipe(metadata)
+    except ModelError as exc:
+        raise MarsEdgeError(str(exc)) from None
+    if recipe is None:
+        raise MarsEdgeError("the model's metadata carries no split recipe (exported before marsedge recorded it)")
+    data = Path(data)
+    digest = file_sha256(data)
+    if digest != recipe["data_sha256"]:
+        raise DataError(
+            f"{data}: not the data this model was trained on ({recipe['data_file']}, sha256 "
+            f"{recipe['data_sha256'][:12]}…, this file {digest[:12]}…), so its splits do not apply"
         )
+    if recipe.get("split_from"):
+        raise MarsEdgeError(
+            f"the model's split was inherited from {recipe['split_from']}: score it through its run directory"
+        )
+    from marsedge.train.config import TrainConfig
+    from marsedge.train.trainer import compute_split
+    from marsedge.train.rundir import split_fingerprint
+
+    settings = {key: recipe.get(key, default) for key, default in SPLIT_SETTINGS.items()}
+    tiles, split, _, _ = compute_split(TrainConfig(data=str(data), **settings))
+    recorded = metadata.get("source_split")
+    if isinstance(recorded, dict):
+        mine = split_fingerprint(split, digest)
+        differs = [name for name in ("train", "val", "test") if recorded.get(name) not in (None, mine[name])]
+        if differs:
+            raise DataError(
+                f"{data}: the recomputed {', '.join(differs)} split differs from the one the model recorded "
+                "(source_split); this marsedge splits the data differently from the one that trained it"
+            )
+    return tiles, split
+
+
+def _run_split(run_dir: Path, data: Path) -> dict[str, np.ndarray] | None:
+    """The run's split indices; None when ``data`` is not the run's data file."""
     from marsedge.train import rundir
 
     run = rundir.read_run(run_dir, need_weights=False)
     if run.data_sha256 and data.is_file() and file_sha256(data) != run.data_sha256:
-        raise DataError(f"{data}: not the data file of run {run_dir}, so its {split} split does not apply; use --split all")
-    indices = rundir.split_indices(run)
-    if split not in indices:
-        raise RunDirError(f"{run_dir}: no '{split}' split")
-    if len(indices[split]) and indices[split].max() >= len(tiles):
-        raise DataError(f"{data}: has {len(tiles)} tiles but run {run_dir} splits {indices[split].max() + 1}+")
-    return tiles.subset(indices[split])
+        return None
+    return rundir.split_indices(run)
 
 
-def load_target(model: str | Path, data: str | Path, split: str = "all", threads: int | None = None) -> EvalTarget:
+def trained_warning(trained: int | None, total: int, split: str, why: str = "") -> str | None:
+    """The line that labels a score on tiles the model trained on (or may have)."""
+    if trained is None:
+        return f"cannot tell which of these tiles the model trained on ({why}): this may not be a held-out score"
+    if trained:
+        return (
+            f"NOT A HELD-OUT SCORE: {trained} of these {total} tiles ({split}) are tiles the model trained on; "
+            "use --split test for its held-out score"
+        )
+    return None
+
+
+def load_target(
+    model: str | Path, data: str | Path, split: str | None = None, threads: int | None = None
+) -> EvalTarget:
     """Open a model (.tflite file or run directory) and the tiles to evaluate it on.
+
+    ``split`` None: the model's test split when its split is known (a run directory, a
+    .tflite whose source run exists or whose metadata carries its split recipe) and
+    ``data`` is the file it was trained on, else all tiles. A score on tiles the model
+    trained on, or may have, carries a warning.
 
     Raises:
         MarsEdgeError: missing model, unreadable data, or a split that cannot apply.
     """
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise MarsEdgeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     path, data = Path(model), Path(data)
     if path.is_dir():
@@ -217,19 +282,54 @@ def load_target(model: str | Path, data: str | Path, split: str = "all", threads
         kind = "tflite"
     else:
         raise MarsEdgeError(f"{path}: no such model file or run directory")
-    tiles = _split(load_tiles(data), data, split, run_dir)
+    metadata = getattr(predictor, "metadata", None) or {}
+    tiles: TileSet | None = None
+    splits: dict[str, np.ndarray] | None = None
+    why = "no run directory and no split recipe in the model's metadata"
+    if run_dir is not None:
+        splits = _run_split(run_dir, data)
+        why = f"{data} is not the data file of run {run_dir}"
+    elif metadata.get("split") is not None:
+        if file_sha256(data) == metadata["split"].get("data_sha256"):
+            tiles, splits = recipe_split(metadata, data)
+        else:
+            why = f"{data} is not {metadata['split'].get('data_file')}, the model's training data"
+    if split is None:
+        split = "test" if splits is not None and len(splits.get("test", ())) else "all"
+    if split != "all" and splits is None:
+        raise MarsEdgeError(
+            f"--split {split} needs the model's run directory or its split recipe ({why}; a .tflite from "
+            "`marsedge export` carries the recipe); use --split all"
+        )
+    if tiles is None:
+        tiles = load_tiles(data)
+    total = len(tiles)
+    if split == "all":
+        index = np.arange(total)
+    elif split not in splits:
+        raise RunDirError(f"{run_dir or path}: no '{split}' split")
+    else:
+        index = splits[split]
+        if len(index) and index.max() >= total:
+            raise DataError(f"{data}: has {total} tiles but the model's split indexes {index.max() + 1}+")
+    trained = None if splits is None else int(np.isin(index, splits.get("train", ())).sum())
+    tiles = tiles.subset(index)
     if len(tiles) == 0:
         raise DataError(f"{data}: no tiles in the {split} split")
-    return EvalTarget(kind, predictor, tiles, split, run_dir)
+    warning = trained_warning(trained, len(tiles), split, why)
+    return EvalTarget(kind, predictor, tiles, split, run_dir, trained, warning)
 
 
-def evaluate(model: str | Path, data: str | Path, split: str = "all", threads: int | None = None) -> dict[str, Any]:
+def evaluate(
+    model: str | Path, data: str | Path, split: str | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles.
 
     Args:
         model: a .tflite from ``marsedge export`` or a run directory (float Keras).
         data: AN2DL .npz or a folder of image/mask PNG pairs.
-        split: "all" tiles, or the run's "train" / "val" / "test" split of its own data.
+        split: "all" tiles, or the model's "train" / "val" / "test" split of its own data;
+            None: "test" when the model's split is known, else "all".
         threads: interpreter threads for a .tflite.
 
     Raises:
@@ -242,8 +342,10 @@ def evaluate(model: str | Path, data: str | Path, split: str = "all", threads: i
         "model": str(model),
         "kind": target.kind,
         "data": str(data),
-        "split": split,
+        "split": target.split,
         "tiles": len(target.tiles),
+        "trained_tiles": target.trained_tiles,
+        "warning": target.warning,
         "class_names": list(CLASS_NAMES),
         **report,
     }

@@ -12,7 +12,7 @@ import numpy as np
 
 from marsedge import __version__
 from marsedge.atomic import write_bytes, write_json
-from marsedge.core.metadata import build_metadata, embed_metadata
+from marsedge.core.metadata import build_metadata, embed_metadata, split_recipe
 from marsedge.errors import MarsEdgeError
 from marsedge.export.convert import FORMATS, INT8_FORMATS, PRECISIONS, ExportError, describe, to_tflite
 from marsedge.export.evaluate import TFLiteTileModel, score
@@ -124,6 +124,9 @@ def model_metadata(
         source_run=str(run.path.resolve()),
         # lets `marsedge train --teacher FILE` prove the file never saw a student's val/test tiles
         source_split=rundir.split_fingerprint(rundir.split_indices(run), run.data_sha256),
+        # lets `marsedge eval MODEL --split test` recompute the test split from the data alone
+        **({"split": split_recipe(run.config.to_dict(), run.config.data, run.data_sha256,
+                                  run.derived.get("split_sizes"))} if run.data_sha256 else {}),
         created=created,
     )
 
