@@ -125,8 +125,8 @@ def train(
 @app.command()
 def bench(
     sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="The run's split to score: val or test [default: val]. Needs a run directory; with .tflite files and --data every tile is scored.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split [default for .tflite files: $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz].", show_default=False)] = None,
+    split: Annotated[Optional[str], typer.Option(help="The split to score: val, test, train or all [default: a run's val; for .tflite files carrying their split recipe (the bundled ones do), their test split of their training data; else every tile]. Scores on tiles the models trained on are labelled.", show_default=False)] = None,
     tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
     runs: Annotated[int, typer.Option(min=1, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
@@ -157,6 +157,7 @@ def bench(
 
         settings = benchmark.BenchSettings(
             sources=tuple(sources), data=str(data) if data else None, split=split, tiles=tiles,
+            default_data=str(default_data_path()) if default_data_path() else None,
             threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
             frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
             rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta,
@@ -177,7 +178,12 @@ def bench(
         _fail(f"{exc.filename or out}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         _fail("interrupted")
-    typer.echo(json.dumps(result.report, indent=2) if json_output else report.markdown_table(result.report))
+    warning = result.report["settings"].get("warning")
+    if warning:
+        typer.echo(f"WARNING: {warning}", err=True)
+    typer.echo(json.dumps(result.report, indent=2) if json_output else report.terminal_table(result.report))
+    if not json_output:
+        typer.echo(f"accuracy on {result.report['settings']['tiles_from']}; every column: {written['markdown']}")
     if not json_output and result.report.get("frames"):
         from marsedge.benchmarks.frames import frames_table
 

@@ -266,6 +266,17 @@ def _quantization_aware(run, model, train, calibration, options, out, summary, v
     return qat_model, qat_masks
 
 
+def change_words(change: float) -> str:
+    """A change of mean IoU (a fraction; positive = better) in points, worded by its sign:
+    "gain 0.35 points", "drop 1.50 points", "no change"."""
+    points = round(change * 100, 2)
+    if points > 0:
+        return f"gain {points:.2f} points"
+    if points < 0:
+        return f"drop {-points:.2f} points"
+    return "no change"
+
+
 def accuracy_gate(summary: dict, options: ExportOptions) -> dict[str, Any]:
     """Compare QAT int8 val mean IoU with float Keras; ``passed`` is None when not checked."""
     if "qat" not in summary["formats"]:
@@ -276,7 +287,7 @@ def accuracy_gate(summary: dict, options: ExportOptions) -> dict[str, Any]:
     passed = drop <= options.max_iou_drop
     message = (
         f"QAT int8 val mean IoU {qat['val']['mean_iou']:.4f} vs float {float_miou:.4f}: "
-        f"drop {drop * 100:.2f} points, allowed {options.max_iou_drop * 100:.2f}"
+        f"{change_words(-drop)}, allowed drop {options.max_iou_drop * 100:.2f}"
     )
     if not passed:
         message = (
