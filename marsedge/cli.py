@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mars_terrain_64x128.npz"
+DEFAULT_FRAMES = DEFAULT_DATA.parent / "ai4mars-msl-256"
+SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mars_edge_fr_t20.json"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -299,10 +301,19 @@ def evaluate(
     split: Annotated[Optional[str], typer.Option(help="all, or the model's train / val / test split of its own data file (known from a run dir, or from the split recipe a .tflite carries) [default: test when the model's split is known, else all]. Scores on tiles the model trained on are labelled.", show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
+    corruptions: Annotated[bool, typer.Option("--corruptions", help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.", rich_help_panel="Corruption benchmark")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: the shipped model's recipe).", rich_help_panel="Corruption benchmark")] = None,
+    frames: Annotated[Optional[int], typer.Option(min=1, help="With --corruptions: score N frames spread evenly over the split (faster, noisier).", rich_help_panel="Corruption benchmark")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="With --corruptions: write a bar chart (PNG) of each condition's share of clean mIoU.", rich_help_panel="Corruption benchmark")] = None,
+    save_json: Annotated[Optional[Path], typer.Option("--save-json", help="With --corruptions: also write the report as JSON to this file.", rich_help_panel="Corruption benchmark")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles."""
+    """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles; with
+    --corruptions, the corruption benchmark on whole labelled frames."""
     _setup_logging(verbose)
+    if corruptions:
+        _corruptions(model, data, split, config, frames, threads, json_output, plot, save_json)
+        return
     try:
         from marsedge.export.evaluate import evaluate as run_evaluation
 
@@ -317,6 +328,53 @@ def evaluate(
         typer.echo(json.dumps(report, indent=2))
         return
     typer.echo(format_report(report))
+
+
+def _corruptions(model, data, split, config, frames, threads, json_output, plot, save_json) -> None:
+    from marsedge.benchmarks import corruptions as bench
+
+    data = data or (Path(os.environ["MARSEDGE_FRAMES"]) if os.environ.get("MARSEDGE_FRAMES") else DEFAULT_FRAMES)
+    if not (data / "msl").is_dir():
+        _fail(f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)")
+    try:
+        models = bench.precision_models(model)
+        positions = None
+        if split == "test":
+            recipe = config or (model / "config.json" if model.is_dir() else SHIPPED_RECIPE)
+            positions = bench.test_frames(next(iter(models.values())), recipe, data)
+        elif split != "all":
+            _fail(f"--corruptions scores the test split or all frames, not {split!r}")
+        else:
+            typer.echo("warning: --split all scores every frame, the ones the model trained on included", err=True)
+        if frames is not None and positions is not None:
+            positions = positions[:: max(1, len(positions) // frames)][:frames]  # spread over the split
+        elif frames is not None:
+            positions = list(range(frames))
+        show = None if json_output else (lambda text: typer.echo(f"  {text}", err=True))
+        report = bench.corruption_report(models, data, positions, threads, progress=show)
+        report["split"] = split
+        if save_json:
+            bench.write_json(report, save_json)
+        if plot:
+            bench.plot(report["tables"], plot)
+    except MarsEdgeError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or data}: {exc.strerror or exc}")
+    if json_output:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"{report['frames']} whole frames of {data} [{split}], seed {report['seed']}")
+    typer.echo(bench.markdown(report["tables"]))
+    for label, table in report["tables"].items():
+        clean = table["clean"]
+        precision, recall = (
+            "-" if clean[key] is None else f"{clean[key]:.3f}" for key in ("big_rock_precision", "big_rock_recall")
+        )
+        typer.echo(f"{label}: big rock precision {precision}, recall {recall} (clean frames)")
+    for path in (save_json, plot):
+        if path:
+            typer.echo(f"wrote {path}")
 
 
 def format_report(report: dict) -> str:

@@ -132,9 +132,11 @@ class Segmenter:
         self.tile_height = int(self.metadata["input"]["height"])
         self.tile_width = int(self.metadata["input"]["width"])
         self.field_of_view = FieldOfView.from_metadata(self.metadata)
-        if self.field_of_view.legacy_scale is not None:
+        if "scale" in self.metadata["input"]:
+            # Only files that carry a fixed input.scale resize frames by a factor that is
+            # right for one frame size; legacy files without it run at the input's size.
             logger.warning(
-                "%s: old metadata (input.scale %g for every frame, right for 256-px frames only); "
+                "%s: old metadata (input.scale %g for every frame, right for one frame size only); "
                 "re-stamp it with model_pixels_per_frame (tools/bundle_model.py --restamp) or give a scale",
                 self.model_path.name, self.field_of_view.legacy_scale,
             )  # fmt: skip
