@@ -339,6 +339,7 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
     try:
         models = bench.precision_models(model)
         positions = None
+        split = split or "test"
         if split == "test":
             recipe = config or (model / "config.json" if model.is_dir() else SHIPPED_RECIPE)
             positions = bench.test_frames(next(iter(models.values())), recipe, data)
