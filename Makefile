@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-arm64 bench venv clean
+.PHONY: demo test test-slow test-arm64 bench venv wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,10 @@ test-slow: $(STAMP)
 test-arm64: $(STAMP)
 	bash tools/arm64.sh
 
+# The installable package: dist/marsedge-<version>-py3-none-any.whl (bundled models included).
+# `pip install dist/marsedge-*.whl` gives the board runtime; add `[train]` on a workstation.
+wheel:
+	$(PYTHON) -m pip wheel --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) demo_out .arm64
+	rm -rf $(VENV) demo_out .arm64 build dist
