@@ -12,7 +12,6 @@ import numpy as np
 from marsedge.benchmarks.settings import INT8_FORMATS, BenchError
 from marsedge.benchmarks.sources import Candidate
 from marsedge.benchmarks.timing import SpeedRun, latency_stats
-from marsedge.errors import MarsEdgeError  # noqa: F401  (kept for callers catching it here)
 from marsedge.train.data import CLASS_NAMES
 from marsedge.train.metrics import confusion_matrix, iou_report, pixel_agreement
 
