@@ -27,12 +27,26 @@ DEFAULT_FRAMES = DEFAULT_DATA.parent / "ai4mars-msl-256"
 SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mars_edge_fr_t20.json"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (a handler bound to
+    the stream of its first call would write to a closed one when the CLI runs in-process
+    again, as under a test runner)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname).1s %(message)s",
         datefmt="%H:%M:%S",
-        stream=sys.stderr,
+        handlers=[_StderrHandler()],
         force=True,
     )
 

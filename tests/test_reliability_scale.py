@@ -95,7 +95,8 @@ def test_upscaling_counts_against_max_pixels(tiny_int8, tmp_path):
     image = save_png(tmp_path / "frame.png", np.zeros((300, 300), np.uint8))
     result = CliRunner().invoke(app, [str(image), "--out", str(tmp_path / "out"), "--max-pixels", "200000", "--model", str(model)])
     assert result.exit_code == 1
-    assert result.stderr.splitlines()[0] == (
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after the old-metadata notice
+    assert errors[0] == (
         f"error: {image}: 300x300 image becomes 360000 pixels of model input (resized and padded to whole tiles), "
         "above the limit of 200000 (--max-pixels)"
     )
