@@ -29,6 +29,7 @@ test-arm64: $(STAMP)
 # The installable package: dist/marsedge-<version>-py3-none-any.whl (bundled models included).
 # `pip install dist/marsedge-*.whl` gives the board runtime; add `[train]` on a workstation.
 wheel:
+	rm -rf build
 	$(PYTHON) -m pip wheel --no-deps --wheel-dir dist .
 
 clean:
