@@ -4,8 +4,9 @@ For each model: accuracy on the same labelled tiles (mean IoU over classes 1..4,
 class, pixel agreement with the float reference), then through the edge runtime's own
 code path (:class:`~marsedge.edge_runtime.Segmenter`, the path the rover runs) for each
 thread count: load time, first inference, latency per tile and per full frame after
-warm-up, FPS and GMAC/s against the machine's measured peak; peak resident memory of a
-separate runtime process; file size.
+warm-up, FPS and GMAC/s (float models also as a share of the machine's measured float32
+peak); peak resident memory of a separate runtime process; file size. The pieces live in
+the modules listed in :mod:`marsedge.benchmarks`; this one runs them in order.
 
 The Keras float model (``best.weights.h5`` of a run) is scored for accuracy only, as the
 reference the exports are compared with: it never runs on the board. TensorFlow is
