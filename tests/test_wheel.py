@@ -5,6 +5,7 @@ segments a frame with the bundled model."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=900, **kwargs)
+    # without PYTHONPATH: the installed package must run, not the checkout
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env, **kwargs)
 
 
 @pytest.mark.slow
