@@ -1,10 +1,14 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
+# `make bench` regenerates the benchmark of the bundled models (benchmarks/, BENCHMARKS.md);
+# `make wheel` builds dist/marsedge-*.whl to install on a board.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-arm64 bench venv wheel clean
+MODELS := marsedge/edge_runtime/models
+
+.PHONY: demo test lint test-slow test-arm64 bench wheel venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +21,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m marsedge.demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
@@ -26,11 +34,16 @@ test-slow: $(STAMP)
 test-arm64: $(STAMP)
 	bash tools/arm64.sh
 
+bench: $(STAMP)
+	$(PY) -m marsedge.cli bench $(MODELS)/marsedge_float32.tflite $(MODELS)/marsedge_int8.tflite \
+		--split test --threads 1,2 --out benchmarks --write-doc BENCHMARKS.md
+
 # The installable package: dist/marsedge-<version>-py3-none-any.whl (bundled models included).
 # `pip install dist/marsedge-*.whl` gives the board runtime; add `[train]` on a workstation.
+# Needs only pip (no .venv): the build runs in an isolated environment.
 wheel:
 	rm -rf build
 	$(PYTHON) -m pip wheel --no-deps --wheel-dir dist .
 
 clean:
-	rm -rf $(VENV) demo_out .arm64 build dist
+	rm -rf $(VENV) demo_out .arm64 dist build

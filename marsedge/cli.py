@@ -1,4 +1,8 @@
-"""The ``marsedge`` command: a thin Typer layer that parses options and calls library code."""
+"""The ``marsedge`` command: a thin Typer layer that parses options and calls library code.
+
+Exit codes (the same in ``marsedge-run``): 0 done; 1 a data, model, run-directory or I/O
+problem, or a failed check; 2 a usage error; 130 interrupted.
+"""
 from __future__ import annotations
 
 import json
@@ -6,13 +10,17 @@ import logging
 import os
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
 from marsedge import __version__
-from marsedge.errors import MarsEdgeError
+from marsedge.edge_runtime.cliutil import OneLineErrorsGroup
+from marsedge.errors import MarsEdgeError, UsageError
+from marsedge.export.convert import FORMATS
+from marsedge.train.config import AUGMENTATIONS, EMA_SELECTIONS, LOSSES, STRATEGIES, TrainConfig
 
 app = typer.Typer(
     name="marsedge",
@@ -20,11 +28,42 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrorsGroup,
 )
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mars_terrain_64x128.npz"
+_DATA_DEFAULT = "$MARSEDGE_DATA, else the shared mars_terrain_64x128.npz"
+_NO_DATA = "no --data given and ../shared/data/mars_terrain_64x128.npz is absent (set MARSEDGE_DATA)"
+_TRAIN = TrainConfig()  # the defaults --help shows; a --config file's values win over them
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """An Enum of a fixed tuple of option values, so the parser checks them."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+Loss = _choices("Loss", LOSSES)
+Augment = _choices("Augment", AUGMENTATIONS)
+Strategy = _choices("Strategy", STRATEGIES)
+EmaSelect = _choices("EmaSelect", EMA_SELECTIONS)
+EvalSplit = _choices("EvalSplit", ("all", "train", "val", "test"))
+BenchSplit = _choices("BenchSplit", ("val", "test", "train", "all"))
+
+
+def _parse_formats(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """``--formats float32,qat`` -> ``("float32", "qat")``; the parser refuses other names."""
+    if isinstance(value, tuple):
+        return value
+    names = [part.strip() for part in str(value).split(",") if part.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise typer.BadParameter(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+    return tuple(name for name in FORMATS if name in names)
+
+
+_QUIET_LOGGERS = ("tensorflow", "absl", "matplotlib", "h5py", "PIL")
 DEFAULT_FRAMES = DEFAULT_DATA.parent / "ai4mars-msl-256"
-SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mars_edge_fr_t20.json"
+SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "marsedge_navcam.json"
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -42,6 +81,8 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _setup_logging(verbose: bool) -> None:
+    """marsedge's own log at INFO (DEBUG with --verbose); other libraries' log lines and
+    TensorFlow's native messages only with --verbose (see :mod:`marsedge.train.tf_env`)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname).1s %(message)s",
@@ -49,11 +90,34 @@ def _setup_logging(verbose: bool) -> None:
         handlers=[_StderrHandler()],
         force=True,
     )
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    os.environ["MARSEDGE_VERBOSE"] = "1" if verbose else "0"
 
 
-def _fail(message: str) -> None:
+def _given_options(ctx: typer.Context) -> set[str]:
+    """The options typed on the command line (or set through the environment), not defaults."""
+    return {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+def _fail_with(exc: MarsEdgeError) -> NoReturn:
+    """A library error as one line: exit 2 for a usage error, 1 for bad data, models or runs."""
+    _fail(str(exc), 2 if isinstance(exc, UsageError) else 1)
+
+
+def _fail_io(exc: OSError, fallback: str | os.PathLike[str]) -> NoReturn:
+    """An OSError (disk full, permission denied, missing file) as one line: path and reason, exit 1."""
+    where = exc.filename if exc.filename is not None else fallback
+    _fail(f"{where}: {exc.strerror or exc}", 1)
 
 
 def default_data_path() -> Path | None:
@@ -66,73 +130,97 @@ def default_data_path() -> Path | None:
     return DEFAULT_DATA if DEFAULT_DATA.exists() else None
 
 
+# Help panels: the options most runs need stay in "Options"; the rest are grouped.
+_MODEL = "Model, loss and augmentation"
+_DISTILL = "Distillation, fine-tuning and weight averaging"
+_HARDWARE = "Hardware"
+_TIMING = "Timing and memory"
+_CHECKS = "Checks (exit 1 when one fails)"
+_REPORTS = "Reports"
+_QAT = "Quantization-aware training"
+_GATE = "Accuracy gate"
+_VERBOSE_HELP = "Debug log, and the messages of TensorFlow and other libraries."
+
+
 @app.command()
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs [default: $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz]")] = None,
+    ctx: typer.Context,
+    data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)] = None,
     out: Annotated[Path, typer.Option(help="Run directory to create (or resume).")] = Path("runs/exp"),
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (with --resume: the run's own budget unless given).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Tiles per batch.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for split, shuffling, augmentation, weights.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="JSON config file (keys of TrainConfig); options given here override it.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    init_from: Annotated[Optional[Path], typer.Option(help="Start from the best weights of this run directory (fine-tuning: fresh optimizer and schedule; same model shape and split required).")] = None,
-    teacher: Annotated[Optional[list[Path]], typer.Option(help="Distil from this run directory's best weights, or from a .tflite it exported (repeat for an ensemble; same data and split required).")] = None,
-    distill_weight: Annotated[Optional[float], typer.Option(help="Weight of the distillation term (with --teacher).")] = None,
-    distill_class_weighted: Annotated[Optional[bool], typer.Option("--distill-class-weighted/--distill-unweighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", show_default=False)] = None,
-    ema_decay: Annotated[Optional[float], typer.Option(help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.")] = None,
-    ema_select: Annotated[Optional[str], typer.Option(help="With --ema-decay: 'average' (validate and keep the averaged weights) or 'either' (each epoch, whichever of the averaged and raw weights scores higher on val).")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="focal, focal_dice, focal_lovasz or cross_entropy.")] = None,
-    augment: Annotated[Optional[str], typer.Option(help="none, flips (left-right mirror, the default), mild (adds zoom-in up to 1.2x and small shifts), camera (adds gain, gamma, slight blur, JPEG and sensor noise) or strong (adds up-down flips, rotation, zoom, brightness).")] = None,
-    base_filters: Annotated[Optional[int], typer.Option(help="Width of the first U-Net level.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use about N tiles, whole frames drawn at random with --seed (quick runs).")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Early-stopping patience (epochs).")] = None,
-    mixed_precision: Annotated[bool, typer.Option(help="float16 compute (GPU).")] = False,
-    strategy: Annotated[Optional[str], typer.Option(help="default or mirrored (several GPUs).")] = None,
-    keep_background: Annotated[bool, typer.Option("--keep-background", help="Score and predict class 0 too (default: ignore unlabeled pixels).")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="JSON config file (keys of TrainConfig; template: configs/template.json); options given here override it.")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (with --resume: the run's own budget unless given).")] = _TRAIN.epochs,
+    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per batch.")] = _TRAIN.batch_size,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = _TRAIN.learning_rate,
+    seed: Annotated[int, typer.Option(help="Seed for split, shuffling, augmentation, weights.")] = _TRAIN.seed,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    limit: Annotated[Optional[int], typer.Option(min=4, help="Use about N tiles, whole frames drawn at random with --seed (quick runs).", show_default="all")] = None,
+    patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience (epochs).")] = _TRAIN.patience,
+    loss: Annotated[Loss, typer.Option(metavar="NAME", help=f"{', '.join(LOSSES)}.", rich_help_panel=_MODEL)] = Loss[_TRAIN.loss],
+    augment: Annotated[Augment, typer.Option(metavar="NAME", help="none; flips (left-right mirror); mild (adds zoom-in up to 1.2x and small shifts); camera (adds gain, gamma, slight blur, JPEG and sensor noise); robust; strong (adds up-down flips, rotation, zoom, brightness).", rich_help_panel=_MODEL)] = Augment[_TRAIN.augment],
+    base_filters: Annotated[int, typer.Option(min=4, max=256, help="Width of the first U-Net level.", rich_help_panel=_MODEL)] = _TRAIN.model.base_filters,
+    keep_unlabeled: Annotated[bool, typer.Option("--keep-unlabeled", help="Score and predict class 0 (unlabeled) too; by default unlabeled pixels are ignored.", rich_help_panel=_MODEL)] = False,
+    init_from: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Start from the best weights of this run directory, or a float32 .tflite export (fine-tuning: fresh optimizer and schedule; same model shape and split required).", rich_help_panel=_DISTILL)] = None,
+    teacher: Annotated[Optional[list[Path]], typer.Option(metavar="RUN", help="Distil from this run directory's best weights, or from a .tflite it exported (repeat for an ensemble; same data and split required).", rich_help_panel=_DISTILL)] = None,
+    distill_weight: Annotated[float, typer.Option(help="Weight of the distillation term (with --teacher).", rich_help_panel=_DISTILL)] = _TRAIN.distill_weight,
+    distill_class_weighted: Annotated[bool, typer.Option("--distill-class-weighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", rich_help_panel=_DISTILL)] = False,
+    ema_decay: Annotated[float, typer.Option(help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.", rich_help_panel=_DISTILL)] = _TRAIN.ema_decay,
+    ema_select: Annotated[EmaSelect, typer.Option(metavar="NAME", help="With --ema-decay: average (validate and keep the averaged weights) or either (each epoch, whichever of the averaged and raw weights scores higher on val).", rich_help_panel=_DISTILL)] = EmaSelect[_TRAIN.ema_select],
+    mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute (GPU).", rich_help_panel=_HARDWARE)] = False,
+    strategy: Annotated[Strategy, typer.Option(metavar="NAME", help="default, or mirrored (several GPUs on one machine).", rich_help_panel=_HARDWARE)] = Strategy[_TRAIN.strategy],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Train a compact U-Net on Mars terrain tiles and write a run directory."""
     _setup_logging(verbose)
+    given = _given_options(ctx)
     try:
         from marsedge.train.config import TrainConfig
 
         base = TrainConfig.load(config) if config else TrainConfig()
-        if resume and epochs is None and config is None:
+        run_epochs = epochs if "epochs" in given else None
+        if resume and run_epochs is None and config is None:
             # a bare --resume keeps the run's own budget; only --epochs (or a --config) changes it
             from marsedge.train import rundir
 
             if (out / rundir.STATE_FILE).is_file():  # else the trainer says there is nothing to resume
-                epochs = rundir.read_run(out, need_weights=False).config.epochs
+                run_epochs = rundir.read_run(out, need_weights=False).config.epochs
         if data is None and not resume:
             data = Path(base.data) if base.data else default_data_path()
             if data is None:
-                _fail("no --data given and ../shared/data/mars_terrain_64x128.npz is absent (set MARSEDGE_DATA)")
-        changes = {
-            k: v
-            for k, v in dict(
-                data=str(data) if data else None, out=str(out), epochs=epochs, batch_size=batch_size, seed=seed,
-                learning_rate=learning_rate, loss=loss, augment=augment, limit=limit, patience=patience,
-                strategy=strategy, init_from=str(init_from) if init_from else None,
-                teachers=tuple(str(t) for t in teacher) if teacher else None, distill_weight=distill_weight,
-                distill_class_weighted=distill_class_weighted, ema_decay=ema_decay, ema_select=ema_select,
-            ).items()
-            if v is not None
-        }
+                _fail(_NO_DATA, 1)
+        options = dict(
+            batch_size=batch_size, seed=seed, learning_rate=learning_rate, loss=loss.value, augment=augment.value,
+            limit=limit, patience=patience, strategy=strategy.value, distill_weight=distill_weight,
+            ema_decay=ema_decay, ema_select=ema_select.value,
+        )
+        changes = {name: value for name, value in options.items() if name in given}  # the rest: config's
+        changes.update(out=str(out), epochs=run_epochs)
+        if data:
+            changes["data"] = str(data)
+        if init_from:
+            changes["init_from"] = str(init_from)
+        if teacher:
+            changes["teachers"] = tuple(str(t) for t in teacher)
+        if distill_class_weighted:
+            changes["distill_class_weighted"] = True
         if mixed_precision:
             changes["mixed_precision"] = True
-        if keep_background:
+        if keep_unlabeled:
             changes["ignore_background"] = False
-        if base_filters is not None:
+        if "base_filters" in given:
             changes["model"] = {"base_filters": base_filters}
-        settings = base.replace(**changes)
+        try:
+            settings = base.replace(**{k: v for k, v in changes.items() if v is not None})
+        except MarsEdgeError as exc:  # an option value (or combination) the config refuses
+            raise UsageError(str(exc)) from None
         from marsedge.train.trainer import train as run_training
 
         metrics = run_training(settings, resume=resume)
     except MarsEdgeError as exc:
-        _fail(str(exc))
+        _fail_with(exc)
+    except OSError as exc:
+        _fail_io(exc, out)
     except KeyboardInterrupt:
-        _fail(f"interrupted; continue with: marsedge train --out {out} --resume")
+        _fail(f"interrupted; continue with: marsedge train --out {out} --resume", 130)
     typer.echo(
         f"val mIoU {metrics['val']['mean_iou']:.4f} (best epoch {metrics['best_epoch']}); run directory: {out}"
     )
@@ -141,43 +229,45 @@ def train(
 @app.command()
 def bench(
     sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split [default for .tflite files: $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz].", show_default=False)] = None,
-    split: Annotated[Optional[str], typer.Option(help="The split to score: val, test, train or all [default: a run's val; for .tflite files carrying their split recipe (the bundled ones do), their test split of their training data; else every tile]. Scores on tiles the models trained on are labelled.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split [default for .tflite files: $MARSEDGE_DATA, else the shared mars_terrain_64x128.npz].", show_default=False)] = None,
+    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The split to score: val, test, train or all [default: a run's val; for .tflite files carrying their split recipe (the bundled ones do), their test split of their training data; else every tile]. Scores on tiles the models trained on are labelled.", show_default=False)] = None,
     tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
-    runs: Annotated[int, typer.Option(min=1, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed inferences before the timed ones.")] = 5,
-    frame_size: Annotated[str, typer.Option(help="Full frame HEIGHTxWIDTH timed through the runtime's tiling.")] = "1024x1024",
-    frame_runs: Annotated[int, typer.Option(min=0, help="Timed full frames per model and thread count; 0 skips frames.")] = 3,
+    runs: Annotated[int, typer.Option(min=1, rich_help_panel=_TIMING, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, rich_help_panel=_TIMING, help="Untimed inferences before the timed ones.")] = 5,
+    frame_size: Annotated[str, typer.Option(rich_help_panel=_TIMING, help="Full frame HEIGHTxWIDTH timed through the runtime's tiling.")] = "1024x1024",
+    frame_runs: Annotated[int, typer.Option(min=0, rich_help_panel=_TIMING, help="Timed full frames per model and thread count; 0 skips frames.")] = 3,
     out: Annotated[Path, typer.Option(help="Directory for benchmarks.md, .json, .png and .log (ops.md, ops.json with --profile-ops).")] = Path("benchmarks"),
     json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")] = False,
-    min_miou: Annotated[Optional[float], typer.Option(help="Check: exit 1 when a model's mIoU is below this.")] = None,
-    max_iou_drop: Annotated[Optional[float], typer.Option(help="Check: exit 1 when a model's mIoU is more than this below the float reference.")] = None,
-    keras: Annotated[bool, typer.Option("--keras/--no-keras", help="Score the run's Keras float model (needs TensorFlow: the train extra).")] = True,
-    rss: Annotated[bool, typer.Option("--rss/--no-rss", help="Measure the peak memory of a separate runtime process per model.")] = True,
-    peak: Annotated[bool, typer.Option("--peak/--no-peak", help="Measure the machine's float32 GEMM peak per thread count.")] = True,
-    reference_kernels: Annotated[bool, typer.Option(help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.")] = False,
-    tta: Annotated[bool, typer.Option("--tta", help="Also measure every .tflite with test-time flip averaging (marsedge-run --tta), as rows of their own.")] = False,
-    write_doc: Annotated[Optional[Path], typer.Option(help="Also replace the generated section of this Markdown file (BENCHMARKS.md).")] = None,
-    doc_note: Annotated[Optional[str], typer.Option(help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).")] = None,
-    profile_ops: Annotated[bool, typer.Option("--profile-ops", help="Instead of the benchmark: time every op of each .tflite alone and compare op types.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    min_miou: Annotated[Optional[float], typer.Option(rich_help_panel=_CHECKS, help="Check: exit 1 when a model's mIoU is below this.")] = None,
+    max_iou_drop: Annotated[Optional[float], typer.Option(rich_help_panel=_CHECKS, help="Check: exit 1 when a model's mIoU is more than this below the float reference.")] = None,
+    keras: Annotated[bool, typer.Option("--keras/--no-keras", rich_help_panel=_TIMING, help="Score the run's Keras float model (needs TensorFlow: the train extra).")] = True,
+    rss: Annotated[bool, typer.Option("--rss/--no-rss", rich_help_panel=_TIMING, help="Measure the peak memory of a separate runtime process per model.")] = True,
+    peak: Annotated[bool, typer.Option("--peak/--no-peak", rich_help_panel=_TIMING, help="Measure the machine's float32 GEMM peak per thread count.")] = True,
+    reference_kernels: Annotated[bool, typer.Option("--reference-kernels", rich_help_panel=_TIMING, help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", rich_help_panel=_TIMING, help="Also measure every .tflite with test-time flip averaging (marsedge-run --tta), as rows of their own.")] = False,
+    write_doc: Annotated[Optional[Path], typer.Option(rich_help_panel=_REPORTS, help="Also replace the generated section of this Markdown file (BENCHMARKS.md).")] = None,
+    doc_note: Annotated[Optional[str], typer.Option(rich_help_panel=_REPORTS, help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).")] = None,
+    profile_ops: Annotated[bool, typer.Option("--profile-ops", rich_help_panel=_REPORTS, help="Instead of the benchmark: time every op of each .tflite alone and compare op types.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Benchmark every export of a run: accuracy, latency, memory, size. Which model should ship?"""
     _setup_logging(verbose)
+    from marsedge.benchmarks import bench as benchmark
+    from marsedge.benchmarks import report
     from marsedge.edge_runtime import ModelError
 
-    try:
-        from marsedge.benchmarks import bench as benchmark
-        from marsedge.benchmarks import report
-
+    try:  # option values the parser could not check: a usage error
         settings = benchmark.BenchSettings(
-            sources=tuple(sources), data=str(data) if data else None, split=split, tiles=tiles,
+            sources=tuple(sources), data=str(data) if data else None, split=split.value if split else None,
             default_data=str(default_data_path()) if default_data_path() else None,
-            threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
+            tiles=tiles, threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
             frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
             rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta,
         )
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
         if profile_ops:
             _profile_ops(settings, out, json_output, write_doc, doc_note)
             return
@@ -188,12 +278,14 @@ def bench(
             plot_link = os.path.relpath(written["plot"], write_doc.parent) if "plot" in written else None
             section = report.doc_section(result.report, placeholder=doc_note, plot_link=plot_link)
             written["doc"] = report.update_doc(write_doc, section)
-    except (MarsEdgeError, ModelError, ValueError) as exc:
-        _fail(str(exc))
+    except MarsEdgeError as exc:
+        _fail_with(exc)
+    except ModelError as exc:
+        _fail(str(exc), 1)
     except OSError as exc:
-        _fail(f"{exc.filename or out}: {exc.strerror or exc}")
+        _fail_io(exc, out)
     except KeyboardInterrupt:
-        _fail("interrupted")
+        _fail("interrupted", 130)
     warning = result.report["settings"].get("warning")
     if warning:
         typer.echo(f"WARNING: {warning}", err=True)
@@ -244,64 +336,58 @@ def _profile_ops(settings, out: Path, json_output: bool, write_doc: Path | None,
 
 def _progress_bar():
     """A progress callback drawing a bar on a terminal's stderr, or one line per step otherwise."""
-    tty = sys.stderr.isatty()
+    from marsedge.progress import ProgressBar
 
-    def show(done: int, total: int, message: str) -> None:
-        width = 24
-        filled = width * done // max(total, 1)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {message}"
-        if tty:
-            sys.stderr.write("\r" + line[:119].ljust(119) + ("\n" if done >= total else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    return show
+    return ProgressBar()
 
 
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `marsedge train`.")],
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Include the int8 formats (QAT and PTQ); --no-int8 exports float formats only.")] = True,
-    formats: Annotated[Optional[str], typer.Option(help="Comma-separated subset of float32, float16, dynamic, ptq, qat (default: all).")] = None,
-    qat_epochs: Annotated[int, typer.Option(min=0, help="QAT fine-tuning epochs (0: calibrated ranges only); the epoch with the best val mIoU is kept.")] = 1,
-    qat_lr: Annotated[float, typer.Option(help="Peak QAT learning rate (cosine-decayed); keep it below the run's final rate.")] = 1e-6,
-    qat_fraction: Annotated[float, typer.Option(help="Share of each QAT epoch's batches to use (0-1]; lower for quick CPU exports.")] = 1.0,
-    calib_tiles: Annotated[int, typer.Option(min=1, help="Training tiles for int8 calibration.")] = 256,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN_DIR/export).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="The run's data file, if it moved (default: the path in the run's config).")] = None,
-    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Fail (exit 1) when QAT int8 loses more than --max-iou-drop val mean IoU; files are written either way.")] = True,
-    max_iou_drop: Annotated[float, typer.Option(help="Allowed QAT int8 drop of val mean IoU vs float Keras, as a fraction (0.01 = 1 point).")] = 0.01,
+    formats: Annotated[Optional[tuple], typer.Option(parser=_parse_formats, metavar="F1,F2", help=f"Comma-separated subset of {', '.join(FORMATS)}.", show_default="all")] = None,
+    qat_epochs: Annotated[int, typer.Option(rich_help_panel=_QAT, min=0, help="QAT fine-tuning epochs (0: calibrated ranges only); the epoch with the best val mIoU is kept.")] = 1,
+    qat_lr: Annotated[float, typer.Option(rich_help_panel=_QAT, help="Peak QAT learning rate (cosine-decayed); keep it below the run's final rate.")] = 1e-6,
+    qat_fraction: Annotated[float, typer.Option(rich_help_panel=_QAT, help="Share of each QAT epoch's batches to use (0-1]; lower for quick CPU exports.")] = 1.0,
+    calib_tiles: Annotated[int, typer.Option(rich_help_panel=_QAT, min=1, help="Training tiles for int8 calibration.")] = 256,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder.", show_default="RUN_DIR/export")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="The run's data file, if it moved.", show_default="the path in the run's config")] = None,
+    gate: Annotated[bool, typer.Option("--gate/--no-gate", rich_help_panel=_GATE, help="Fail (exit 1) when QAT int8 loses more than --max-iou-drop val mean IoU; files are written either way.")] = True,
+    max_iou_drop: Annotated[float, typer.Option(rich_help_panel=_GATE, help="Allowed QAT int8 drop of val mean IoU vs float Keras, as a fraction (0.01 = 1 point).")] = 0.01,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for evaluating the .tflite files.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Quantise a trained run (QAT int8 and comparison formats), export TFLite and print the accuracy table."""
     _setup_logging(verbose)
     try:
         from marsedge.export import AccuracyGateError, ExportOptions, export_run, format_table
-        from marsedge.export.convert import FORMATS, INT8_FORMATS, parse_formats
+        from marsedge.export.convert import INT8_FORMATS
 
-        chosen = parse_formats(formats) if formats else FORMATS
+        chosen = formats or FORMATS
         if not int8:
             excluded = [f for f in chosen if f in INT8_FORMATS]
             if excluded and formats:
                 _fail(f"--no-int8 conflicts with --formats {','.join(excluded)}")
             chosen = tuple(f for f in chosen if f not in INT8_FORMATS)
-        options = ExportOptions(
-            formats=chosen, out=str(out) if out else None, data=str(data) if data else None, qat_epochs=qat_epochs,
-            qat_lr=qat_lr, qat_fraction=qat_fraction, calib_tiles=calib_tiles, gate=gate, max_iou_drop=max_iou_drop,
-            threads=threads,
-        )
+        try:
+            options = ExportOptions(
+                formats=chosen, out=str(out) if out else None, data=str(data) if data else None,
+                qat_epochs=qat_epochs, qat_lr=qat_lr, qat_fraction=qat_fraction, calib_tiles=calib_tiles, gate=gate,
+                max_iou_drop=max_iou_drop, threads=threads,
+            )
+        except MarsEdgeError as exc:  # option values the exporter refuses
+            raise UsageError(str(exc)) from None
         try:
             summary = export_run(run_dir, options)
         except AccuracyGateError as exc:
             typer.echo(format_table(exc.summary))
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=1) from None
+            _fail(str(exc), 1)
     except MarsEdgeError as exc:
-        _fail(str(exc))
+        _fail_with(exc)
+    except OSError as exc:
+        _fail_io(exc, out or Path(run_dir) / "export")
     except KeyboardInterrupt:
-        _fail("interrupted")
+        _fail("interrupted", 130)
     typer.echo(format_table(summary))
     target = Path(out) if out else Path(run_dir) / "export"
     gate_line = summary["gate"]["message"]
@@ -311,37 +397,95 @@ def export(
 @app.command(name="eval")
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A .tflite from `marsedge export`, or a run directory (float Keras).")],
-    data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs (default: $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="all, or the model's train / val / test split of its own data file (known from a run dir, or from the split recipe a .tflite carries) [default: test when the model's split is known, else all]. Scores on tiles the model trained on are labelled.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)] = None,
+    split: Annotated[Optional[EvalSplit], typer.Option(metavar="NAME", help="all, or the model's train, val or test split of its own data file (known from a run directory, or from the split recipe a .tflite carries). Scores on tiles the model trained on are labelled.", show_default="test when the model's split is known, else all")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
+    anatomy: Annotated[bool, typer.Option("--anatomy", help="Also show where the errors are: near label boundaries, on big rock, top and bottom halves of frames.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra).")] = None,
     corruptions: Annotated[bool, typer.Option("--corruptions", help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.", rich_help_panel="Corruption benchmark")] = False,
     config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: the shipped model's recipe).", rich_help_panel="Corruption benchmark")] = None,
     frames: Annotated[Optional[int], typer.Option(min=1, help="With --corruptions: score N frames spread evenly over the split (faster, noisier).", rich_help_panel="Corruption benchmark")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="With --corruptions: write a bar chart (PNG) of each condition's share of clean mIoU.", rich_help_panel="Corruption benchmark")] = None,
     save_json: Annotated[Optional[Path], typer.Option("--save-json", help="With --corruptions: also write the report as JSON to this file.", rich_help_panel="Corruption benchmark")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles; with
     --corruptions, the corruption benchmark on whole labelled frames."""
     _setup_logging(verbose)
     if corruptions:
-        _corruptions(model, data, split, config, frames, threads, json_output, plot, save_json)
+        _corruptions(model, data, split.value if split else None, config, frames, threads, json_output, plot, save_json)
         return
     try:
-        from marsedge.export.evaluate import evaluate as run_evaluation
+        from marsedge.evaluation.evaluate import evaluate as run_evaluation
 
         if data is None:
             data = default_data_path()
             if data is None:
-                _fail("no --data given and ../shared/data/mars_terrain_64x128.npz is absent (set MARSEDGE_DATA)")
-        report = run_evaluation(model, data, split, threads)
+                _fail(_NO_DATA, 1)
+        report = run_evaluation(model, data, split.value if split else None, threads, anatomy=anatomy)
+        if plot is not None:
+            from marsedge.plots import confusion_png
+
+            confusion_png(report["confusion_matrix"], plot, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)")
     except MarsEdgeError as exc:
-        _fail(str(exc))
+        _fail_with(exc)
+    except OSError as exc:
+        _fail_io(exc, model)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
     typer.echo(format_report(report))
+    if anatomy:
+        from marsedge.evaluation.anatomy import anatomy_markdown
+
+        typer.echo("\n" + anatomy_markdown(report["anatomy"]))
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=True)
+
+
+@app.command()
+def compare(
+    sources: Annotated[list[Path], typer.Argument(metavar="RUN_OR_MODEL...", help="Run directories or .tflite files scored on the same tiles; the first is the baseline.")],
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles (AN2DL .npz or PNG folder) (default: the first run's data file)", show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="The runs' split to score: val, test, train, or all (every tile of --data).")] = "val",
+    resamples: Annotated[int, typer.Option(min=1, help="Bootstrap draws of whole frames.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="Also score the average of the models' class probabilities.")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for .tflite models.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Are these models really different? Mean IoU of each, and its difference to the first with a 95% interval from a paired bootstrap over frames."""
+    _setup_logging(verbose)
+    try:
+        from marsedge.evaluation.compare import compare_markdown, compare_models
+
+        report = compare_models(sources, data, split, resamples, seed, ensemble, threads)
+    except MarsEdgeError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or data}: {exc.strerror or exc}")
+    typer.echo(json.dumps(report, indent=2) if json_output else compare_markdown(report))
+
+
+@app.command()
+def runs(
+    run_dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="RUN_DIR...", help="Run directories, or folders of them (default: runs)", show_default=False)] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Run the changes and deltas are measured against (default: the first).", show_default=False)] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Table of training runs: what each changed, its size, speed and val/test mean IoU against a baseline."""
+    try:
+        from marsedge.evaluation.runs import find_runs, runs_markdown, runs_summary
+
+        rows = runs_summary(find_runs(run_dirs or [Path("runs")]), baseline)
+    except MarsEdgeError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename}: {exc.strerror or exc}")
+    typer.echo(json.dumps(rows, indent=2) if json_output else runs_markdown(rows))
 
 
 def _corruptions(model, data, split, config, frames, threads, json_output, plot, save_json) -> None:
@@ -349,7 +493,7 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
 
     data = data or (Path(os.environ["MARSEDGE_FRAMES"]) if os.environ.get("MARSEDGE_FRAMES") else DEFAULT_FRAMES)
     if not (data / "msl").is_dir():
-        _fail(f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)")
+        _fail(f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)", 1)
     try:
         models = bench.precision_models(model)
         positions = None
@@ -373,9 +517,11 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
         if plot:
             bench.plot(report["tables"], plot)
     except MarsEdgeError as exc:
-        _fail(str(exc))
+        _fail_with(exc)
     except OSError as exc:
-        _fail(f"{exc.filename or data}: {exc.strerror or exc}")
+        _fail_io(exc, data)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return

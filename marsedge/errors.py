@@ -1,8 +1,17 @@
-"""Errors the CLI turns into one clear line and a non-zero exit."""
+"""Errors the CLI turns into one clear line and a non-zero exit.
+
+Exit codes of ``marsedge`` and ``marsedge-run``: 0 done; 1 a data, model, run-directory or
+I/O problem (or a failed check); 2 a usage error (:class:`UsageError`, or an option value
+the parser refuses); 130 interrupted.
+"""
 
 
 class MarsEdgeError(Exception):
     """Base class for user-facing errors (bad input, missing files, missing extras)."""
+
+
+class UsageError(MarsEdgeError):
+    """Options that cannot go together or cannot apply to the given input (the CLI exits 2)."""
 
 
 class DataError(MarsEdgeError):

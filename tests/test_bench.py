@@ -149,20 +149,21 @@ def test_check_mode_exit_codes(tiles_npz, tiny_float32, tiny_int8, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, code",
     [
-        (["missing.tflite"], "missing.tflite: no such file or directory"),
-        (["{npz}"], "not a marsedge model"),
-        (["{model}"], "no labelled tiles to score"),
-        (["{model}", "--data", "{npz}", "--threads", "1,x"], "threads must be a comma-separated list"),
-        (["{model}", "--data", "{npz}", "--frame-size", "1024"], "frame size must be HEIGHTxWIDTH"),
-        (["{model}", "--data", "{npz}", "--split", "val"], "--split val picks a split of the models' training data"),
+        (["missing.tflite"], "missing.tflite: no such file or directory", 1),
+        (["{npz}"], "not a marsedge model", 1),
+        (["{model}"], "no labelled tiles to score", 1),
+        (["{model}", "--data", "{npz}", "--threads", "1,x"], "threads must be a comma-separated list", 2),
+        (["{model}", "--data", "{npz}", "--frame-size", "1024"], "frame size must be HEIGHTxWIDTH", 2),
+        (["{model}", "--data", "{npz}", "--split", "val"], "--split val picks a split of the models' training data", 2),
     ],
 )
-def test_bad_input_is_one_error_line(args, message, tiles_npz, tiny_int8, tmp_path, monkeypatch):
+def test_bad_input_is_one_error_line(args, message, code, tiles_npz, tiny_int8, tmp_path, monkeypatch):
+    """Bad data or models exit 1, options that cannot apply exit 2; one line either way."""
     monkeypatch.setattr("marsedge.cli.default_data_path", lambda: None)  # as on a machine without shared data
     result = invoke(*[a.format(npz=tiles_npz, model=tiny_int8) for a in args], "--out", tmp_path)
-    assert result.exit_code == 2
+    assert result.exit_code == code
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
 

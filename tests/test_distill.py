@@ -95,7 +95,7 @@ def test_bundled_model_records_the_split_it_was_trained_on_and_teaches_on_it():
     from marsedge.train.rundir import split_fingerprint
     from marsedge.train.trainer import compute_split
 
-    config = TrainConfig.load(ROOT / "configs" / "mars_edge_fr_t20.json").replace(data=str(REAL_DATA))
+    config = TrainConfig.load(ROOT / "configs" / "marsedge_navcam.json").replace(data=str(REAL_DATA))
     tiles, split, derived, data_hash = compute_split(config)
     for name in ("marsedge_float32.tflite", "marsedge_int8.tflite"):
         metadata = read_metadata((BUNDLED / name).read_bytes())

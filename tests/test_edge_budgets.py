@@ -1,8 +1,8 @@
-"""Start-up time and memory of the edge runtime, printed for the issue's budgets.
+"""Start-up time and memory of the edge runtime against the budgets of the edge install.
 
-Budgets (issue 5): import + load the bundled model < 0.5 s cold, resident memory
-< 100 MB for a 1024x1024 frame. Timings depend on the machine and its load, so they are
-printed, not asserted: `make test-slow` (or `pytest -m slow -k budgets -s`) shows them.
+Budgets: import + load the bundled model < 0.5 s cold, resident memory < 100 MB for a
+1024x1024 frame. Memory is asserted; the timings depend on the machine and its load, so
+they are recorded as test properties (`pytest --junitxml`), not asserted.
 """
 
 from __future__ import annotations
@@ -57,9 +57,12 @@ def run_api() -> dict:
     return json.loads(proc.stdout)
 
 
+MEMORY_BUDGET_MIB = 100 * 1000**2 / 1024**2  # 100 MB
+
+
 @pytest.mark.slow
-def test_report_start_up_time_and_memory(tmp_path, capsys):
-    runs = [run_api() for _ in range(5)]
+def test_start_up_and_memory_budgets(tmp_path, record_property):
+    runs = [run_api() for _ in range(3)]
     assert all(r["shape"] == [1024, 1024] for r in runs)
     frame = tmp_path / "frame.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (1024, 1024), dtype=np.uint8)).save(frame)
@@ -69,11 +72,10 @@ def test_report_start_up_time_and_memory(tmp_path, capsys):
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     cli_rss_mib = float(cli.stderr.splitlines()[-1])
+    api_rss_mib = max(r["peak_rss_mib"] for r in runs)
+    assert api_rss_mib < MEMORY_BUDGET_MIB, f"API peak RSS {api_rss_mib:.1f} MiB for a 1024x1024 frame"
+    assert cli_rss_mib < MEMORY_BUDGET_MIB, f"marsedge-run peak RSS {cli_rss_mib:.1f} MiB with overlay"
     loads = sorted(r["import_load_s"] for r in runs)
-    with capsys.disabled():
-        print(
-            f"\nedge runtime budgets: import + load bundled model median {statistics.median(loads):.3f} s "
-            f"(min {loads[0]:.3f}, max {loads[-1]:.3f}; budget 0.5 s); "
-            f"peak RSS, API, 1024x1024 frame {max(r['peak_rss_mib'] for r in runs):.1f} MiB; "
-            f"CLI with overlay {cli_rss_mib:.1f} MiB (budget 100 MB); 1024x1024 frame ms {json.dumps({k: round(v) for k, v in runs[-1]['frame_ms'].items()})}"
-        )
+    record_property("import_load_s_median", round(statistics.median(loads), 3))
+    record_property("frame_ms", json.dumps({k: round(v) for k, v in runs[-1]["frame_ms"].items()}))
+    record_property("peak_rss_mib", {"api": round(api_rss_mib, 1), "cli": round(cli_rss_mib, 1)})

@@ -65,7 +65,7 @@ def test_real_samples_optimised_and_reference_kernels_agree(tiny_int8):
 def test_runtime_resize_reproduces_the_data_sets_tiles_from_full_frames():
     """The sample frames are test_set frames at 256x256; the runtime's area reduction
     (what a model with ``input.scale`` 0.5 sees) gives back their two 64x128 tiles to the
-    grey level. Texture is the models' main cue (tools/robustness_eval.py: a blur of
+    grey level. Texture is the models' main cue (`marsedge eval --corruptions`: a blur of
     radius 1 or sensor noise of sigma 2 costs 25-70 points), so any other resampler
     (bilinear, bicubic: 0.6-1 level off on average) would feed them foreign input."""
     from marsedge.edge_runtime.resample import resize_area

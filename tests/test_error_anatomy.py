@@ -1,12 +1,10 @@
-"""tools/error_anatomy.py: boundary bands, big-rock recall/precision, frame halves."""
+"""marsedge eval --anatomy: boundary bands, big-rock recall/precision, frame halves."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conftest import load_tool
-
-anatomy = load_tool("error_anatomy")
+from marsedge.evaluation import anatomy
 
 
 def test_errors_only_on_a_boundary_vanish_when_the_band_is_left_out():

@@ -95,7 +95,7 @@ def test_eval_rejects_tiles_of_another_size(stub_model, tmp_path):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.ones((32, 32), np.uint8)).save(tmp_path / "a_mask.png")
     result = invoke("eval", stub_model, "--data", tmp_path)
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # data the model cannot take: a data error
     assert result.stderr.strip() == "error: tiles are 32x32 but the model takes 64x128; evaluate on tiles of the model's input size"
 
 
@@ -103,17 +103,86 @@ def test_eval_rejects_tiles_of_another_size(stub_model, tmp_path):
     "args, message",
     [
         (["--split", "val"], "--split val needs the model's run directory"),
-        (["--split", "everything"], "split must be one of all, train, val, test"),
+        (["--split", "everything"], "'everything' is not one of 'all', 'train', 'val', 'test'"),
     ],
 )
 def test_eval_split_errors(stub_model, mask_pair, args, message):
     result = invoke("eval", stub_model, "--data", mask_pair, *args)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: ")
 
 
 def test_eval_missing_model_and_data(tmp_path, mask_pair):
     result = invoke("eval", tmp_path / "nope.tflite", "--data", mask_pair)
-    assert result.exit_code == 2 and "no such model file or run directory" in result.stderr
+    assert result.exit_code == 1 and "no such model file or run directory" in result.stderr
     (tmp_path / "junk.tflite").write_bytes(b"not a model")
     result = invoke("eval", tmp_path / "junk.tflite", "--data", mask_pair)
-    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+
+
+def test_eval_anatomy_reads_where_the_errors_are(stub_model, mask_pair):
+    """Big rock (rows 32-47): the right half found (1024 px), the left half called soil;
+    the soil rows' right half (2048 px) called big rock: recall 1/2, precision 1/3."""
+    result = invoke("eval", stub_model, "--data", mask_pair, "--anatomy", "--json")
+    assert result.exit_code == 0, result.output
+    anatomy = json.loads(result.stdout)["anatomy"]
+    rock = anatomy["big_rock"]
+    assert rock["recall"] == pytest.approx(0.5) and rock["precision"] == pytest.approx(1 / 3)
+    assert rock["missed_as"] == {"soil": 1024, "bedrock": 0, "sand": 0}
+    assert rock["false_from"] == {"soil": 2048, "bedrock": 0, "sand": 0}
+    assert [row["radius"] for row in anatomy["boundary"]] == [1, 2, 3]
+    assert "halves" not in anatomy  # one tile: no top/bottom pairs to compare
+    text = invoke("eval", stub_model, "--data", mask_pair, "--anatomy")
+    assert text.exit_code == 0, text.output
+    assert "| boundary band (px) |" in text.stdout and "big rock: recall 0.500, precision 0.333" in text.stdout
+
+
+def test_eval_plot_draws_the_confusion_matrix(stub_model, mask_pair, tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "plots" / "confusion.png"
+    result = invoke("eval", stub_model, "--data", mask_pair, "--plot", target)
+    assert result.exit_code == 0, result.output
+    with Image.open(target) as image:
+        assert image.format == "PNG" and image.size[0] > 200
+    assert sorted(p.name for p in target.parent.iterdir()) == ["confusion.png"]  # no temporary left
+
+
+def test_eval_plot_to_an_unwritable_place_is_one_line(stub_model, mask_pair, tmp_path):
+    pytest.importorskip("matplotlib")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke("eval", stub_model, "--data", mask_pair, "--plot", blocker / "confusion.png")
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compare_same_model_twice_and_their_ensemble(stub_model, mask_pair):
+    result = invoke("compare", stub_model, stub_model, "--data", mask_pair, "--split", "all", "--resamples", "50",
+                    "--ensemble", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tiles"] == 1 and report["frames"] == 1 and report["resamples"] == 50
+    models = report["models"]
+    assert [m["kind"] for m in models] == ["tflite", "tflite", "ensemble"]
+    for row in models:
+        assert row["miou"] == pytest.approx(0.325) and row["delta"] == 0.0 and row["ahead"] == 0.0
+        assert row["low"] == row["high"] == 0.0
+    text = invoke("compare", stub_model, stub_model, "--data", mask_pair, "--split", "all", "--resamples", "10")
+    assert text.exit_code == 0, text.output
+    assert "95% interval of Δ" in text.stdout and "stub.tflite | 0.3250 | +0.0000 |" in text.stdout
+
+
+def test_compare_needs_a_split_it_can_find(stub_model, mask_pair, tmp_path):
+    result = invoke("compare", stub_model, "--data", mask_pair)  # --split val, but no run directory
+    assert result.exit_code != 0 and "needs the model's run directory" in result.stderr
+    result = invoke("compare", tmp_path / "nope.tflite", "--data", mask_pair, "--split", "all")
+    assert result.exit_code != 0 and "no such model file or run directory" in result.stderr
+    result = invoke("compare", stub_model, "--split", "all")
+    assert result.exit_code != 0 and "give --data" in result.stderr
+
+
+def test_new_commands_have_help():
+    for command in ("compare", "runs"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "--json" in result.stdout
+    assert "--anatomy" in invoke("eval", "--help").stdout and "--plot" in invoke("eval", "--help").stdout

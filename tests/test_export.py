@@ -87,17 +87,18 @@ def test_int8_model_has_no_float_anywhere(variant, fmt, request):
 
 
 def test_tflite_int8_agrees_with_the_qat_keras_model(attention_run, attention_export):
-    from marsedge.export.evaluate import KerasTileModel, TFLiteTileModel
+    from marsedge.edge_runtime.tile_model import TileModel
     from marsedge.export.pipeline import QAT_WEIGHTS
     from marsedge.export.qat import load_qat_model
     from marsedge.train import rundir
     from marsedge.train.data import load_tiles
+    from marsedge.train.predict import KerasTileModel
 
     run = rundir.read_run(attention_run)
     qat = load_qat_model(rundir.load_model(run), str(attention_export / QAT_WEIGHTS))
     tiles = load_tiles(run.config.data).images
     keras_masks = KerasTileModel(qat, run.output_classes, run.input_shape).predict_masks(tiles)
-    tflite_masks = TFLiteTileModel.from_file(attention_export / "marsedge_qat.tflite").predict_masks(tiles)
+    tflite_masks = TileModel.from_file(attention_export / "marsedge_qat.tflite").predict_masks(tiles)
     assert (keras_masks == tflite_masks).mean() >= 0.98
 
 

@@ -86,10 +86,10 @@ def test_1280x960_frame_works(bundled, navcam_256):
 def test_a_tile_with_frame_width_128_is_segmented_as_in_training(tmp_path):
     """A 64x128 data-set tile is half of a frame 128 model pixels wide: scale 1, the model
     on the tile itself (what training and ``marsedge eval`` do)."""
-    from marsedge.export.evaluate import TFLiteTileModel
+    from marsedge.edge_runtime.tile_model import TileModel
 
     tiles, _ = generate_tiles(3, 64, 128, seed=5)
-    direct = TFLiteTileModel.from_file(BUNDLED).predict_masks(tiles)
+    direct = TileModel.from_file(BUNDLED).predict_masks(tiles)
     cropped = Segmenter(BUNDLED, frame_width=128)
     assert cropped.scale == 1.0
     for tile, expected in zip(tiles, direct):

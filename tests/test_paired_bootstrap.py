@@ -1,12 +1,10 @@
-"""tools/paired_bootstrap.py: per-tile confusions add up, frames are drawn whole, the interval brackets the truth."""
+"""marsedge compare: per-tile confusions add up, frames are drawn whole, the interval brackets the truth."""
 from __future__ import annotations
 
 import numpy as np
 
-from conftest import load_tool
-from marsedge.train.metrics import confusion_matrix, mean_iou
-
-tool = load_tool("paired_bootstrap")
+from marsedge.core.metrics import confusion_matrix, mean_iou, tile_confusions
+from marsedge.evaluation import compare as tool
 
 
 def _tiles(seed: int = 0, count: int = 40):
@@ -18,7 +16,7 @@ def _tiles(seed: int = 0, count: int = 40):
 
 def test_tile_confusions_sum_to_the_split_confusion():
     truth, prediction = _tiles()
-    per_tile = tool.tile_confusions(truth, prediction)
+    per_tile = tile_confusions(truth, prediction)
     assert per_tile.shape == (40, 5, 5) and per_tile[:, 0].sum() == 0  # unlabelled truth skipped
     np.testing.assert_array_equal(per_tile.sum(axis=0), confusion_matrix(truth, prediction))
 
@@ -26,7 +24,7 @@ def test_tile_confusions_sum_to_the_split_confusion():
 def test_same_model_is_never_ahead_and_a_better_one_always_is():
     truth, noisy = _tiles()
     worse = np.where(np.random.default_rng(1).random(truth.shape) < 0.3, 1, noisy).astype(np.uint8)
-    confusions = [tool.tile_confusions(truth, p) for p in (noisy, noisy, truth, worse)]
+    confusions = [tile_confusions(truth, p) for p in (noisy, noisy, truth, worse)]
     rows = tool.compare(confusions, np.arange(40) // 2, resamples=200)
     same, perfect, bad = rows[1], rows[2], rows[3]
     assert same["delta"] == same["low"] == same["high"] == 0 and same["ahead"] == 0
@@ -41,9 +39,9 @@ def test_a_draw_takes_both_tiles_of_a_frame():
     prediction = noisy.copy()
     prediction[:2] = truth[:2]
     prediction[2:] = np.where(truth[2:] == 1, 2, 1)
-    scores = tool.bootstrap([tool.tile_confusions(truth, prediction)], np.array([0, 0, 1, 1]), resamples=50)
+    scores = tool.bootstrap([tile_confusions(truth, prediction)], np.array([0, 0, 1, 1]), resamples=50)
     possible = {
-        round(mean_iou(tool.tile_confusions(truth[i], prediction[i]).sum(axis=0)), 9)
+        round(mean_iou(tile_confusions(truth[i], prediction[i]).sum(axis=0)), 9)
         for i in ([0, 1, 0, 1], [2, 3, 2, 3], [0, 1, 2, 3])
     }
     assert {round(s, 9) for s in scores[:, 0]} <= possible

@@ -218,7 +218,7 @@ def test_kill_in_the_first_epoch_leaves_a_directory_that_can_start_again(setup, 
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "best.weights.h5").exists() and not (out / "state.json").exists()
     refused = train(setup, out, 2, resume=True)
-    assert refused.returncode == 2 and "nothing to resume" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 1 and "nothing to resume" in refused.stderr and "Traceback" not in refused.stderr
     again = train(setup, out, 2)
     assert again.returncode == 0, again.stderr[-2000:]
     check_finished(out, 2)
@@ -287,7 +287,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(setup, tmp_
     state = (out / "state.json").read_text()
 
     diverged = train(setup, out, 3, "nan@2", resume=True)
-    assert diverged.returncode == 2
+    assert diverged.returncode == 1
     errors = [line for line in diverged.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in diverged.stderr
     assert errors[0].startswith("error: training diverged at epoch 2 (loss nan); the best checkpoint (epoch 1, val mIoU ")
@@ -295,7 +295,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(setup, tmp_
     assert (out / "state.json").read_text() == state and history_epochs(out) == [1]
 
     first = train(setup, tmp_path / "first", 2, "nan@1")
-    assert first.returncode == 2
+    assert first.returncode == 1
     assert "training diverged at epoch 1 (loss nan); no epoch completed, so" in first.stderr
     record_property("passed", "training.nan")
 
@@ -309,7 +309,7 @@ def test_changed_data_is_reported_on_resume(setup, tmp_path, record_property):
     assert train((copy, config), out, 1).returncode == 0
     write_dataset(copy, count=64, seed=99)
     resumed = train((copy, config), out, 2, resume=True)
-    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
     errors = [line for line in resumed.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and f"error: {copy}: data changed since this run started (sha256 " in errors[0]
     assert errors[0].endswith("start a new run directory")

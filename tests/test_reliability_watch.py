@@ -247,8 +247,8 @@ def test_watch_refuses_inputs_and_missing_directories(tiny_int8, tmp_path):
 
     runner = CliRunner()
     result = runner.invoke(app, ["x.png", "--watch", str(tmp_path), "--model", str(tiny_int8)])
-    assert result.exit_code == 1 and result.stderr == "error: give INPUTs or --watch DIR, not both\n"
+    assert result.exit_code == 2 and result.stderr == "error: give INPUTs or --watch DIR, not both\n"
     result = runner.invoke(app, ["--watch", str(tmp_path / "nope"), "--model", str(tiny_int8)])
     assert result.exit_code == 1 and "--watch needs an existing directory" in result.stderr
     result = runner.invoke(app, ["--model", str(tiny_int8)])
-    assert result.exit_code == 1 and "nothing to segment" in result.stderr
+    assert result.exit_code == 2 and "nothing to segment" in result.stderr

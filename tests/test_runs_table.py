@@ -1,17 +1,14 @@
-"""tools/runs_table.py: the experiment-log table read from run directories."""
+"""marsedge runs: the table of training runs read from run directories."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from conftest import load_tool
+from marsedge.evaluation import runs as runs_table
 from marsedge.train.config import TrainConfig
-
-
-def _tool():
-    return load_tool("runs_table")
 
 
 def _fake_run(path: Path, config: TrainConfig, val: float, test: float | None, legacy: bool = False) -> Path:
@@ -38,7 +35,7 @@ def test_rows_name_what_differs_from_the_baseline_and_the_deltas(tmp_path):
         _fake_run(tmp_path / "se", base.replace(model={"squeeze_excitation": True}, out="x"), 0.53, 0.47),
         _fake_run(tmp_path / "old", base, 0.40, None, legacy=True),
     ]
-    lines = _tool().table(runs).splitlines()
+    lines = runs_table.table(runs).splitlines()
     assert len(lines) == 5 and all(line.count("|") == 16 for line in lines)
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
     assert cells[0][:2] == ["base", "baseline"] and cells[0][8] == "+0.000"
@@ -47,3 +44,38 @@ def test_rows_name_what_differs_from_the_baseline_and_the_deltas(tmp_path):
     assert cells[1][5:7] == ["2", "20"]  # minutes, median images/s
     assert cells[2][1] == "stem_stride=1"  # a run from before stem_stride existed
     assert cells[2][9] == "—"
+
+
+def test_marsedge_runs_prints_the_table_and_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from marsedge.cli import app
+
+    base = TrainConfig(data="d.npz")
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    _fake_run(folder / "a_base", base, 0.50, 0.48)
+    _fake_run(folder / "b_wide", base.replace(model={"base_filters": 32}), 0.55, 0.50)
+    runner = CliRunner()
+    result = runner.invoke(app, ["runs", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [Path(r["run"]).name for r in rows] == ["a_base", "b_wide"]
+    assert rows[1]["changes"] == {"base_filters": 32} and rows[1]["val_delta"] == pytest.approx(0.05)
+    assert rows[1]["test_class_iou"]["big_rock"] is None and rows[0]["images_per_s"] == 20.0
+    result = runner.invoke(app, ["runs", str(folder / "b_wide"), "--baseline", str(folder / "a_base")])
+    assert result.exit_code == 0, result.output
+    assert "| b_wide | base_filters=32 |" in result.stdout and "+0.050" in result.stdout
+
+
+def test_marsedge_runs_names_a_missing_or_unfinished_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from marsedge.cli import app
+
+    result = CliRunner().invoke(app, ["runs", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "nope: run directory not found" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["runs", str(empty)])
+    assert result.exit_code != 0 and "neither a run directory nor a folder" in result.stderr

@@ -4,7 +4,7 @@ Latency does not depend on trained weights, so a model shape can be judged for i
 speed in seconds: build it from a ModelConfig with random weights, convert it to
 float32 and to full-integer int8 (PTQ, calibrated on a few tiles), and time both with
 the edge runtime's interpreter at each thread count. This is how the shipped
-architecture was chosen (benchmarks/arch_speed.md).
+architecture was chosen (docs/research.md, "Speed").
 
     python tools/arch_speed.py                      # the comparison in benchmarks/arch_speed.md
     python tools/arch_speed.py --configs '[{"base_filters": 16}]' --threads 1,2,4
@@ -24,12 +24,12 @@ import numpy as np
 ROUNDS = 10  # alternating timing rounds per model pair
 
 DEFAULT_CONFIGS = [  # every field that differs from ModelConfig's defaults is spelled out
-    {"base_filters": 12, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},  # mars_cpu
+    {"base_filters": 12, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},  # full resolution, base 12
     {"base_filters": 8, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},
     {"base_filters": 16, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},
     {"base_filters": 16, "depth": 2, "bottleneck_filters": None, "stem_stride": 2},
     {"base_filters": 24, "depth": 2, "bottleneck_filters": None, "stem_stride": 2},
-    {"base_filters": 24, "depth": 3, "bottleneck_filters": 96, "stem_stride": 2},  # mars_edge (shipped)
+    {"base_filters": 24, "depth": 3, "bottleneck_filters": 96, "stem_stride": 2},  # the half-resolution model shipped before the full-resolution one
     {"base_filters": 24, "depth": 3, "bottleneck_filters": None, "stem_stride": 2},
 ]
 

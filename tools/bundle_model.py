@@ -1,8 +1,9 @@
 """Copy a run's QAT int8 (and float32) export into the package as the bundled model.
 
-    python tools/bundle_model.py runs/mars_cpu
-    python tools/bundle_model.py --stamp-split configs/mars_edge_fr_t20.json
+    python tools/bundle_model.py runs/marsedge_navcam
+    python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json
     python tools/bundle_model.py --restamp [--model-pixels-per-frame 128]
+    python tools/bundle_model.py --stamp-names marsedge-navcam configs/marsedge_navcam.json
 
 The AN2DL tiles were cut from 256x256 AI4Mars frames reduced 2x, so the bundled model's
 metadata says ``input.model_pixels_per_frame = 128`` (the export writes the run's
@@ -13,6 +14,11 @@ before tiling, and the mask is resized back. Prints the sha256 of what it wrote.
 (``marsedge-tflite/2``: ``model_pixels_per_frame`` instead of ``marsedge-tflite/1``'s fixed
 ``input.scale``, class 0 named "unlabeled") and checks that the flatbuffer's bytes and
 SHA-256 are unchanged.
+
+``--stamp-names NAME RECIPE`` records user-facing names in the bundled files' metadata:
+``model_name`` (what the model is called in docs and reports) and ``recipe`` (the config
+that trains it). A run directory given to bundle is stamped with them too (``--name``,
+``--recipe``). Only these two keys change; the flatbuffer is checked unchanged.
 
 ``--stamp-split CONFIG`` adds ``source_split`` (the data and split fingerprint that
 ``marsedge train --teacher FILE`` checks) and ``split`` (the recipe that recomputes the
@@ -42,25 +48,42 @@ def _write(target: Path, content: bytes, metadata: dict, source: str) -> None:
     print(f"{source} -> {written} ({written.stat().st_size / 1024:.0f} KB, sha256 {digest})")
 
 
-def bundle(run: Path) -> None:
+MODEL_NAME = "marsedge-navcam"
+RECIPE = "configs/marsedge_navcam.json"
+
+
+def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE) -> None:
     for source_name, target_name in BUNDLE.items():
         source = run / "export" / source_name
         content = source.read_bytes()
         metadata = read_metadata(content)
         metadata["name"] = f"marsedge-bundled-{metadata['precision']}"
         metadata["bundled_from"] = str(source)
+        metadata.update(model_name=model_name, recipe=recipe)
         _write(MODELS / target_name, content, metadata, str(source))
 
 
+def stamp_names(model_name: str, recipe: str) -> None:
+    """Adds ``model_name`` and ``recipe`` to the bundled files' metadata, nothing else."""
+    for target_name in BUNDLE.values():
+        target = MODELS / target_name
+        content = target.read_bytes()
+        flatbuffer = _strip_archive(content)
+        _write(target, content, {**read_metadata(content), "model_name": model_name, "recipe": recipe}, str(target))
+        if _strip_archive(target.read_bytes()) != flatbuffer:
+            raise SystemExit(f"{target}: flatbuffer changed")
+
+
 def stamp_split(config_path: Path) -> None:
-    from marsedge.export.evaluate import TFLiteTileModel, score
+    from marsedge.core.metrics import score
+    from marsedge.edge_runtime.tile_model import TileModel
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
 
     config = TrainConfig.load(config_path)
     tiles, split, derived, data_hash = trainer.compute_split(config)
     reference = MODELS / "marsedge_float32.tflite"
-    model = TFLiteTileModel.from_file(reference)
+    model = TileModel.from_file(reference)
     norm, metrics = model.metadata["input"]["normalization"], model.metadata["metrics"]
     checks = {
         "train mean": (derived["mean"], norm["mean"]),
@@ -105,15 +128,20 @@ def main() -> None:
     parser.add_argument("--restamp", action="store_true", help="rewrite the bundled files' metadata in the current format")
     parser.add_argument("--model-pixels-per-frame", type=float, default=128.0)
     parser.add_argument("--stamp-split", type=Path, metavar="CONFIG", help="stamp the bundled files with CONFIG's split")
+    parser.add_argument("--stamp-names", nargs=2, metavar=("NAME", "RECIPE"), help="record model_name and recipe")
+    parser.add_argument("--name", default=MODEL_NAME, help="model_name given to a bundled run")
+    parser.add_argument("--recipe", default=RECIPE, help="recipe (config file) recorded for a bundled run")
     args = parser.parse_args()
-    if args.stamp_split:
+    if args.stamp_names:
+        stamp_names(*args.stamp_names)
+    elif args.stamp_split:
         stamp_split(args.stamp_split)
     elif args.restamp:
         restamp_bundled(args.model_pixels_per_frame)
     elif args.run:
-        bundle(args.run)
+        bundle(args.run, args.name, args.recipe)
     else:
-        parser.error("give a run directory, --stamp-split CONFIG or --restamp")
+        parser.error("give a run directory, --stamp-names NAME RECIPE, --stamp-split CONFIG or --restamp")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Per-layer int8 error of a run's full-integer conversion (TensorFlow's QuantizationDebugger).
 
-    python tools/quant_debug.py runs/mars_edge_fr_t20 [--calib-tiles 256] [--debug-tiles 64]
+    python tools/quant_debug.py runs/marsedge_navcam [--calib-tiles 256] [--debug-tiles 64]
 
 Converts the run's folded float graph the way ``marsedge export`` does for PTQ (input
 normalisation left to the runtime's input table, calibration on training tiles and the
@@ -8,7 +8,7 @@ normalisation left to the runtime's input table, calibration on training tiles a
 its output scale and the RMSE of the int8 output in units of that scale. Rounding to a
 uniform grid alone gives about 0.29 (1/sqrt(12)); an op far above that is where int8
 loses accuracy. ``--keep-normalization`` converts the graph with the normalisation inside
-(as exports did before the seventh session). Chooses nothing. Needs the train extra.
+(as older exports did: `"in_model": true` in their metadata). Chooses nothing. Needs the train extra.
 """
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def report(cases, files, seconds: float, code: int, slow: bool, examples: int) -
     passed = sum(p for _, p in cases.values())
     lines = [
         f"Produced by `python tools/reliability_report.py{' --slow' if slow else ''} --examples {examples}` on "
-        f"{dt.date.today().isoformat()}; machine: {machine()}; {seconds:.0f} s; pytest exit code {code}.",
+        f"{dt.datetime.now(dt.timezone.utc).date().isoformat()}; machine: {machine()}; {seconds:.0f} s; pytest exit code {code}.",
         "",
         "| cases | tried | passed |",
         "|---|---:|---:|",

@@ -8,7 +8,7 @@ of 256, 1024 and 2048 pixels; part of ``marsedge bench``) and :func:`evaluate_fr
 (mean IoU of labelled frames rendered at any size, or changed by any function: the
 AI4Mars frames behind the AN2DL tiles are read by :func:`read_ai4mars_frames`).
 
-    python -m marsedge.benchmarks.frames MODEL.tflite --config configs/mars_edge_fr_t20.json
+    python -m marsedge.benchmarks.frames MODEL.tflite --config configs/marsedge_navcam.json
 
 prints the whole-frame mean IoU of MODEL on that config's test split at 128..2048 px.
 """

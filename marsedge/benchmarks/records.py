@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from marsedge.benchmarks.settings import INT8_FORMATS, BenchError
+from marsedge.benchmarks.settings import INT8_FORMATS
 from marsedge.benchmarks.sources import Candidate
 from marsedge.benchmarks.timing import SpeedRun, latency_stats
+from marsedge.errors import UsageError
 from marsedge.train.data import CLASS_NAMES
 from marsedge.train.metrics import confusion_matrix, iou_report, pixel_agreement
 
@@ -155,7 +156,7 @@ def check_results(
         BenchError: ``max_iou_drop`` is given but there is no float reference to drop from.
     """
     if max_iou_drop is not None and not report.get("reference"):
-        raise BenchError("--max-iou-drop needs a float reference: the run's Keras model or a float32 export")
+        raise UsageError("--max-iou-drop needs a float reference: the run's Keras model or a float32 export")
     failures = []
     for model in report["models"]:
         accuracy = model["accuracy"]

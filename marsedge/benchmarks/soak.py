@@ -10,7 +10,7 @@ What it reports (and what a rover needs to hold):
   memory means no leak per frame;
 - latency of the first and last decile of calls (mean and median), as wall time and as
   the calling thread's CPU time: a last decile slower than the first would mean the
-  runtime degrades over a long session. With one interpreter thread the inference runs
+  runtime degrades over a long run. With one interpreter thread the inference runs
   in the calling thread, so CPU time is the work itself and stays meaningful on a machine
   busy with other jobs, where wall time also measures the neighbours;
 - identical masks (SHA-256 per input) from one Segmenter shared by several threads, one

@@ -10,6 +10,7 @@ import numpy as np
 
 from marsedge.benchmarks.settings import EXPORT_DIR, FORMAT_ORDER, BenchError, BenchSettings
 from marsedge.edge_runtime import ModelError, read_metadata
+from marsedge.errors import UsageError
 from marsedge.train.data import TileSet, load_tiles
 
 
@@ -129,7 +130,7 @@ def evaluation_tiles(settings: BenchSettings, runs: Sequence[Any], candidates: S
         BenchError: nothing names labelled tiles, or a split the models do not know.
         MarsEdgeError: the data is unreadable, or a recorded split does not reproduce.
     """
-    from marsedge.export.evaluate import trained_warning
+    from marsedge.evaluation.evaluate import trained_warning
 
     split: str | None
     if runs:
@@ -165,7 +166,7 @@ def _file_tiles(settings: BenchSettings, candidates: Sequence[Candidate]):
     """Tiles for .tflite files alone: their recorded split of their training data, else every tile."""
     import json
 
-    from marsedge.export.evaluate import recipe_split
+    from marsedge.evaluation.evaluate import recipe_split
     from marsedge.train.data import file_sha256
 
     data = settings.data or settings.default_data
@@ -188,7 +189,7 @@ def _file_tiles(settings: BenchSettings, candidates: Sequence[Candidate]):
     split = settings.split
     if splits is None:
         if split not in (None, "all"):
-            raise BenchError(
+            raise UsageError(
                 f"--split {split} picks a split of the models' training data, and {why}: "
                 f"name the run (marsedge bench RUN_DIR) or drop --split to score every tile of {data}"
             )

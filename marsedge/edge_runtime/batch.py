@@ -70,12 +70,20 @@ def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> tuple[list[
     return paths, problems
 
 
-def output_stem(path: Path, used: set[str]) -> str:
-    """The file stem for ``path``'s outputs, made unique within one batch (``x``, ``x-2``...)."""
-    stem, n = path.stem, 1
+def unique_stem(path: str | os.PathLike[str], used: set[str]) -> str:
+    """``path``'s file stem, made unique among ``used`` (``x``, ``x-2``, ``x-3``...);
+    ``used`` is not changed. The one naming rule of batch and watch outputs."""
+    base = Path(path).stem
+    stem, n = base, 1
     while stem in used:
         n += 1
-        stem = f"{path.stem}-{n}"
+        stem = f"{base}-{n}"
+    return stem
+
+
+def output_stem(path: Path, used: set[str]) -> str:
+    """The file stem for ``path``'s outputs, made unique within one batch and added to ``used``."""
+    stem = unique_stem(path, used)
     used.add(stem)
     return stem
 

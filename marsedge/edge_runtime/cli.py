@@ -10,11 +10,14 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
+from marsedge.core.errors import one_line
+
 from .batch import expand_inputs, output_stem, segment_file, summary
+from .cliutil import USAGE_EXIT_CODE, OneLineErrorsCommand
 from .errors import ImageError, ModelError
 from .imageio import DEFAULT_MAX_PIXELS
 from .segmenter import DEFAULT_MODEL, DEFAULT_TILE_OVERLAP, Segmenter
@@ -22,8 +25,12 @@ from .watch import DEFAULT_POLL_INTERVAL, JOURNAL_NAME, Journal, watch
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
+_RESIZE = "Frames of other sizes and cameras"
+_WATCH = "Watch a folder"
+_ADVANCED = "Advanced"
 
-@app.command()
+
+@app.command(cls=OneLineErrorsCommand)
 def run(
     inputs: Annotated[
         Optional[list[str]], typer.Argument(metavar="INPUT", help="Image files, directories and globs (PNG/JPEG).")
@@ -38,12 +45,12 @@ def run(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter CPU threads; default: its own choice.")] = None,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write the overlay PNG.")] = True,
     tile_overlap: Annotated[
-        int, typer.Option(min=0, help="Pixels shared by neighbouring tiles of frames larger than the model input.")
+        int, typer.Option(min=0, rich_help_panel=_ADVANCED, help="Pixels shared by neighbouring tiles of frames larger than the model input.")
     ] = DEFAULT_TILE_OVERLAP,
     reference_kernels: Annotated[
-        bool, typer.Option(help="Builtin reference kernels (no XNNPACK): slower, bit-identical across CPUs.")
+        bool, typer.Option("--reference-kernels", rich_help_panel=_ADVANCED, help="Builtin reference kernels (no XNNPACK): slower, bit-identical across CPUs.")
     ] = False,
-    tta: Annotated[bool, typer.Option(help="Also segment the mirrored image and average (twice the time).")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Also segment the mirrored image and average (twice the time).")] = False,
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Also segment the images in subfolders of a directory INPUT.")
     ] = False,
@@ -51,29 +58,32 @@ def run(
         int,
         typer.Option(
             min=0,
+            rich_help_panel=_ADVANCED,
             help="Refuse images with more pixels, counted both as stored and as model input once resized and "
             "padded to whole tiles (decompression bombs); 0 = Pillow's limit only.",
         ),
     ] = DEFAULT_MAX_PIXELS,
     expect_int8: Annotated[
-        bool, typer.Option(help="Refuse a model that is not integer-quantised (float32, float16, dynamic range).")
+        bool, typer.Option("--expect-int8", rich_help_panel=_ADVANCED, help="Refuse a model that is not integer-quantised (float32, float16, dynamic range).")
     ] = False,
     watch_dir: Annotated[
         Optional[Path],
         typer.Option(
             "--watch",
             metavar="DIR",
+            rich_help_panel=_WATCH,
             help="Segment frames as they arrive in DIR (once fully written), each once, also across restarts "
             f"(journal: OUT/{JOURNAL_NAME}), until SIGINT or SIGTERM.",
         ),
     ] = None,
     poll_interval: Annotated[
-        float, typer.Option(min=0.01, help="Seconds between two looks at the --watch directory.")
+        float, typer.Option(min=0.01, rich_help_panel=_WATCH, help="Seconds between two looks at the --watch directory.")
     ] = DEFAULT_POLL_INTERVAL,
     frame_width: Annotated[
         Optional[float],
         typer.Option(
             metavar="PX",
+            rich_help_panel=_RESIZE,
             help="Each input is a crop or tile of a whole frame PX pixels wide (resize: the model's "
             "model_pixels_per_frame / PX). Default: each input is a whole frame, resized by its longer side.",
         ),
@@ -82,6 +92,7 @@ def run(
         Optional[float],
         typer.Option(
             metavar="S",
+            rich_help_panel=_RESIZE,
             help="Resize every input by S model pixels per input pixel (another camera: match the metres per "
             "model pixel of the training frames). Not with --frame-width.",
         ),
@@ -92,13 +103,13 @@ def run(
     With --watch DIR, segment frames as they arrive in DIR until SIGINT or SIGTERM.
     """
     if watch_dir is not None and inputs:
-        _fail("give INPUTs or --watch DIR, not both")
+        _fail("give INPUTs or --watch DIR, not both", USAGE_EXIT_CODE)
     if watch_dir is None and not inputs:
-        _fail("nothing to segment: give INPUT files, directories or globs, or --watch DIR")
+        _fail("nothing to segment: give INPUT files, directories or globs, or --watch DIR", USAGE_EXIT_CODE)
     if watch_dir is not None and not watch_dir.is_dir():
         _fail(f"{_shown(watch_dir)}: --watch needs an existing directory")
     if frame_width is not None and scale is not None:
-        _fail("give --frame-width or --scale, not both", 2)
+        _fail("give --frame-width or --scale, not both", USAGE_EXIT_CODE)
     try:
         segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale)
     except ModelError as exc:
@@ -106,7 +117,7 @@ def run(
     except ValueError as exc:
         option = next((o for o in ("frame_width", "scale") if str(exc).startswith(o)), None)
         if option:  # a resize override the model cannot take: a usage error
-            _fail(f"--{option.replace('_', '-')}: {exc}", 2)
+            _fail(f"--{option.replace('_', '-')}: {exc}", USAGE_EXIT_CODE)
         _fail(str(exc))
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -244,7 +255,7 @@ def _row(size: str, tiles: str, ms: str, classes: list[str], image: str) -> str:
 
 
 def _error(message: str) -> None:
-    print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _shown(path: str | os.PathLike[str]) -> str:
@@ -257,10 +268,6 @@ def _shown(path: str | os.PathLike[str]) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _one_line(message: str) -> str:
-    return message if message.isprintable() else "".join(c if c.isprintable() else " " for c in message)
-
-
 def _probe_writable(directory: Path) -> None:
     """Creates and removes a file in ``directory`` (a read-only mount fails here, once,
     instead of once per image)."""
@@ -269,10 +276,10 @@ def _probe_writable(directory: Path) -> None:
     os.unlink(probe)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """One ``error:`` line; exit 1 (data, model, I/O) unless told 2 (usage)."""
     _error(message)
     raise typer.Exit(code)
-
 
 
 if __name__ == "__main__":

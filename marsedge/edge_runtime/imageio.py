@@ -8,15 +8,16 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from marsedge.core.atomic import write_bytes as write_atomic  # noqa: F401 (the one atomic write)
+from marsedge.core.errors import first_line
 
 from .errors import ImageError
 from .grey import to_gray8
@@ -91,7 +92,7 @@ def load_gray(
     except Exception as exc:
         # Pillow's decoders report truncated or corrupt data with many types (OSError,
         # SyntaxError, ValueError, EOFError, struct.error...): all mean a corrupt file.
-        raise ImageError(f"cannot decode image: {_one_line(exc)}") from None
+        raise ImageError(f"cannot decode image: {first_line(exc, name_unknown=True)}") from None
 
 
 _PILLOW_LIMIT = threading.Lock()
@@ -215,23 +216,6 @@ def overlay_png(
     return _png_bytes(canvas)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename, so ``path`` only
-    ever holds a complete file, even if the process is killed mid-write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _pil_to_gray8(img: Image.Image) -> np.ndarray:
     if img.mode.startswith("I"):
         # 16-bit grey ("I;16*") or 32-bit int: Pillow's "L" conversion would clip, not scale.
@@ -259,9 +243,3 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def _text_width(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> int:
     left, _, right, _ = font.getbbox(text)
     return int(right - left)
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    known = isinstance(exc, (OSError, SyntaxError, ValueError, EOFError))
-    return (text if known else f"{type(exc).__name__}: {text}") if text else type(exc).__name__

@@ -1,7 +1,7 @@
 """The TFLite interpreter, from the lightest package that provides one.
 
-Order: ``ai_edge_litert`` (LiteRT, the base dependency), ``tflite_runtime`` (older Pi
-images), then ``tensorflow.lite`` as a last resort on a development machine. The import
+Order: ``ai_edge_litert`` (LiteRT, the base dependency), ``tflite_runtime`` (what
+32-bit ARM boards install instead, by a platform marker in pyproject.toml), then ``tensorflow.lite`` as a last resort on a development machine. The import
 happens on first use, so reading metadata or images never pays for it.
 """
 
@@ -11,12 +11,15 @@ import contextlib
 import functools
 import logging
 import os
+import platform
 import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from marsedge.core.errors import first_line
 
 from .errors import ModelError
 
@@ -44,9 +47,17 @@ def interpreter_api() -> tuple[type, Any, str]:
 
         return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tensorflow.lite"
     except ImportError:
-        raise ModelError(
-            "no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert)"
-        ) from None
+        raise ModelError(no_interpreter_message()) from None
+
+
+def no_interpreter_message(machine: str | None = None) -> str:
+    """What to install when no interpreter package imports, for this CPU (one line)."""
+    machine = machine or platform.machine()
+    if machine.startswith(("armv7", "armv6")):  # 32-bit Raspberry Pi OS: LiteRT has no wheel
+        package = "tflite-runtime (LiteRT has no 32-bit ARM wheel; see docs/pi.md)"
+    else:
+        package = "ai-edge-litert"
+    return f"no TFLite interpreter (tried ai_edge_litert, tflite_runtime, tensorflow): pip install {package}"
 
 
 def make_interpreter(model_content: bytes, threads: int | None = None, reference_kernels: bool = False) -> Any:
@@ -70,7 +81,7 @@ def make_interpreter(model_content: bytes, threads: int | None = None, reference
             interpreter = interpreter_cls(**kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"not a TFLite model the interpreter can run: {_first_line(exc)}") from None
+        raise ModelError(f"not a TFLite model the interpreter can run: {first_line(exc)}") from None
     logger.debug("interpreter from %s, threads=%s, reference kernels=%s", package, threads, reference_kernels)
     return interpreter
 
@@ -99,11 +110,6 @@ def _native_stderr_to_log() -> Iterator[None]:
             text = capture.read().decode("utf-8", "replace").strip()
             if text:
                 logger.debug("interpreter said: %s", text)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def input_lut(details: dict[str, Any], normalization: tuple[float, float] | None = None) -> np.ndarray:

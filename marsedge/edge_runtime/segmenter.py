@@ -15,16 +15,15 @@ import numpy as np
 
 from .errors import ModelError
 from .grey import to_gray8
-from .interpreter import input_lut, make_interpreter
-from .metadata import ClassInfo, FieldOfView, check_flatbuffer, class_table, input_normalization, read_metadata
+from .metadata import ClassInfo, FieldOfView, check_flatbuffer, class_table, read_metadata
 from .resample import resize_area, resize_nearest, scaled_size
+from .tile_model import TileModel
 from .tiling import pad_to, ramp, tile_origins
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "marsedge_int8.tflite"
 DEFAULT_TILE_OVERLAP = 16
-_INPUT_DTYPES = (np.float32, np.int8, np.uint8)
 
 
 @dataclass(frozen=True)
@@ -148,20 +147,15 @@ class Segmenter:
                 f"tile_overlap must be in 0..{min(self.tile_height, self.tile_width) - 1} "
                 f"for {self.tile_height}x{self.tile_width} tiles, got {tile_overlap}"
             )
-        self._content = content  # the interpreter may keep pointers into it
-        self._interpreter = make_interpreter(content, threads, reference_kernels)
-        self._input, self._output = self._check_tensors()
-        tensor_type = "/".join(np.dtype(t["dtype"]).name for t in (self._input, self._output))
-        if expect_int8 and np.float32 in (self._input["dtype"], self._output["dtype"]):
+        self._tiles = TileModel(content, metadata=self.metadata, threads=threads, reference_kernels=reference_kernels)
+        tensor_type = self._tiles.tensor_type
+        if expect_int8 and not self._tiles.is_integer:
             raise ModelError(
                 f"not an int8 model (--expect-int8): its input/output tensors are {tensor_type}, "
                 f"metadata precision {self.metadata.get('precision', 'unknown')!r}"
             )
-        self._input_lut = self._make_input_lut()
-        scale, zero_point = self._output["quantization"]
-        self._output_scale = np.float32(scale) if self._output["dtype"] != np.float32 else None
-        self._output_zero_point = np.float32(zero_point)
-        self._class_ids = np.asarray(self.metadata["output_classes"], dtype=np.uint8)
+        self._input_lut = self._tiles.lut
+        self._class_ids = self._tiles.output_classes
         self._weights = (
             ramp(self.tile_height, tile_overlap)[:, None] * ramp(self.tile_width, tile_overlap)[None, :]
         )[..., None]
@@ -251,14 +245,14 @@ class Segmenter:
                 if across:
                     tile = tile.T
                 tick = time.perf_counter()
-                raw = self._invoke(tile)
+                raw = self._tiles.invoke(tile)
                 if self.options.tta:
-                    flipped = self._invoke(tile[:, ::-1])[:, ::-1]
+                    flipped = self._tiles.invoke(tile[:, ::-1])[:, ::-1]
                 mid = time.perf_counter()
                 infer_s += mid - tick
-                logits = self._dequantise(raw)
+                logits = self._tiles.dequantise(raw)
                 if self.options.tta:
-                    logits += self._dequantise(flipped)
+                    logits += self._tiles.dequantise(flipped)
                 band[:, x : x + bw] += (logits.transpose(1, 0, 2) if across else logits) * weights
                 post_s += time.perf_counter() - mid
         tick = time.perf_counter()
@@ -276,45 +270,3 @@ class Segmenter:
             tiles=len(rows) * len(cols) * (2 if self.options.tta else 1),
             scale=scale,
         )
-
-    def _invoke(self, tile: np.ndarray) -> np.ndarray:
-        self._interpreter.set_tensor(self._input["index"], tile[None, :, :, None])
-        self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output["index"])[0]
-
-    def _dequantise(self, raw: np.ndarray) -> np.ndarray:
-        if self._output_scale is None:
-            return raw.astype(np.float32, copy=True)
-        return (raw.astype(np.float32) - self._output_zero_point) * self._output_scale
-
-    def _check_tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        try:
-            inputs = self._interpreter.get_input_details()
-            outputs = self._interpreter.get_output_details()
-        except (ValueError, RuntimeError) as exc:  # e.g. a corrupt tensor name in the flatbuffer
-            raise ModelError(f"corrupt model: cannot read its tensors ({type(exc).__name__}: {exc})") from None
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"expected one input and one output tensor, got {len(inputs)} and {len(outputs)}")
-        expected = (1, self.tile_height, self.tile_width, 1)
-        shape = tuple(int(d) for d in inputs[0]["shape"])
-        if shape != expected:
-            raise ModelError(f"wrong input shape {shape}, expected {expected} (from the metadata)")
-        if inputs[0]["dtype"] not in _INPUT_DTYPES:
-            raise ModelError(f"unsupported input type {np.dtype(inputs[0]['dtype']).name}")
-        classes = len(self.metadata["output_classes"])
-        out_expected = (1, self.tile_height, self.tile_width, classes)
-        out_shape = tuple(int(d) for d in outputs[0]["shape"])
-        if out_shape != out_expected:
-            raise ModelError(
-                f"wrong output shape {out_shape}, expected {out_expected} "
-                f"({classes} output_classes in the metadata)"
-            )
-        if outputs[0]["dtype"] not in _INPUT_DTYPES:
-            raise ModelError(f"unsupported output type {np.dtype(outputs[0]['dtype']).name}")
-        if outputs[0]["dtype"] != np.float32 and not outputs[0]["quantization"][0] > 0:
-            raise ModelError("integer output tensor without a quantisation scale")
-        return inputs[0], outputs[0]
-
-    def _make_input_lut(self) -> np.ndarray:
-        """Maps each grey level 0..255 straight to the value the input tensor wants."""
-        return input_lut(self._input, input_normalization(self.metadata))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch import segment_file
+from .batch import segment_file, unique_stem
 from .errors import ImageError
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, write_atomic
 from .segmenter import Segmenter
@@ -118,13 +118,7 @@ class Journal:
         """The output stem of a frame: the one it had before, else its name made unique."""
         if key.path in self.entries:
             return str(self.entries[key.path]["stem"])
-        used = {str(entry["stem"]) for entry in self.entries.values()}
-        stem = base = Path(key.path).stem
-        n = 1
-        while stem in used:
-            n += 1
-            stem = f"{base}-{n}"
-        return stem
+        return unique_stem(key.path, {str(entry["stem"]) for entry in self.entries.values()})
 
     def add(self, key: FrameKey, status: str, stem: str, message: str = "") -> None:
         """Appends one entry and fsyncs it.

@@ -185,7 +185,7 @@ def split_input_normalization(model) -> tuple[object, tuple[float, float] | None
     quantises it itself. In an int8 file the normalisation inside the graph was a MUL and
     an ADD, each rounding to its own int8 scale: the MUL's range (that of the Rescaling's
     output, ``-mean/std`` included) left 208 values for 256 grey levels in
-    mars_edge_fr_t20, and the ADD rounded again (205). Without them the input tensor holds every grey level exactly (its
+    the bundled model, and the ADD rounded again (205). Without them the input tensor holds every grey level exactly (its
     scale is one grey level when calibrated on the full 0..255 ramp). A QAT model's input
     quantizer before the Rescaling goes with it. A graph without such a first layer comes
     back unchanged, with None.

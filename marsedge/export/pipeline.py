@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from marsedge import __version__
-from marsedge.atomic import write_bytes, write_json
+from marsedge.core.atomic import write_bytes, write_json
 from marsedge.core.metadata import build_metadata, embed_metadata, split_recipe
+from marsedge.core.metrics import pixel_agreement, score
+from marsedge.edge_runtime.errors import ModelError
+from marsedge.edge_runtime.tile_model import TileModel
 from marsedge.errors import MarsEdgeError
 from marsedge.export.convert import FORMATS, INT8_FORMATS, PRECISIONS, ExportError, describe, to_tflite
-from marsedge.export.evaluate import TFLiteTileModel, score
 from marsedge.train import rundir
-from marsedge.train.metrics import pixel_agreement
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def model_metadata(
         norm = {"mean": float(normalization[0]), "std": float(normalization[1]), "in_model": False}
     return build_metadata(
         name=f"{run.path.name}-{PRECISIONS[fmt]}",
+        model_name=run.path.name,  # the user's name for the model: its run directory's
         precision=PRECISIONS[fmt],
         height=height,
         width=width,
@@ -161,7 +163,7 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     log.info("run %s: %d train / %d val tiles, formats %s", run.path, len(train), len(val), ", ".join(options.formats))
 
-    from marsedge.export.evaluate import KerasTileModel
+    from marsedge.train.predict import KerasTileModel
 
     model = rundir.load_model(run)
     float_keras = KerasTileModel(model, run.output_classes, run.input_shape)
@@ -195,7 +197,10 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
         content = to_tflite(graph, fmt, run.input_shape, calibration if fmt in INT8_FORMATS else None, normalization)
         convert_seconds = time.perf_counter() - tick
         info = describe(content)
-        tflite = TFLiteTileModel(content, run.output_classes, options.threads, normalization=normalization)
+        try:
+            tflite = TileModel(content, output_classes=run.output_classes, threads=options.threads, normalization=normalization)
+        except ModelError as exc:
+            raise ExportError(f"{fmt}: the converted model does not run: {exc}") from None
         masks = tflite.predict_masks(val.images)
         report = score(val.masks, masks, reference)
         metadata = model_metadata(run, fmt, info, report, created, normalization)
@@ -235,7 +240,7 @@ def _quantization_aware(run, model, train, calibration, options, out, summary, v
 
     Returns the QAT Keras model and its val masks.
     """
-    from marsedge.export.evaluate import KerasTileModel
+    from marsedge.train.predict import KerasTileModel
     from marsedge.export.qat import build_qat_model, calibrate_ranges, fine_tune
 
     tick = time.perf_counter()

@@ -24,7 +24,7 @@ AFFINE = {"mild": dict(max_rotation_deg=0.0, zoom_range=(1.0, 1.2), shift_fracti
 
 
 # "camera": what another camera, exposure or image pipeline does to the grey levels and the
-# fine texture, which the flips-only models lean on heavily (tools/robustness_eval.py): each
+# fine texture, which the flips-only models lean on heavily (`marsedge eval --corruptions`): each
 # change hits half the tiles, independently.
 CAMERA_GAIN = (0.8, 1.25)
 CAMERA_GAMMA = (0.8, 1.25)

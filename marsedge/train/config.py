@@ -35,7 +35,7 @@ class ModelConfig:
             with a learned 2x up-sampling (a Conv2DTranspose producing the logits). With 2, no
             convolution but the stem runs at full resolution, and every one but the stem sees
             >= ``base_filters`` input channels: what lets int8 kernels beat float ones on CPUs
-            without int8 dot-product instructions (benchmarks/arch_speed.md).
+            without int8 dot-product instructions (docs/research.md).
         refine_filters: with stem_stride 2, 0 ends with the learned 2x up-sampling straight
             to logits; N > 0 ends with a light full-resolution head instead: the decoder
             output up-sampled to N channels, concatenated with N/2 channels of a 3x3 conv on
@@ -120,7 +120,10 @@ class TrainConfig:
         preview_tiles: validation tiles in the preview grid.
         init_from: run directory whose best weights start this run (fine-tuning with a fresh
             optimizer and schedule); it must have the same model shape and the same
-            train/val/test split, so its test tiles never reach training. None: random weights.
+            train/val/test split, so its test tiles never reach training; or a float32
+            .tflite that ``marsedge export`` wrote (the bundled ``marsedge_float32.tflite``),
+            checked by the split its metadata records, whose batch normalisation stays fixed
+            (:mod:`marsedge.train.tflite_weights`). None: random weights.
         teachers: run directories whose best weights, flip-averaged and averaged together,
             give per-pixel soft targets for knowledge distillation (same data and split as
             this run, like ``init_from``; any model shape), or .tflite files exported from
@@ -143,7 +146,7 @@ class TrainConfig:
             ``val_miou_average`` and ``val_weights`` in history.csv say which it was). Near
             the end of a cosine schedule the raw weights can overtake the average, but
             their val score is noisier, so the best of them is an optimistic pick
-            (measured: val +0.7, test ±0; benchmarks/experiments.md, seventh session).
+            (measured on the shipped recipe: val +0.7, test ±0; docs/research.md).
         frame_pixels: model pixels across a whole frame (its longer side). Frame datasets (the
             AI4Mars layout) are resized to it, and exports record it as the model's field of
             view (``model_pixels_per_frame``): the runtime resizes any whole frame to it.

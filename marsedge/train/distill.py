@@ -88,16 +88,16 @@ class TFLiteTeacher:
     """
 
     def __init__(self, path: Path, threads: int | None = None):
-        from marsedge.errors import MarsEdgeError
-        from marsedge.export.evaluate import TFLiteTileModel
+        from marsedge.edge_runtime.errors import ModelError
+        from marsedge.edge_runtime.tile_model import TileModel
 
         try:
             content = path.read_bytes()
         except OSError as exc:
             raise RunDirError(f"{path}: cannot read teacher model ({exc.strerror or exc})") from None
         try:  # without a class list the model must carry its metadata, so it is never None here
-            self.model = TFLiteTileModel(content, threads=threads)
-        except MarsEdgeError as exc:
+            self.model = TileModel(content, threads=threads)
+        except ModelError as exc:
             raise RunDirError(f"{path}: {exc}") from None
         self.metadata = self.model.metadata
 

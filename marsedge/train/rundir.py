@@ -67,7 +67,7 @@ def read_run(run_dir: str | Path, need_weights: bool = True) -> RunInfo:
 
 
 # A run's config.json lists every field, so a missing one predates it: the run was built
-# with the default of its day, not today's.
+# with the default of its marsedge version, not the current one.
 _LEGACY_MODEL_DEFAULTS = {"stem_stride": 1}
 
 

@@ -32,7 +32,7 @@ from marsedge.core.classes import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND, SOIL, BEDROCK, SAND, BIG_ROCK = range(len(CLASS_NAMES))
+UNLABELED, SOIL, BEDROCK, SAND, BIG_ROCK = range(len(CLASS_NAMES))
 
 _MIN_FRAME_SIDE = 8
 # Pixels rendered per vectorised batch: small enough that the float32 temporaries
@@ -305,7 +305,7 @@ def _render_batch(
         _paint_rocks(image[i], terrain[i], noise[i], d)
 
     mask = terrain.copy()
-    mask[coarse[:, 3] > _per_frame(draws, lambda d: d.unlabeled_threshold)] = BACKGROUND
+    mask[coarse[:, 3] > _per_frame(draws, lambda d: d.unlabeled_threshold)] = UNLABELED
 
     # Sky and the blurry far field: unlabeled, flat, low contrast.
     sky_rows = np.stack([d.sky_rows for d in draws])[:, None, :]
@@ -315,8 +315,8 @@ def _render_batch(
     sky = _per_frame(draws, lambda d: d.sky_level) + 12.0 * y / height + 2.0 * coarse[:, 5]
     far = _per_frame(draws, lambda d: d.far_level) + 8.0 * fine[:, 5] + 3.0 * coarse[:, 5]
     image = np.where(in_sky, sky, np.where(in_far, far, image))
-    image += _GRAIN[BACKGROUND] * noise * (in_sky | in_far)
-    mask[in_sky | in_far] = BACKGROUND
+    image += _GRAIN[UNLABELED] * noise * (in_sky | in_far)
+    mask[in_sky | in_far] = UNLABELED
 
     image = image * _per_frame(draws, lambda d: d.gain) + _per_frame(draws, lambda d: d.offset)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask

@@ -9,15 +9,16 @@ import logging
 import math
 import platform
 import shutil
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from marsedge import __version__
-from marsedge.atomic import write_bytes, write_json, write_text
+from marsedge.core.atomic import write_bytes, write_json, write_text
 from marsedge.errors import MarsEdgeError, RunDirError
+from marsedge.progress import ProgressBar
 from marsedge.train import rundir
 from marsedge.train.config import TrainConfig
 from marsedge.train.data import (
@@ -30,8 +31,9 @@ from marsedge.train.data import (
     load_tiles,
     stratified_split,
 )
-from marsedge.train.distill import check_same_split, make_distill_loss, soft_class_weights, teacher_targets
-from marsedge.train.metrics import confusion_matrix, iou_report
+from marsedge.train.distill import check_file_split, check_same_split, make_distill_loss, soft_class_weights, teacher_targets
+from marsedge.core.metrics import confusion_matrix, iou_report
+from marsedge.train.predict import predict_classes
 from marsedge.train.preview import choose_preview_tiles, write_preview
 
 log = logging.getLogger(__name__)
@@ -202,14 +204,8 @@ def _schedule(config: TrainConfig, steps_per_epoch: int, keras, tf):
     return WarmupCosine()
 
 
-def predict_classes(model, images: np.ndarray, output_classes: list[int], batch_size: int = 64) -> np.ndarray:
-    """Class-id masks from a Keras model for uint8 tiles ``(N,H,W)``."""
-    logits = model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(output_classes, dtype=np.uint8)[np.argmax(logits, axis=-1)]
-
-
 class _Progress:
-    """A one-line progress bar on stderr (per batch on a terminal, per epoch otherwise)."""
+    """Training progress per batch on a terminal's stderr (nothing elsewhere: epochs are logged)."""
 
     def __init__(self, keras, epoch: int, epochs: int, steps: int, batch_size: int, enabled: bool):
         outer = self
@@ -220,24 +216,18 @@ class _Progress:
 
         self.callback = Callback()
         self.epoch, self.epochs, self.steps, self.batch_size = epoch, epochs, steps, batch_size
-        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = ProgressBar(terminal_only=True, transient=True)  # close() erases it before the epoch's log line
+        self.bar.enabled = self.bar.enabled and enabled
         self.start = time.perf_counter()
 
     def update(self, step: int, loss: float) -> None:
-        if not self.enabled or (step % 5 and step != self.steps):
+        if not self.bar.enabled or (step % 5 and step != self.steps):
             return
-        width = 24
-        done = int(width * step / max(self.steps, 1))
         rate = step * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
-        sys.stderr.write(
-            f"\repoch {self.epoch + 1}/{self.epochs} [{'=' * done}{'.' * (width - done)}] "
-            f"{step}/{self.steps} loss {loss:.4f} {rate:.0f} img/s"
-        )
-        sys.stderr.flush()
+        self.bar(step, self.steps, f"epoch {self.epoch + 1}/{self.epochs} loss {loss:.4f} {rate:.0f} img/s")
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 78 + "\r")
+        self.bar.clear()
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
@@ -298,29 +288,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     """Train a model and write the run directory; returns the final metrics.
 
     With ``resume`` the run continues from the last complete checkpoint in ``config.out``
-    (same data, split and optimizer state).
+    (same data, split and optimizer state). At the end the run directory also gets
+    ``curves.png`` and ``confusion.png`` (:mod:`marsedge.plots`).
 
     Raises:
         MarsEdgeError: bad data, a run directory in the way, or a diverged loss.
     """
+    config = _open_run_dir(config, resume)
     out = Path(config.out)
-    state_path = out / rundir.STATE_FILE
-    if resume:
-        if not state_path.exists():
-            raise RunDirError(f"{out}: nothing to resume (no {rundir.STATE_FILE}); start without --resume")
-        saved = rundir.read_run(out, need_weights=False)
-        if config.epochs != saved.config.epochs:
-            record_epochs_change(out, config.epochs)
-        config = saved.config.replace(epochs=config.epochs)
-    elif state_path.exists() or (out / rundir.BEST_WEIGHTS).exists():
-        raise RunDirError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
-    if out.is_dir():
-        _promote_pending_best(out)
-
-    from marsedge.train.augment import make_dataset
-    from marsedge.train.keras_metrics import MeanIoU
-    from marsedge.train.losses import make_loss
-    from marsedge.train.model import build_unet, count_macs
     from marsedge.train.tf_env import keras, tf
 
     started = time.perf_counter()
@@ -331,184 +306,340 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         keras.mixed_precision.set_global_policy("mixed_float16")
     device = _device_summary(tf)
     log.info("device: %s", device)
-
-    train_images, train_masks = tiles.images[split["train"]], tiles.masks[split["train"]]
-    val_images, val_masks = tiles.images[split["val"]], tiles.masks[split["val"]]
-    train_sources = tiles.sources[split["train"]] if tiles.sources is not None else None
-    soft = None
-    if config.teachers:
-        splits, hashes = split, data_hash
-        if config.split_from:  # teachers may be trained on the tile file whose split these frames take
-            _, tile_split, _, tile_hash = compute_split(tile_split_config(config))
-            splits, hashes = [split, tile_split], [data_hash, tile_hash]
-        soft = teacher_targets(
-            config.teachers, splits, hashes, derived["output_classes"], train_images, config.distill_temperature
-        )
-        keras.backend.clear_session()  # drop the teachers; the student starts from the same seed as without them
-        keras.utils.set_random_seed(config.seed)
-    steps = max(len(train_images) // config.batch_size, 1)
-    strategy = _strategy(tf, config.strategy)
-    with strategy.scope():
-        model = build_unet(
-            config.model,
-            input_shape=tuple(derived["input_shape"]),
-            num_outputs=len(derived["output_classes"]),
-            mean=derived["mean"],
-            std=derived["std"],
-        )
-        if source is not None:  # before compile: the file's optimizer state is not wanted (fresh schedule)
-            model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
-            log.info("weights from %s (its best epoch, val mIoU %s)", source.path,
-                     source.metrics().get("val", {}).get("mean_iou", "?"))
-        learning_rate = _schedule(config, steps, keras, tf)
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
-        if config.mixed_precision:
-            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-        loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
-        if soft is not None:
-            soft_weights = (
-                soft_class_weights(derived["class_weights"], derived["class_pixel_shares"], derived["output_classes"])
-                if config.distill_class_weighted
-                else None
-            )
-            loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature, soft_weights)
-        model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
-    params, macs = model.count_params(), count_macs(model)
-    log.info("model: %s parameters, %.1f M MACs per tile", f"{params:,}", macs / 1e6)
-
-    average = None
-    if config.ema_decay:
-        from marsedge.train.ema import WeightAverage
-
-        with strategy.scope():
-            average = WeightAverage(tf, keras, model, config.ema_decay)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **({"ema": average.module} if average else {}))
-    history: list[dict] = []
-    start_epoch, best_miou, best_epoch, since_best, lr_scale = 0, -1.0, -1, 0, 1.0
-    earlier_seconds = 0.0  # wall time of the processes before a --resume, up to their last checkpoint
+    data = _Arrays.of(tiles, split)
+    soft = _soft_targets(config, split, data_hash, derived, data.train_images, keras) if config.teachers else None
+    run = _Training(config, out, derived, data, soft, tf, keras, progress, started)
+    run.build(source)
     if resume:
-        state = json.loads(state_path.read_text())
-        checkpoint.read(str(out / state["checkpoint"])).expect_partial()
-        start_epoch, best_miou, best_epoch = state["epoch"] + 1, state["best_miou"], state["best_epoch"]
-        since_best, lr_scale = state.get("since_best", 0), state.get("lr_scale", 1.0)
-        history = _read_history(out / rundir.HISTORY_FILE)[:start_epoch]
-        earlier_seconds = state.get("wall_seconds", sum(float(row.get("epoch_seconds") or 0) for row in history))
-        log.info("resuming at epoch %d (best val mIoU %.4f at epoch %d)", start_epoch + 1, best_miou, best_epoch + 1)
-    preview_index = choose_preview_tiles(val_masks, config.preview_tiles, config.seed)
-
-    for epoch in range(start_epoch, config.epochs):
-        if since_best >= config.patience:
+        run.restore()
+    preview_index = choose_preview_tiles(data.val_masks, config.preview_tiles, config.seed)
+    for epoch in range(run.loop.start_epoch, config.epochs):
+        if run.loop.since_best >= config.patience:
             break
+        run.epoch(epoch, preview_index)
+    metrics = run.final_metrics(tiles, split, device)
+    write_json(out / rundir.METRICS_FILE, metrics)
+    _write_plots(out, run.loop.history, metrics)
+    log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], metrics["best_epoch"], out)
+    return metrics
+
+
+def _open_run_dir(config: TrainConfig, resume: bool) -> TrainConfig:
+    """The config to run: with ``resume`` the run's own (with this config's epoch budget,
+    recorded if it changed); otherwise ``config``, refused if ``config.out`` holds a run.
+    Finishes or undoes the best-weights update a killed epoch left behind."""
+    out = Path(config.out)
+    if resume:
+        if not (out / rundir.STATE_FILE).exists():
+            raise RunDirError(f"{out}: nothing to resume (no {rundir.STATE_FILE}); start without --resume")
+        saved = rundir.read_run(out, need_weights=False)
+        if config.epochs != saved.config.epochs:
+            record_epochs_change(out, config.epochs)
+        config = saved.config.replace(epochs=config.epochs)
+    elif (out / rundir.STATE_FILE).exists() or (out / rundir.BEST_WEIGHTS).exists():
+        raise RunDirError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
+    if out.is_dir():
+        _promote_pending_best(out)
+    return config
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """The training and validation tiles of a run (and the whole frames behind the training
+    tiles, for frame data sets)."""
+
+    train_images: np.ndarray
+    train_masks: np.ndarray
+    train_sources: np.ndarray | None
+    val_images: np.ndarray
+    val_masks: np.ndarray
+
+    @classmethod
+    def of(cls, tiles, split: dict[str, np.ndarray]) -> _Arrays:
+        return cls(
+            tiles.images[split["train"]], tiles.masks[split["train"]],
+            tiles.sources[split["train"]] if tiles.sources is not None else None,
+            tiles.images[split["val"]], tiles.masks[split["val"]],
+        )  # fmt: skip
+
+
+def _soft_targets(config: TrainConfig, split, data_hash: str, derived: dict, train_images: np.ndarray, keras):
+    """The teachers' soft targets for the training tiles (see :mod:`marsedge.train.distill`)."""
+    splits, hashes = split, data_hash
+    if config.split_from:  # teachers may be trained on the tile file whose split these frames take
+        _, tile_split, _, tile_hash = compute_split(tile_split_config(config))
+        splits, hashes = [split, tile_split], [data_hash, tile_hash]
+    soft = teacher_targets(config.teachers, splits, hashes, derived["output_classes"], train_images, config.distill_temperature)
+    keras.backend.clear_session()  # drop the teachers; the student starts from the same seed as without them
+    keras.utils.set_random_seed(config.seed)
+    return soft
+
+
+@dataclass
+class _Loop:
+    """Where the epoch loop stands; saved in state.json after every epoch."""
+
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = -1  # 0-based; -1 before the first epoch
+    since_best: int = 0
+    lr_scale: float = 1.0
+    earlier_seconds: float = 0.0  # wall time of the processes before a --resume, up to their last checkpoint
+
+
+class _Training:
+    """One training run in progress: the model, its optimizer and checkpoint, the loop state."""
+
+    def __init__(self, config: TrainConfig, out: Path, derived: dict, data: _Arrays, soft, tf, keras, progress: bool, started: float):
+        self.config, self.out, self.derived, self.data, self.soft = config, out, derived, data, soft
+        self.tf, self.keras, self.progress, self.started = tf, keras, progress, started
+        self.steps = max(len(data.train_images) // config.batch_size, 1)
+        self.loop = _Loop()
+        self.average = None
+
+    def build(self, source: rundir.RunInfo | Path | None) -> None:
+        """Model, optimizer, loss and (with ``ema_decay``) the weight average, compiled."""
+        from marsedge.train.keras_metrics import MeanIoU
+        from marsedge.train.losses import make_loss
+        from marsedge.train.model import build_unet, count_macs
+
+        config, derived, keras, tf = self.config, self.derived, self.keras, self.tf
+        strategy = _strategy(tf, config.strategy)
+        with strategy.scope():
+            model = build_unet(
+                config.model,
+                input_shape=tuple(derived["input_shape"]),
+                num_outputs=len(derived["output_classes"]),
+                mean=derived["mean"],
+                std=derived["std"],
+            )
+            if isinstance(source, Path):  # a float32 export: its folded layers, unfolded
+                from marsedge.train.tflite_weights import load_tflite_weights
+
+                load_tflite_weights(model, source)
+            elif source is not None:  # before compile: the file's optimizer state is not wanted (fresh schedule)
+                model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
+                log.info("weights from %s (its best epoch, val mIoU %s)", source.path,
+                         source.metrics().get("val", {}).get("mean_iou", "?"))  # fmt: skip
+            optimizer = keras.optimizers.AdamW(learning_rate=_schedule(config, self.steps, keras, tf), weight_decay=config.weight_decay)
+            if config.mixed_precision:
+                optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+            loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
+            if self.soft is not None:
+                soft_weights = (
+                    soft_class_weights(derived["class_weights"], derived["class_pixel_shares"], derived["output_classes"])
+                    if config.distill_class_weighted
+                    else None
+                )
+                loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature, soft_weights)
+            model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
+        self.params, self.macs = model.count_params(), count_macs(model)
+        log.info("model: %s parameters, %.1f M MACs per tile", f"{self.params:,}", self.macs / 1e6)
+        if config.ema_decay:
+            from marsedge.train.ema import WeightAverage
+
+            with strategy.scope():
+                self.average = WeightAverage(tf, keras, model, config.ema_decay)
+        self.model, self.optimizer = model, optimizer
+        extra = {"ema": self.average.module} if self.average else {}
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **extra)
+
+    def restore(self) -> None:
+        """Continue from the checkpoint and loop state that state.json points at."""
+        state = json.loads((self.out / rundir.STATE_FILE).read_text())
+        self.checkpoint.read(str(self.out / state["checkpoint"])).expect_partial()
+        start = state["epoch"] + 1
+        history = _read_history(self.out / rundir.HISTORY_FILE)[:start]
+        self.loop = _Loop(
+            history=history, start_epoch=start, best_miou=state["best_miou"], best_epoch=state["best_epoch"],
+            since_best=state.get("since_best", 0), lr_scale=state.get("lr_scale", 1.0),
+            earlier_seconds=state.get("wall_seconds", sum(float(row.get("epoch_seconds") or 0) for row in history)),
+        )  # fmt: skip
+        loop = self.loop
+        log.info("resuming at epoch %d (best val mIoU %.4f at epoch %d)", start + 1, loop.best_miou, loop.best_epoch + 1)
+
+    def epoch(self, epoch: int, preview_index: np.ndarray) -> None:
+        """Train one epoch, validate, keep the best weights, write history and checkpoint."""
+        config, loop = self.config, self.loop
         if config.schedule == "plateau":
-            optimizer.learning_rate.assign(config.learning_rate * lr_scale)
-        dataset = make_dataset(
-            train_images, train_masks, config.batch_size, True, config.seed, epoch, config.augment, soft,
-            sources=train_sources,
-        )
-        bar = _Progress(keras, epoch, config.epochs, steps, config.batch_size, progress)
+            self.optimizer.learning_rate.assign(config.learning_rate * loop.lr_scale)
         tick = time.perf_counter()
-        callbacks = [bar.callback] + ([average.callback] if average else [])
-        fit = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=callbacks)
+        train_loss, train_miou = self._fit(epoch)
         train_seconds = time.perf_counter() - tick
+        report, prediction, raw, use_raw = self._validate()
+        miou = report["mean_iou"]
+        row = {
+            "epoch": epoch + 1,
+            "loss": round(train_loss, 6),
+            "train_miou": round(train_miou, 6),
+            "val_miou": round(miou, 6),
+            **raw,
+            **{f"val_iou_{n}": round(v, 6) if v is not None else "" for n, v in report["class_iou"].items()},
+            "learning_rate": _current_learning_rate(self.optimizer),
+            "images_per_s": round(self.steps * config.batch_size / train_seconds, 1),
+            "epoch_seconds": round(time.perf_counter() - tick, 1),
+        }
+        loop.history.append(row)
+        improved = miou > loop.best_miou
+        if improved:
+            loop.best_miou, loop.best_epoch, loop.since_best = miou, epoch, 0
+            self._keep_best(epoch, prediction, preview_index, use_raw)
+        else:
+            loop.since_best += 1
+            if config.schedule == "plateau" and loop.since_best % max(config.patience // 3, 1) == 0:
+                loop.lr_scale *= 0.5
+        self._commit(epoch)
+        log.info(
+            "epoch %d/%d loss %.4f val mIoU %.4f%s%s (%s) %.0f img/s %.0fs",
+            epoch + 1, config.epochs, train_loss, miou, " *" if improved else "", _weights_note(raw),
+            " ".join(f"{n} {v:.3f}" for n, v in report["class_iou"].items() if v is not None),
+            row["images_per_s"], row["epoch_seconds"],
+        )  # fmt: skip
+
+    def _fit(self, epoch: int) -> tuple[float, float]:
+        """One pass over the (augmented) training tiles; the epoch's loss and train mIoU.
+
+        Raises:
+            TrainingDiverged: the loss is NaN or infinite.
+        """
+        from marsedge.train.augment import make_dataset
+
+        config, data, loop = self.config, self.data, self.loop
+        dataset = make_dataset(
+            data.train_images, data.train_masks, config.batch_size, True, config.seed, epoch, config.augment, self.soft,
+            sources=data.train_sources,
+        )  # fmt: skip
+        bar = _Progress(self.keras, epoch, config.epochs, self.steps, config.batch_size, self.progress)
+        callbacks = [bar.callback] + ([self.average.callback] if self.average else [])
+        fit = self.model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=callbacks)
         bar.close()
         train_loss = float(fit.history["loss"][-1])
         if not math.isfinite(train_loss):
             kept = (
-                f"the best checkpoint (epoch {best_epoch + 1}, val mIoU {best_miou:.4f}) is kept in {out}"
-                if best_epoch >= 0
-                else f"no epoch completed, so {out} holds no checkpoint"
+                f"the best checkpoint (epoch {loop.best_epoch + 1}, val mIoU {loop.best_miou:.4f}) is kept in {self.out}"
+                if loop.best_epoch >= 0
+                else f"no epoch completed, so {self.out} holds no checkpoint"
             )
             raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (loss {train_loss}); {kept}")
-        prediction = predict_classes(model, val_images, derived["output_classes"])
+        return train_loss, float(fit.history["miou"][-1])
+
+    def _validate(self) -> tuple[dict, np.ndarray, dict, bool]:
+        """The val report and masks of the weights this epoch offers for the best checkpoint,
+        the history columns about raw and averaged weights, and whether the raw ones won."""
+        val_images, val_masks, classes = self.data.val_images, self.data.val_masks, self.derived["output_classes"]
+        prediction = predict_classes(self.model, val_images, classes)
         report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
         raw, use_raw = {}, False
-        if average:  # the averaged weights are validated and saved; the raw ones logged beside them
+        if self.average:  # the averaged weights are validated and saved; the raw ones logged beside them
             raw_report, raw_prediction = report, prediction
             raw = {"val_miou_raw": round(raw_report["mean_iou"], 6)}
-            with average.applied():
-                prediction = predict_classes(model, val_images, derived["output_classes"])
+            with self.average.applied():
+                prediction = predict_classes(self.model, val_images, classes)
             report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
-            if config.ema_select == "either":  # ... or offered for the best checkpoint when they score higher
+            if self.config.ema_select == "either":  # ... or offered for the best checkpoint when they score higher
                 use_raw = raw_report["mean_iou"] > report["mean_iou"]
                 raw.update(val_miou_average=round(report["mean_iou"], 6), val_weights="raw" if use_raw else "average")
                 if use_raw:
                     report, prediction = raw_report, raw_prediction
-        miou = report["mean_iou"]
-        current_lr = _current_learning_rate(optimizer)
-        row = {
-            "epoch": epoch + 1,
-            "loss": round(train_loss, 6),
-            "train_miou": round(float(fit.history["miou"][-1]), 6),
-            "val_miou": round(miou, 6),
-            **raw,
-            **{f"val_iou_{n}": round(v, 6) if v is not None else "" for n, v in report["class_iou"].items()},
-            "learning_rate": current_lr,
-            "images_per_s": round(steps * config.batch_size / train_seconds, 1),
-            "epoch_seconds": round(time.perf_counter() - tick, 1),
-        }
-        history.append(row)
-        improved = miou > best_miou
-        if improved:
-            best_miou, best_epoch, since_best = miou, epoch, 0
-            with average.applied() if average and not use_raw else contextlib.nullcontext():
-                model.save_weights(str(out / PENDING_BEST.format(epoch=epoch)))
-            write_preview(
-                out / PENDING_PREVIEW.format(epoch=epoch),
-                val_images[preview_index],
-                val_masks[preview_index],
-                prediction[preview_index],
-            )
-        else:
-            since_best += 1
-            if config.schedule == "plateau" and since_best % max(config.patience // 3, 1) == 0:
-                lr_scale *= 0.5
-        _write_history(out / rundir.HISTORY_FILE, history)
+        return report, prediction, raw, use_raw
+
+    def _keep_best(self, epoch: int, prediction: np.ndarray, preview_index: np.ndarray, use_raw: bool) -> None:
+        """Write this epoch's weights and preview as pending best (promoted once state.json commits)."""
+        with self.average.applied() if self.average and not use_raw else contextlib.nullcontext():
+            self.model.save_weights(str(self.out / PENDING_BEST.format(epoch=epoch)))
+        data = self.data
+        write_preview(
+            self.out / PENDING_PREVIEW.format(epoch=epoch),
+            data.val_images[preview_index],
+            data.val_masks[preview_index],
+            prediction[preview_index],
+        )
+
+    def _commit(self, epoch: int) -> None:
+        """history.csv, then the checkpoint and state.json (the epoch's commit point), then
+        the pending best weights into place."""
+        loop = self.loop
+        _write_history(self.out / rundir.HISTORY_FILE, loop.history)
         _save_checkpoint(
-            tf, checkpoint, out, epoch,
-            {"epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch, "since_best": since_best,
-             "lr_scale": lr_scale, "wall_seconds": round(earlier_seconds + time.perf_counter() - started, 1)},
-        )
-        _promote_pending_best(out)
-        log.info(
-            "epoch %d/%d loss %.4f val mIoU %.4f%s%s (%s) %.0f img/s %.0fs",
-            epoch + 1, config.epochs, train_loss, miou, " *" if improved else "",
-            (f" ({raw['val_weights']} weights; average {raw['val_miou_average']:.4f}, raw {raw['val_miou_raw']:.4f})"
-             if "val_weights" in raw else f" (raw weights {raw['val_miou_raw']:.4f})" if raw else ""),
-            " ".join(f"{n} {v:.3f}" for n, v in report["class_iou"].items() if v is not None),
-            row["images_per_s"], row["epoch_seconds"],
-        )
+            self.tf, self.checkpoint, self.out, epoch,
+            {"epoch": epoch, "best_miou": loop.best_miou, "best_epoch": loop.best_epoch, "since_best": loop.since_best,
+             "lr_scale": loop.lr_scale, "wall_seconds": round(self._wall_seconds(), 1)},
+        )  # fmt: skip
+        _promote_pending_best(self.out)
 
-    model.load_weights(str(out / rundir.BEST_WEIGHTS))
-    metrics = {
-        "marsedge_version": __version__,
-        "best_epoch": best_epoch + 1,
-        "epochs_run": len(history),
-        "val": iou_report(
-            confusion_matrix(val_masks, predict_classes(model, val_images, derived["output_classes"])), CLASS_NAMES
-        ),
-        "parameters": params,
-        "macs_per_tile": macs,
-        "dropped_samples": split["dropped"].tolist(),
-        "cleaning": derived.get("cleaning"),
-        "split_sizes": derived.get("split_sizes"),
-        "device": device,
-        "wall_seconds": round(earlier_seconds + time.perf_counter() - started, 1),
-    }
-    if len(split["test"]):
-        test_images, test_masks = tiles.images[split["test"]], tiles.masks[split["test"]]
-        metrics["test"] = iou_report(
-            confusion_matrix(test_masks, predict_classes(model, test_images, derived["output_classes"])), CLASS_NAMES
-        )
-    write_json(out / rundir.METRICS_FILE, metrics)
-    log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], best_epoch + 1, out)
-    return metrics
+    def _wall_seconds(self) -> float:
+        return self.loop.earlier_seconds + time.perf_counter() - self.started
+
+    def final_metrics(self, tiles, split: dict[str, np.ndarray], device: str) -> dict:
+        """metrics.json: the best weights scored on val (and test), size, speed and provenance."""
+        model, classes = self.model, self.derived["output_classes"]
+        model.load_weights(str(self.out / rundir.BEST_WEIGHTS))
+        metrics = {
+            "marsedge_version": __version__,
+            "best_epoch": self.loop.best_epoch + 1,
+            "epochs_run": len(self.loop.history),
+            "val": iou_report(
+                confusion_matrix(self.data.val_masks, predict_classes(model, self.data.val_images, classes)), CLASS_NAMES
+            ),
+            "parameters": self.params,
+            "macs_per_tile": self.macs,
+            "dropped_samples": split["dropped"].tolist(),
+            "cleaning": self.derived.get("cleaning"),
+            "split_sizes": self.derived.get("split_sizes"),
+            "device": device,
+            "wall_seconds": round(self._wall_seconds(), 1),
+        }
+        if len(split["test"]):
+            test_images, test_masks = tiles.images[split["test"]], tiles.masks[split["test"]]
+            metrics["test"] = iou_report(confusion_matrix(test_masks, predict_classes(model, test_images, classes)), CLASS_NAMES)
+        return metrics
 
 
-def _init_source(config: TrainConfig, split: dict[str, np.ndarray], data_hash: str) -> rundir.RunInfo:
-    """The run named by ``config.init_from``, checked to share this run's data, model shape and split.
+def _weights_note(raw: dict) -> str:
+    """The epoch log's note on raw and averaged weights (with ``ema_decay``)."""
+    if "val_weights" in raw:
+        return f" ({raw['val_weights']} weights; average {raw['val_miou_average']:.4f}, raw {raw['val_miou_raw']:.4f})"
+    return f" (raw weights {raw['val_miou_raw']:.4f})" if raw else ""
+
+
+def _write_plots(out: Path, history: list[dict], metrics: dict) -> None:
+    """curves.png and confusion.png (val, best weights) in the run directory. A plot that
+    cannot be drawn (no matplotlib, a full disk) is logged, never fatal: the run is done."""
+    from marsedge.plots import CONFUSION_FILE, CURVES_FILE, confusion_png, curves_png
+
+    try:
+        curves_png(history, out / CURVES_FILE, title=out.name)
+        confusion_png(metrics["val"]["confusion_matrix"], out / CONFUSION_FILE,
+                      title=f"{out.name}: val, best epoch {metrics['best_epoch']}")  # fmt: skip
+    except MarsEdgeError as exc:
+        log.warning("no plots: %s", exc)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: plots not written (%s)", out, exc)
+
+
+def _init_source(config: TrainConfig, split: dict[str, np.ndarray], data_hash: str) -> rundir.RunInfo | Path:
+    """The run named by ``config.init_from``, checked to share this run's data, model shape and split;
+    or a float32 .tflite export, checked by the split its metadata records (a frame run may
+    also match the split of the tile file it inherits), its layers checked when loaded.
 
     (It cannot be this run's own directory: that holds no run yet, or train() refused it.)
     """
+    if str(config.init_from).endswith(".tflite"):
+        from marsedge.core.metadata import read_metadata
+        from marsedge.edge_runtime.errors import ModelError
+
+        path = Path(config.init_from)
+        try:
+            metadata = read_metadata(path)
+        except ModelError as exc:
+            raise RunDirError(f"{path}: {exc}") from None
+        splits, hashes = [split], [data_hash]
+        if config.split_from:
+            _, tile_split, _, tile_hash = compute_split(tile_split_config(config))
+            splits, hashes = [split, tile_split], [data_hash, tile_hash]
+        check_file_split(path, metadata, splits, hashes)
+        return path
     source = rundir.read_run(config.init_from)
     check_same_split(source, split, data_hash)
     if source.config.model != config.model:
