@@ -7,7 +7,7 @@ the package (the shipped one) and the toy model just trained.
 Uses the real data file when present (a random subset of frames, for speed), else the
 procedural terrain generator, so it works on a fresh machine with nothing else.
 
-    python -m marsedge.demo [--readme-picture docs/images/demo_comparison.png]
+    python -m marsedge.demo [--readme-picture docs/images/bundled_model.png]
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train, export, segment and benchmark a toy model in a few minutes.")
     parser.add_argument(
         "--readme-picture", type=Path, metavar="PNG",
-        help="also write the comparison picture here (the README's picture: docs/images/demo_comparison.png)",
+        help="also write the comparison picture here (the README's picture: docs/images/bundled_model.png)",
     )
     args = parser.parse_args(argv)
 

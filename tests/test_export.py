@@ -190,7 +190,7 @@ def test_eval_reproduces_the_export_figures(plain_export, tiny_run):
 
 
 def test_export_records_the_split_recipe_that_recomputes_the_runs_split(plain_export, tiny_run):
-    from marsedge.export.evaluate import recipe_split
+    from marsedge.evaluation.evaluate import recipe_split
     from marsedge.train import rundir
 
     out, _ = plain_export

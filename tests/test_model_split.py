@@ -115,7 +115,7 @@ def test_a_split_that_does_not_reproduce_is_refused(tiny_int8, tiles_npz, split_
     metadata = read_metadata(tiny_int8)
     metadata["split"] = split_recipe(TrainConfig(data=str(tiles_npz)).to_dict(), str(tiles_npz), digest)
     metadata["source_split"] = {"data_sha256": digest, "train": "0" * 64, "val": "0" * 64, "test": "0" * 64}
-    from marsedge.export.evaluate import recipe_split
+    from marsedge.evaluation.evaluate import recipe_split
     from marsedge.errors import DataError
 
     with pytest.raises(DataError, match="differs from the one the model recorded"):
