@@ -229,8 +229,8 @@ def train(
 @app.command()
 def bench(
     sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split [default for .tflite files: $MARSEDGE_DATA, else the shared mars_terrain_64x128.npz].", show_default=False)] = None,
-    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The split to score: val, test, train or all [default: a run's val; for .tflite files carrying their split recipe (the bundled ones do), their test split of their training data; else every tile]. Scores on tiles the models trained on are labelled.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.", show_default="for .tflite files, " + _DATA_DEFAULT)] = None,
+    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The split to score: val, test, train or all. .tflite files that carry their split recipe (the bundled ones do) are scored on their own split of their training data; other files on every tile. Scores on tiles the models trained on are labelled.", show_default="a run's val; a .tflite's test")] = None,
     tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
     runs: Annotated[int, typer.Option(min=1, rich_help_panel=_TIMING, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
