@@ -138,6 +138,7 @@ _TIMING = "Timing and memory"
 _CHECKS = "Checks (exit 1 when one fails)"
 _REPORTS = "Reports"
 _QAT = "Quantization-aware training"
+_BATCH_MODEL = "Model and resize (as marsedge-run)"
 _GATE = "Accuracy gate"
 _VERBOSE_HELP = "Debug log, and the messages of TensorFlow and other libraries."
 
@@ -167,6 +168,8 @@ def train(
     ema_select: Annotated[EmaSelect, typer.Option(metavar="NAME", help="With --ema-decay: average (validate and keep the averaged weights) or either (each epoch, whichever of the averaged and raw weights scores higher on val).", rich_help_panel=_DISTILL)] = EmaSelect[_TRAIN.ema_select],
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute (GPU).", rich_help_panel=_HARDWARE)] = False,
     strategy: Annotated[Strategy, typer.Option(metavar="NAME", help="default, or mirrored (several GPUs on one machine).", rich_help_panel=_HARDWARE)] = Strategy[_TRAIN.strategy],
+    workers: Annotated[int, typer.Option(min=1, help="Train on N Ray Train workers (MultiWorkerMirroredStrategy; the cluster extra): global batch = --batch-size x N, peak learning rate x sqrt(N) unless --learning-rate is given (then used as is). 1: this process, no Ray.", rich_help_panel=_HARDWARE)] = 1,
+    address: Annotated[Optional[str], typer.Option(help="Ray instance for --workers: local, auto, HOST:PORT or ray://HOST:10001.", show_default="$RAY_ADDRESS, else local", rich_help_panel=_HARDWARE)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Train a compact U-Net on Mars terrain tiles and write a run directory."""
@@ -212,9 +215,14 @@ def train(
             settings = base.replace(**{k: v for k, v in changes.items() if v is not None})
         except MarsEdgeError as exc:  # an option value (or combination) the config refuses
             raise UsageError(str(exc)) from None
-        from marsedge.train.trainer import train as run_training
+        if workers > 1 or address is not None:
+            from marsedge.cluster.train import train_on_ray
 
-        metrics = run_training(settings, resume=resume)
+            metrics = train_on_ray(settings, workers, address, resume, learning_rate_given="learning_rate" in given)
+        else:
+            from marsedge.train.trainer import train as run_training
+
+            metrics = run_training(settings, resume=resume)
     except MarsEdgeError as exc:
         _fail_with(exc)
     except OSError as exc:
@@ -554,6 +562,59 @@ def format_report(report: dict) -> str:
     for name, row in zip(names, report["confusion_matrix"]):
         lines.append(name.rjust(width) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
+
+
+@app.command()
+def batch(
+    sources: Annotated[list[str], typer.Argument(metavar="SOURCE...", help="Folders, globs, images, or text files of paths (one per line); local or s3:// and other URIs.")],
+    out: Annotated[Path, typer.Option(help="Output folder every worker can write: masks, JSON records, marsedge-batch.parquet.")],
+    address: Annotated[Optional[str], typer.Option(help="Ray instance: local (start one here), auto (from `ray start --head`), HOST:PORT or ray://HOST:10001.", show_default="$RAY_ADDRESS, else local")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray actors, each holding one segmenter.", show_default="CPUs / threads")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads per actor.", show_default="CPUs / workers")] = None,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also write the overlay PNGs.")] = False,
+    model: Annotated[Optional[Path], typer.Option(help="marsedge .tflite model.", show_default="bundled int8", rich_help_panel=_BATCH_MODEL)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per actor call.")] = 4,
+    max_pixels: Annotated[int, typer.Option(min=0, help="Refuse larger frames (as marsedge-run); 0 = off.", rich_help_panel=_BATCH_MODEL)] = 64_000_000,
+    tile_overlap: Annotated[int, typer.Option(min=0, help="Pixels shared by neighbouring tiles (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = 16,
+    frame_width: Annotated[Optional[float], typer.Option(metavar="PX", help="Each input is a crop of a frame PX pixels wide (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = None,
+    scale: Annotated[Optional[float], typer.Option(metavar="S", help="Resize every input by S model pixels per input pixel (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
+) -> None:
+    """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra)."""
+    _setup_logging(verbose)
+    if frame_width is not None and scale is not None:
+        _fail("give --frame-width or --scale, not both", 2)
+    from marsedge.cluster.batch import BatchOptions, run_batch
+    from marsedge.edge_runtime import ModelError, SegmenterOptions
+
+    options = BatchOptions(
+        sources=tuple(sources), out=out, address=address, workers=workers, threads=threads, overlay=overlay,
+        max_pixels=max_pixels or None, batch_size=batch_size,
+        segmenter=SegmenterOptions(model=model, tile_overlap=tile_overlap, frame_width=frame_width, scale=scale),
+    )
+    try:
+        result = run_batch(options, progress=_progress_bar())
+    except ModelError as exc:
+        _fail(f"{model or 'bundled model'}: {exc}", 1)
+    except ValueError as exc:  # a resize or tiling option the model cannot take
+        _fail(str(exc), 2)
+    except MarsEdgeError as exc:
+        _fail_with(exc)
+    except OSError as exc:
+        _fail_io(exc, out)
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to finish the rest", 130)
+    for source, message in result.problems:
+        typer.echo(f"error: {source}: {message}", err=True)
+    for row in result.rows:
+        if row["status"] == "failed":
+            typer.echo(f"error: {row['path']}: {row['error']}", err=True)
+    rate = f", {result.frames_per_second:.1f} frames/s on {result.workers} worker(s) x {result.threads} thread(s)" if result.segmented else ""
+    typer.echo(
+        f"{result.segmented} segmented, {result.earlier} done earlier, {result.failed} failed{rate}; table {result.table}"
+    )
+    if result.failed or result.problems:
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_gray, mask_png, overlay_png, write_atomic
+from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_gray, load_gray, mask_png, overlay_png, write_atomic
 from .segmenter import Segmenter
 
 _GLOB_CHARS = frozenset("*?[")
@@ -95,9 +95,13 @@ def segment_file(
     stem: str,
     overlay: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
 ) -> dict[str, Any]:
     """Segments one image file and writes ``<stem>_mask.png``, ``<stem>_overlay.png`` and
     ``<stem>.json`` into ``out_dir``; returns the JSON record.
+
+    ``data``, when given, is the file's contents already read (a cluster job reading from
+    an object store): it is decoded instead of reading ``path``, which then only names it.
 
     Each file is written atomically, the record last; if any write fails, the outputs
     already written for this image are removed, so an image has all its outputs or none.
@@ -107,7 +111,10 @@ def segment_file(
         OSError: an output cannot be written.
     """
     start = time.perf_counter()
-    gray = load_gray(path, max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
+    if data is None:
+        gray = load_gray(path, max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
+    else:
+        gray = decode_gray(data, str(path), max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
     load_ms = (time.perf_counter() - start) * 1e3
     result = segmenter.segment(gray)
 

@@ -55,25 +55,45 @@ def load_gray(
     Raises:
         ImageError: the file is missing, not a PNG/JPEG, truncated or corrupt, or too large.
     """
+    return _read_gray(lambda: _open_regular_file(path), lambda: _head_of_file(path), path, max_pixels, work_pixels)
+
+
+def decode_gray(
+    data: bytes,
+    name: str = "<bytes>",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    work_pixels: Callable[[int, int], int] | None = None,
+) -> np.ndarray:
+    """:func:`load_gray` for a file's contents already in memory (e.g. read from an object
+    store by a cluster job); ``name`` only labels log lines. Same conversions and errors.
+    """
+    return _read_gray(lambda: io.BytesIO(data), lambda: bytes(data[:8]), name, max_pixels, work_pixels)
+
+
+def _read_gray(
+    opener: Callable[[], io.IOBase],
+    head: Callable[[], bytes],
+    name: str | os.PathLike[str],
+    max_pixels: int | None,
+    work_pixels: Callable[[int, int], int] | None,
+) -> np.ndarray:
     try:
         with warnings.catch_warnings(record=True) as caught:
             # The explicit max_pixels check below replaces Pillow's warning; other warnings
             # (e.g. corrupt EXIF in a readable image) go to the debug log, not stderr.
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open_regular_file(path) as handle, _size_checked_here(max_pixels), Image.open(
-                handle, formats=_FORMATS
-            ) as img:
+            with opener() as handle, _size_checked_here(max_pixels), Image.open(handle, formats=_FORMATS) as img:
                 width, height = img.size
                 _check_size(width, height, max_pixels, work_pixels)
                 gray = _pil_to_gray8(ImageOps.exif_transpose(img))
         for warning in caught:
-            logger.debug("%s: %s", path, warning.message)
+            logger.debug("%s: %s", name, warning.message)
         return gray
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(_unidentified(path)) from None
+        raise ImageError(_unidentified(head)) from None
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except IsADirectoryError:
@@ -140,15 +160,20 @@ def _open_regular_file(path: str | os.PathLike[str]) -> io.BufferedReader:
         raise
 
 
-def _unidentified(path: str | os.PathLike[str]) -> str:
-    """Why Pillow did not recognise a file: a PNG or JPEG cut or corrupt in its header, or
-    something else altogether."""
+def _head_of_file(path: str | os.PathLike[str]) -> bytes:
     with suppress(OSError), open(path, "rb") as handle:
-        head = handle.read(8)
-        if head.startswith(b"\x89PNG"):
-            return "cannot decode image: truncated or corrupt PNG header"
-        if head.startswith(b"\xff\xd8\xff"):
-            return "cannot decode image: truncated or corrupt JPEG header"
+        return handle.read(8)
+    return b""
+
+
+def _unidentified(head: Callable[[], bytes]) -> str:
+    """Why Pillow did not recognise a file: a PNG or JPEG cut or corrupt in its header, or
+    something else altogether (``head`` gives the file's first bytes)."""
+    start = head()
+    if start.startswith(b"\x89PNG"):
+        return "cannot decode image: truncated or corrupt PNG header"
+    if start.startswith(b"\xff\xd8\xff"):
+        return "cannot decode image: truncated or corrupt JPEG header"
     return "not a PNG or JPEG image"
 
 

@@ -10,6 +10,7 @@ import math
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,12 +285,24 @@ def _promote_pending_best(out: Path) -> None:
             temporary.unlink()
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    strategy=None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict:
     """Train a model and write the run directory; returns the final metrics.
 
     With ``resume`` the run continues from the last complete checkpoint in ``config.out``
     (same data, split and optimizer state). At the end the run directory also gets
     ``curves.png`` and ``confusion.png`` (:mod:`marsedge.plots`).
+
+    ``strategy``: a ``tf.distribute`` strategy made by the caller, one of several workers
+    running this same function in step (``marsedge.cluster.train``: Ray Train and
+    ``MultiWorkerMirroredStrategy``); ``config.batch_size`` is then the global batch,
+    split between the workers, and each worker validates on its own. ``on_epoch_end(epoch,
+    history_row)`` is called once an epoch is committed to the run directory.
 
     Raises:
         MarsEdgeError: bad data, a run directory in the way, or a diverged loss.
@@ -305,10 +318,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     device = _device_summary(tf)
+    if strategy is not None:
+        device = f"{strategy.num_replicas_in_sync} workers (MultiWorkerMirroredStrategy), each {device}"
     log.info("device: %s", device)
     data = _Arrays.of(tiles, split)
     soft = _soft_targets(config, split, data_hash, derived, data.train_images, keras) if config.teachers else None
-    run = _Training(config, out, derived, data, soft, tf, keras, progress, started)
+    run = _Training(config, out, derived, data, soft, tf, keras, progress, started, strategy)
     run.build(source)
     if resume:
         run.restore()
@@ -317,6 +332,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if run.loop.since_best >= config.patience:
             break
         run.epoch(epoch, preview_index)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, run.loop.history[-1])
     metrics = run.final_metrics(tiles, split, device)
     write_json(out / rundir.METRICS_FILE, metrics)
     _write_plots(out, run.loop.history, metrics)
@@ -391,8 +408,14 @@ class _Loop:
 class _Training:
     """One training run in progress: the model, its optimizer and checkpoint, the loop state."""
 
-    def __init__(self, config: TrainConfig, out: Path, derived: dict, data: _Arrays, soft, tf, keras, progress: bool, started: float):
+    def __init__(
+        self, config: TrainConfig, out: Path, derived: dict, data: _Arrays, soft, tf, keras, progress: bool,
+        started: float, strategy=None,
+    ):  # fmt: skip
         self.config, self.out, self.derived, self.data, self.soft = config, out, derived, data, soft
+        # a strategy from the caller: one worker of several (validation stays on this worker)
+        self.strategy, self.distributed = strategy, strategy is not None
+        self.predict = _predict_local if self.distributed else predict_classes
         self.tf, self.keras, self.progress, self.started = tf, keras, progress, started
         self.steps = max(len(data.train_images) // config.batch_size, 1)
         self.loop = _Loop()
@@ -405,7 +428,7 @@ class _Training:
         from marsedge.train.model import build_unet, count_macs
 
         config, derived, keras, tf = self.config, self.derived, self.keras, self.tf
-        strategy = _strategy(tf, config.strategy)
+        strategy = self.strategy or _strategy(tf, config.strategy)
         with strategy.scope():
             model = build_unet(
                 config.model,
@@ -510,6 +533,10 @@ class _Training:
             data.train_images, data.train_masks, config.batch_size, True, config.seed, epoch, config.augment, self.soft,
             sources=data.train_sources,
         )  # fmt: skip
+        if self.distributed:  # every worker builds the same pipeline; each takes its share of every global batch
+            options = self.tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = self.tf.data.experimental.AutoShardPolicy.DATA
+            dataset = dataset.with_options(options)
         bar = _Progress(self.keras, epoch, config.epochs, self.steps, config.batch_size, self.progress)
         callbacks = [bar.callback] + ([self.average.callback] if self.average else [])
         fit = self.model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=callbacks)
@@ -528,14 +555,14 @@ class _Training:
         """The val report and masks of the weights this epoch offers for the best checkpoint,
         the history columns about raw and averaged weights, and whether the raw ones won."""
         val_images, val_masks, classes = self.data.val_images, self.data.val_masks, self.derived["output_classes"]
-        prediction = predict_classes(self.model, val_images, classes)
+        prediction = self.predict(self.model, val_images, classes)
         report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
         raw, use_raw = {}, False
         if self.average:  # the averaged weights are validated and saved; the raw ones logged beside them
             raw_report, raw_prediction = report, prediction
             raw = {"val_miou_raw": round(raw_report["mean_iou"], 6)}
             with self.average.applied():
-                prediction = predict_classes(self.model, val_images, classes)
+                prediction = self.predict(self.model, val_images, classes)
             report = iou_report(confusion_matrix(val_masks, prediction), CLASS_NAMES)
             if self.config.ema_select == "either":  # ... or offered for the best checkpoint when they score higher
                 use_raw = raw_report["mean_iou"] > report["mean_iou"]
@@ -573,14 +600,22 @@ class _Training:
 
     def final_metrics(self, tiles, split: dict[str, np.ndarray], device: str) -> dict:
         """metrics.json: the best weights scored on val (and test), size, speed and provenance."""
-        model, classes = self.model, self.derived["output_classes"]
+        model, classes, predict = self.model, self.derived["output_classes"], self.predict
+        if self.distributed:  # the best weights go into a model of this worker alone (mirrored variables refuse them)
+            from marsedge.train.model import build_unet
+
+            derived = self.derived
+            model = build_unet(
+                self.config.model, input_shape=tuple(derived["input_shape"]), num_outputs=len(classes),
+                mean=derived["mean"], std=derived["std"],
+            )  # fmt: skip
         model.load_weights(str(self.out / rundir.BEST_WEIGHTS))
         metrics = {
             "marsedge_version": __version__,
             "best_epoch": self.loop.best_epoch + 1,
             "epochs_run": len(self.loop.history),
             "val": iou_report(
-                confusion_matrix(self.data.val_masks, predict_classes(model, self.data.val_images, classes)), CLASS_NAMES
+                confusion_matrix(self.data.val_masks, predict(model, self.data.val_images, classes)), CLASS_NAMES
             ),
             "parameters": self.params,
             "macs_per_tile": self.macs,
@@ -592,8 +627,19 @@ class _Training:
         }
         if len(split["test"]):
             test_images, test_masks = tiles.images[split["test"]], tiles.masks[split["test"]]
-            metrics["test"] = iou_report(confusion_matrix(test_masks, predict_classes(model, test_images, classes)), CLASS_NAMES)
+            metrics["test"] = iou_report(confusion_matrix(test_masks, predict(model, test_images, classes)), CLASS_NAMES)
         return metrics
+
+
+def _predict_local(model, images: np.ndarray, output_classes: list[int], batch_size: int = 64) -> np.ndarray:
+    """:func:`predict_classes` by direct calls on this worker alone: no collective ops, so
+    one worker of several validates without the others."""
+    ids = np.asarray(output_classes, dtype=np.uint8)
+    parts = [
+        ids[np.argmax(np.asarray(model(images[i : i + batch_size, ..., None].astype(np.float32), training=False)), -1)]
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(images.shape, np.uint8)
 
 
 def _weights_note(raw: dict) -> str:

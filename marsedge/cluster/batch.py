@@ -1,0 +1,494 @@
+"""``marsedge batch``: segment a mission archive on a Ray instance.
+
+The frames are listed on the driver (a folder, a glob, or a text file of paths; paths
+may be URIs of any filesystem pyarrow reads, e.g. ``s3://``), each given the output stem
+``marsedge-run`` would give it in the same order. Frames whose outputs are already
+complete are skipped (resume); the rest become a Ray dataset of paths, and
+``map_batches`` hands them to a pool of actors. Each actor holds one edge-runtime
+:class:`~marsedge.edge_runtime.Segmenter` (one interpreter, ``threads`` CPU threads) and
+runs :func:`marsedge.edge_runtime.batch.segment_file` on every frame: the same function
+``marsedge-run`` calls, so the masks, overlays and JSON records are the ones
+``marsedge-run`` writes, under the same names, written atomically the same way. A frame
+that cannot be read or used is a row with its error, never a failed job.
+
+The driver streams the actors' result rows (progress shown) and writes one Parquet table,
+``DEST/marsedge-batch.parquet``: a row per frame, segmented now, earlier, or failed.
+
+DEST must be a directory every worker can write (one machine, or a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from marsedge.cluster import LOCAL, cluster_cpus, connect, require_ray, sizing
+from marsedge.edge_runtime.batch import expand_inputs, output_stem, segment_file
+from marsedge.edge_runtime.errors import ImageError
+from marsedge.edge_runtime.imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, write_atomic
+from marsedge.edge_runtime.segmenter import DEFAULT_MODEL, Segmenter, SegmenterOptions
+from marsedge.errors import DataError, MarsEdgeError
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "marsedge-batch.parquet"
+DEFAULT_BATCH_SIZE = 4
+STAGES = ("load", "preprocess", "infer", "postprocess", "write", "total")
+SEGMENTED, EARLIER, FAILED = "segmented", "done earlier", "failed"
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What ``marsedge batch`` does; the CLI maps its options onto these one to one.
+
+    Attributes:
+        sources: folders, globs, text files of paths (one per line; ``#`` comments),
+            image files or URIs.
+        out: the output directory (created; shared by every worker).
+        address: the Ray instance: ``local`` (start one here), ``auto`` (the one ``ray
+            start --head`` started on this machine), ``host:port`` or ``ray://host:10001``;
+            None: ``$RAY_ADDRESS`` if set, else local.
+        workers: actors, each holding one Segmenter (default: CPUs / threads).
+        threads: interpreter threads per actor (default: CPUs / workers, so that
+            workers x threads = the CPUs of the instance).
+        overlay: also write ``<stem>_overlay.png``.
+        max_pixels: refuse larger frames (as ``marsedge-run --max-pixels``); None: off.
+        batch_size: frames per ``map_batches`` call.
+        segmenter: model and resize options (``threads`` is set per actor).
+    """
+
+    sources: tuple[str, ...]
+    out: Path
+    address: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    overlay: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of the job: its path (or URI), output stem and place in the listing."""
+
+    index: int
+    path: str
+    stem: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a job did: the table written, counts, and the sizing used."""
+
+    table: Path
+    rows: list[dict[str, Any]]
+    segmented: int
+    earlier: int
+    failed: int
+    problems: list[tuple[str, str]]
+    workers: int
+    threads: int
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        """Frames segmented now per wall second of the Ray part of the job."""
+        return self.segmented / self.seconds if self.seconds > 0 else 0.0
+
+
+def is_uri(path: str) -> bool:
+    """Whether ``path`` names a file through a filesystem other than the local one."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.isidentifier() and scheme != "file"
+
+
+def list_frames(sources: Sequence[str]) -> tuple[list[Frame], list[tuple[str, str]]]:
+    """The frames named by ``sources``, in order, each with the output stem ``marsedge-run``
+    gives it, and the sources that yield nothing (source, why).
+
+    A local folder, glob or image file is expanded as ``marsedge-run`` expands it; a
+    local file that is not a PNG/JPEG is a list of paths, one per line (blank lines and
+    ``#`` comments skipped, relative paths relative to the working directory); a URI
+    (``s3://bucket/frames/``, ``gs://...``) is listed with pyarrow's filesystems.
+    """
+    names: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for source in sources:
+        if is_uri(source):
+            try:
+                found = _list_uri(source)
+            except (OSError, ValueError) as exc:
+                problems.append((source, f"cannot list: {' '.join(str(exc).split())}"))
+                continue
+            if not found:
+                problems.append((source, "no PNG or JPEG images here"))
+            names.extend(found)
+        elif os.path.isfile(source) and Path(source).suffix.lower() not in IMAGE_SUFFIXES:
+            try:
+                listed = _read_list(Path(source))
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append((source, f"cannot read the list of paths: {getattr(exc, 'strerror', None) or exc}"))
+                continue
+            if not listed:
+                problems.append((source, "the list of paths is empty"))
+            names.extend(listed)
+        else:
+            paths, bad = expand_inputs([source])
+            problems.extend((p.source, p.message) for p in bad)
+            names.extend(str(p) for p in paths)
+    frames: list[Frame] = []
+    used: set[str] = set()
+    seen: set[str] = set()
+    for name in names:
+        key = name if is_uri(name) else os.path.realpath(name)
+        if key in seen:
+            continue
+        seen.add(key)
+        stem = output_stem(Path(name.split("://", 1)[-1]), used)
+        frames.append(Frame(len(frames), name, stem))
+    return frames, problems
+
+
+def is_complete(frame: Frame, out: Path, overlay: bool) -> bool:
+    """Whether ``frame``'s outputs in ``out`` are all there and its record names it: the
+    JSON record (written last) parses, names this input, and is not older than a local
+    frame; the mask (and the overlay, when asked for) exist."""
+    record_path = out / f"{frame.stem}.json"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("input") != frame.path or not (out / f"{frame.stem}_mask.png").is_file():
+            return False
+        if overlay and not (out / f"{frame.stem}_overlay.png").is_file():
+            return False
+        if not is_uri(frame.path) and os.stat(frame.path).st_mtime_ns > record_path.stat().st_mtime_ns:
+            return False  # the frame changed since it was segmented
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchResult:
+    """Segments every frame of ``options.sources`` not already done into ``options.out``
+    on a Ray instance, and writes the Parquet table of results.
+
+    Raises:
+        MissingExtraError: Ray is not installed.
+        ModelError: the model cannot be used (checked here before any worker starts).
+        DataError: no frames to segment.
+        MarsEdgeError: the Ray instance cannot be reached, or the job failed (outputs
+            written so far are kept: a rerun finishes the rest).
+        OSError: the output directory or the table cannot be written.
+    """
+    frames, problems = list_frames(options.sources)
+    if not frames:
+        detail = "; ".join(f"{s}: {m}" for s, m in problems) or "no sources given"
+        raise DataError(f"no frames to segment ({detail})")
+    # Check the model (and the resize options) here, once, before Ray starts anything.
+    checker = Segmenter.from_options(replace(options.segmenter, threads=1))
+    class_names = [c.name for c in checker.classes]
+    model_path = Path(options.segmenter.model) if options.segmenter.model is not None else DEFAULT_MODEL
+    model_bytes = model_path.read_bytes()
+    del checker
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _probe_writable(out)
+
+    todo = [f for f in frames if not is_complete(f, out, options.overlay)]
+    pending = {f.index for f in todo}
+    earlier = [f for f in frames if f.index not in pending]
+    rows: dict[int, dict[str, Any]] = {f.index: _earlier_row(f, out, class_names) for f in earlier}
+    report = progress or (lambda done, total, message: None)
+    workers = threads = 0
+    seconds = 0.0
+    if todo:
+        ray = connect(options.address, what="marsedge batch")
+        workers, threads = sizing(cluster_cpus(ray), options.workers, options.threads)
+        log.info(
+            "%d frames (%d done earlier) on %d worker(s) x %d thread(s)", len(todo), len(earlier), workers, threads
+        )
+        start = time.perf_counter()
+        for row in _segment_on_ray(ray, todo, options, workers, threads, class_names, model_bytes, report):
+            rows[row["index"]] = row
+        seconds = time.perf_counter() - start
+    report(len(todo), len(todo), "done")
+    ordered = [rows[f.index] for f in frames]
+    table = out / TABLE_NAME
+    write_table(table, ordered, class_names)
+    counts = {status: sum(1 for r in ordered if r["status"] == status) for status in (SEGMENTED, EARLIER, FAILED)}
+    return BatchResult(
+        table, ordered, counts[SEGMENTED], counts[EARLIER], counts[FAILED], problems, workers, threads, seconds
+    )
+
+
+def _segment_on_ray(
+    ray: Any,
+    todo: list[Frame],
+    options: BatchOptions,
+    workers: int,
+    threads: int,
+    class_names: list[str],
+    model_bytes: bytes,
+    report: Progress,
+):
+    model_sha256 = hashlib.sha256(model_bytes).hexdigest()
+    context = ray.data.DataContext.get_current()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data sets its level on import
+    context.enable_progress_bars = False  # the driver shows its own, per frame
+    if hasattr(context, "print_on_execution_start"):
+        context.print_on_execution_start = False
+    batch = max(1, options.batch_size)
+    # Blocks of a few batches: enough of them to keep every actor busy and to show progress.
+    per_block = max(batch, min(batch * 16, math.ceil(len(todo) / (workers * 4))))
+    items = [{"index": f.index, "path": f.path, "stem": f.stem} for f in todo]
+    dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(todo) / per_block)).map_batches(
+        SegmentFrames,
+        batch_size=batch,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=threads,
+        fn_constructor_kwargs={
+            "options": replace(options.segmenter, threads=threads),
+            # a reference, fetched only by an actor whose machine lacks the model file
+            "model": [model_sha256, ray.put(model_bytes)],
+            "out": str(options.out),
+            "overlay": options.overlay,
+            "max_pixels": options.max_pixels,
+            "class_names": class_names,
+        },
+    )
+    done = 0
+    report(0, len(todo), f"{workers} worker(s) x {threads} thread(s)")
+    try:
+        for part in dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+            rows = part.to_pylist()
+            for row in rows:
+                done += 1
+                yield row
+            if rows:
+                report(done, len(todo), rows[-1]["path"])
+    except Exception as exc:  # a lost actor or node beyond Ray's retries; outputs so far are kept
+        if isinstance(exc, MarsEdgeError):
+            raise
+        message = " ".join(str(exc).split())[:400]
+        raise MarsEdgeError(
+            f"the Ray job stopped after {done} of {len(todo)} frames ({type(exc).__name__}: {message}); "
+            "run the same command again to finish the rest"
+        ) from None
+
+
+class SegmentFrames:
+    """The callable class ``map_batches`` runs in each actor: one Segmenter per actor,
+    ``segment_file`` per frame, a result row per frame."""
+
+    def __init__(
+        self,
+        options: SegmenterOptions,
+        model: list[Any],
+        out: str,
+        overlay: bool,
+        max_pixels: int | None,
+        class_names: list[str],
+    ) -> None:
+        sha256, content = model
+        self.segmenter = Segmenter.from_options(replace(options, model=_local_model(options.model, sha256, content)))
+        if options.model is not None:  # records name the model as the job gave it, not a worker's copy
+            self.segmenter.model_info["path"] = str(options.model)
+        self.out = Path(out)
+        self.overlay = overlay
+        self.max_pixels = max_pixels
+        self.class_names = class_names
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.sha256 = self.segmenter.model_info["sha256"]
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        rows = [
+            self.one(int(index), str(path), str(stem))
+            for index, path, stem in zip(
+                batch.column("index").to_pylist(), batch.column("path").to_pylist(), batch.column("stem").to_pylist()
+            )
+        ]
+        return pa.Table.from_pylist(rows, schema=result_schema(self.class_names))
+
+    def one(self, index: int, path: str, stem: str) -> dict[str, Any]:
+        """Segments one frame into its outputs; a result row, with the error if any."""
+        row = _empty_row(index, path, stem, self.class_names)
+        row.update(worker=self.worker, model_sha256=self.sha256)
+        try:
+            data = _read_uri(path) if is_uri(path) else None
+            record = segment_file(self.segmenter, Path(path), self.out, stem, self.overlay, self.max_pixels, data)
+        except ImageError as exc:
+            row.update(status=FAILED, error=str(exc))
+        except OSError as exc:
+            row.update(status=FAILED, error=f"cannot write outputs to {self.out}: {exc.strerror or exc}")
+        except Exception as exc:  # never a failed job for one bad frame
+            row.update(status=FAILED, error=f"unexpected {type(exc).__name__}: {exc}")
+        else:
+            row.update(_record_row(record, self.class_names), status=SEGMENTED)
+        return row
+
+
+def result_schema(class_names: Sequence[str]) -> Any:
+    """The Parquet table's columns: one row per frame."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("index", pa.int64()),
+            ("path", pa.string()),
+            ("stem", pa.string()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("width", pa.int64()),
+            ("height", pa.int64()),
+            ("tiles", pa.int64()),
+            ("scale", pa.float64()),
+            *[(f"fraction_{name}", pa.float64()) for name in class_names],
+            *[(f"{stage}_ms", pa.float64()) for stage in STAGES],
+            ("mask", pa.string()),
+            ("overlay", pa.string()),
+            ("record", pa.string()),
+            ("model_sha256", pa.string()),
+            ("worker", pa.string()),
+        ]
+    )
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], class_names: Sequence[str]) -> None:
+    """Writes the rows as one Parquet file, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows, schema=result_schema(class_names))
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def _empty_row(index: int, path: str, stem: str, class_names: Sequence[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name in result_schema(class_names).names}
+    row.update(index=index, path=path, stem=stem)
+    return row
+
+
+def _record_row(record: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
+    """The table columns of a ``segment_file`` JSON record."""
+    latency = record.get("latency_ms", {})
+    outputs = record.get("outputs", {})
+    return {
+        "width": record["size"]["width"],
+        "height": record["size"]["height"],
+        "tiles": record.get("tiles"),
+        "scale": record.get("scale"),
+        **{f"fraction_{name}": record["class_fractions"].get(name) for name in class_names},
+        **{f"{stage}_ms": latency.get(stage) for stage in STAGES},
+        "mask": outputs.get("mask"),
+        "overlay": outputs.get("overlay"),
+        "record": outputs.get("json"),
+        "model_sha256": record.get("model", {}).get("sha256"),
+    }
+
+
+def _earlier_row(frame: Frame, out: Path, class_names: Sequence[str]) -> dict[str, Any]:
+    row = _empty_row(frame.index, frame.path, frame.stem, class_names)
+    try:
+        record = json.loads((out / f"{frame.stem}.json").read_text(encoding="utf-8"))
+        row.update(_record_row(record, class_names))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    row["status"] = EARLIER
+    return row
+
+
+def _local_model(model: str | os.PathLike[str] | None, digest: str, content: Any) -> Path:
+    """The model file for an actor: the job's own path when this machine has it with the
+    same content (sha256 ``digest``), else a private copy of the bytes the driver sent
+    (``content``: the bytes or a Ray object reference to them)."""
+    path = Path(model) if model is not None else DEFAULT_MODEL
+    try:
+        if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+            return path
+    except OSError:
+        pass
+    copy = Path(tempfile.gettempdir()) / f"marsedge-model-{digest[:16]}.tflite"
+    if not copy.is_file():
+        if not isinstance(content, bytes):
+            import ray
+
+            content = ray.get(content)
+        write_atomic(copy, content)
+    return copy
+
+
+def _list_uri(uri: str) -> list[str]:
+    """Image files in a folder URI (not recursing), or the URI itself if it is a file."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    info = filesystem.get_file_info(path)
+    scheme = uri.split("://", 1)[0]
+    if info.type == fs.FileType.File:
+        return [uri]
+    if info.type != fs.FileType.Directory:
+        raise OSError("no such file or folder")
+    entries = filesystem.get_file_info(fs.FileSelector(path, recursive=False))
+    return sorted(
+        f"{scheme}://{e.path}"
+        for e in entries
+        if e.type == fs.FileType.File and Path(e.path).suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _read_uri(uri: str) -> bytes:
+    """A file's bytes through pyarrow's filesystems; a missing file is an ImageError."""
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        with filesystem.open_input_stream(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot read: {' '.join(str(exc).split())}") from None
+
+
+def _read_list(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _probe_writable(directory: Path) -> None:
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".marsedge-probe-")
+    os.close(fd)
+    os.unlink(probe)
+
+
+__all__ = [
+    "BatchOptions",
+    "BatchResult",
+    "Frame",
+    "LOCAL",
+    "SegmentFrames",
+    "TABLE_NAME",
+    "is_complete",
+    "list_frames",
+    "require_ray",
+    "result_schema",
+    "run_batch",
+]
