@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copyfile(picture, args.readme_picture)
         print(f"README picture: {args.readme_picture}")
     total = time.perf_counter() - started
-    print("\n== demo finished in %.0f s (%s)" % (total, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())))
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    print(f"\n== demo finished in {total:.0f} s ({steps})")
     print(f"  run directory   {run}/  (config.json, history.csv, metrics.json, preview.png)")
     print(f"  exported models {run}/export/  (export.json, marsedge_*.tflite)")
     print(f"  segmentations   {OUT}/segmented/  (bundled model: *_mask.png, *_overlay.png, *.json)")

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from marsedge.cli import app
-from marsedge.core.metadata import embed_metadata, read_metadata, read_split_recipe, split_recipe
 from marsedge.core.errors import ModelError
+from marsedge.core.metadata import embed_metadata, read_metadata, read_split_recipe, split_recipe
 
 BUNDLED = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models" / "marsedge_int8.tflite"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mars_terrain_64x128.npz"
@@ -115,8 +115,8 @@ def test_a_split_that_does_not_reproduce_is_refused(tiny_int8, tiles_npz, split_
     metadata = read_metadata(tiny_int8)
     metadata["split"] = split_recipe(TrainConfig(data=str(tiles_npz)).to_dict(), str(tiles_npz), digest)
     metadata["source_split"] = {"data_sha256": digest, "train": "0" * 64, "val": "0" * 64, "test": "0" * 64}
-    from marsedge.evaluation.evaluate import recipe_split
     from marsedge.errors import DataError
+    from marsedge.evaluation.evaluate import recipe_split
 
     with pytest.raises(DataError, match="differs from the one the model recorded"):
         recipe_split(metadata, tiles_npz)
