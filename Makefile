@@ -40,6 +40,7 @@ bench: $(STAMP)
 
 # The installable package: dist/marsedge-<version>-py3-none-any.whl (bundled models included).
 # `pip install dist/marsedge-*.whl` gives the board runtime; add `[train]` on a workstation.
+# Needs only pip (no .venv): the build runs in an isolated environment.
 wheel:
 	rm -rf build
 	$(PYTHON) -m pip wheel --no-deps --wheel-dir dist .

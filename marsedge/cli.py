@@ -47,7 +47,7 @@ Augment = _choices("Augment", AUGMENTATIONS)
 Strategy = _choices("Strategy", STRATEGIES)
 EmaSelect = _choices("EmaSelect", EMA_SELECTIONS)
 EvalSplit = _choices("EvalSplit", ("all", "train", "val", "test"))
-BenchSplit = _choices("BenchSplit", ("val", "test"))
+BenchSplit = _choices("BenchSplit", ("val", "test", "train", "all"))
 
 
 def _parse_formats(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -237,8 +237,8 @@ def train(
 @app.command()
 def bench(
     sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.")] = None,
-    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The run's split to score: val or test. Needs a run directory; with .tflite files and --data every tile is scored.", show_default="val")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.", show_default="for .tflite files, " + _DATA_DEFAULT)] = None,
+    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The split to score: val, test, train or all. .tflite files that carry their split recipe (the bundled ones do) are scored on their own split of their training data; other files on every tile. Scores on tiles the models trained on are labelled.", show_default="a run's val; a .tflite's test")] = None,
     tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
     runs: Annotated[int, typer.Option(min=1, rich_help_panel=_TIMING, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
@@ -268,6 +268,7 @@ def bench(
     try:  # option values the parser could not check: a usage error
         settings = benchmark.BenchSettings(
             sources=tuple(sources), data=str(data) if data else None, split=split.value if split else None,
+            default_data=str(default_data_path()) if default_data_path() else None,
             tiles=tiles, threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
             frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
             rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta,
@@ -293,7 +294,12 @@ def bench(
         _fail_io(exc, out)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    typer.echo(json.dumps(result.report, indent=2) if json_output else report.markdown_table(result.report))
+    warning = result.report["settings"].get("warning")
+    if warning:
+        typer.echo(f"WARNING: {warning}", err=True)
+    typer.echo(json.dumps(result.report, indent=2) if json_output else report.terminal_table(result.report))
+    if not json_output:
+        typer.echo(f"accuracy on {result.report['settings']['tiles_from']}; every column: {written['markdown']}")
     if not json_output and result.report.get("frames"):
         from marsedge.benchmarks.frames import frames_table
 
@@ -400,7 +406,7 @@ def export(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A .tflite from `marsedge export`, or a run directory (float Keras).")],
     data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)] = None,
-    split: Annotated[EvalSplit, typer.Option(metavar="NAME", help="all, or the run's train, val or test split (needs the run: a run directory, or a .tflite whose metadata names it).")] = EvalSplit.all,
+    split: Annotated[Optional[EvalSplit], typer.Option(metavar="NAME", help="all, or the model's train, val or test split of its own data file (known from a run directory, or from the split recipe a .tflite carries). Scores on tiles the model trained on are labelled.", show_default="test when the model's split is known, else all")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
     anatomy: Annotated[bool, typer.Option("--anatomy", help="Also show where the errors are: near label boundaries, on big rock, top and bottom halves of frames.")] = False,
@@ -415,7 +421,7 @@ def evaluate(
     --corruptions, the corruption benchmark on whole labelled frames."""
     _setup_logging(verbose)
     if corruptions:
-        _corruptions(model, data, split.value, config, frames, threads, json_output, plot, save_json)
+        _corruptions(model, data, split.value if split else None, config, frames, threads, json_output, plot, save_json)
         return
     try:
         from marsedge.evaluation.evaluate import evaluate as run_evaluation
@@ -424,7 +430,7 @@ def evaluate(
             data = default_data_path()
             if data is None:
                 _fail(_NO_DATA, 1)
-        report = run_evaluation(model, data, split.value, threads, anatomy=anatomy)
+        report = run_evaluation(model, data, split.value if split else None, threads, anatomy=anatomy)
         if plot is not None:
             from marsedge.plots import confusion_png
 
@@ -501,6 +507,7 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
     try:
         models = bench.precision_models(model)
         positions = None
+        split = split or "test"
         if split == "test":
             recipe = config or (model / "config.json" if model.is_dir() else SHIPPED_RECIPE)
             positions = bench.test_frames(next(iter(models.values())), recipe, data)
@@ -544,7 +551,8 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
 def format_report(report: dict) -> str:
     """Human-readable eval report: mean IoU, per-class IoU, confusion matrix (rows: truth)."""
     names = report["class_names"]
-    lines = [
+    lines = [f"WARNING: {report['warning']}"] if report.get("warning") else []
+    lines += [
         f"{report['model']} ({report['kind']}) on {report['data']} [{report['split']}, {report['tiles']} tiles]",
         f"mean IoU {report['mean_iou']:.4f}",
     ]

@@ -190,6 +190,23 @@ def test_eval_reproduces_the_export_figures(plain_export, tiny_run):
     assert keras_report["mean_iou"] == pytest.approx(metrics["val"]["mean_iou"])
 
 
+def test_export_records_the_split_recipe_that_recomputes_the_runs_split(plain_export, tiny_run):
+    from marsedge.evaluation.evaluate import recipe_split
+    from marsedge.train import rundir
+
+    out, _ = plain_export
+    metadata = read_metadata(out / "marsedge_qat.tflite")
+    run = rundir.read_run(tiny_run, need_weights=False)
+    recipe = metadata["split"]
+    assert recipe["data_file"] == Path(run.config.data).name and recipe["data_sha256"] == run.data_sha256
+    assert (recipe["seed"], recipe["val_fraction"], recipe["test_fraction"]) == (
+        run.config.seed, run.config.val_fraction, run.config.test_fraction
+    )
+    _, split = recipe_split(metadata, run.config.data)  # from the file alone, no run directory
+    for name, indices in rundir.split_indices(run).items():
+        assert np.array_equal(split[name], indices), name
+
+
 def test_quant_debug_tool_rows_per_op(tiny_run, capsys):
     sys.path.insert(0, str(ROOT / "tools"))
     import quant_debug
