@@ -63,7 +63,6 @@ def _parse_formats(value: str | tuple[str, ...]) -> tuple[str, ...]:
 
 _QUIET_LOGGERS = ("tensorflow", "absl", "matplotlib", "h5py", "PIL")
 DEFAULT_FRAMES = DEFAULT_DATA.parent / "ai4mars-msl-256"
-SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "marsedge_navcam.json"
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -254,6 +253,8 @@ def bench(
     peak: Annotated[bool, typer.Option("--peak/--no-peak", rich_help_panel=_TIMING, help="Measure the machine's float32 GEMM peak per thread count.")] = True,
     reference_kernels: Annotated[bool, typer.Option("--reference-kernels", rich_help_panel=_TIMING, help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.")] = False,
     tta: Annotated[bool, typer.Option("--tta", rich_help_panel=_TIMING, help="Also measure every .tflite with test-time flip averaging (marsedge-run --tta), as rows of their own.")] = False,
+    corruption_frames: Annotated[int, typer.Option(min=0, metavar="N", rich_help_panel=_REPORTS, help="Also run the corruption benchmark (eval --corruptions) on N whole test frames; 0 skips it.")] = 0,
+    frames_data: Annotated[Optional[Path], typer.Option(rich_help_panel=_REPORTS, help="Labelled whole frames (AI4Mars layout) for --corruption-frames.", show_default="the shared AI4Mars folder")] = None,
     write_doc: Annotated[Optional[Path], typer.Option(rich_help_panel=_REPORTS, help="Also replace the generated section of this Markdown file (BENCHMARKS.md).")] = None,
     doc_note: Annotated[Optional[str], typer.Option(rich_help_panel=_REPORTS, help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).")] = None,
     profile_ops: Annotated[bool, typer.Option("--profile-ops", rich_help_panel=_REPORTS, help="Instead of the benchmark: time every op of each .tflite alone and compare op types.")] = False,
@@ -271,7 +272,8 @@ def bench(
             default_data=str(default_data_path()) if default_data_path() else None,
             tiles=tiles, threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
             frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
-            rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta,
+            rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta, corruption_frames=corruption_frames,
+            frames_data=str(frames_data or DEFAULT_FRAMES) if corruption_frames else None,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -412,7 +414,7 @@ def evaluate(
     anatomy: Annotated[bool, typer.Option("--anatomy", help="Also show where the errors are: near label boundaries, on big rock, top and bottom halves of frames.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra).")] = None,
     corruptions: Annotated[bool, typer.Option("--corruptions", help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.", rich_help_panel="Corruption benchmark")] = False,
-    config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: the shipped model's recipe).", rich_help_panel="Corruption benchmark")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: a run's config.json, or the recipe a .tflite names).", rich_help_panel="Corruption benchmark")] = None,
     frames: Annotated[Optional[int], typer.Option(min=1, help="With --corruptions: score N frames spread evenly over the split (faster, noisier).", rich_help_panel="Corruption benchmark")] = None,
     save_json: Annotated[Optional[Path], typer.Option("--save-json", help="With --corruptions: also write the report as JSON to this file.", rich_help_panel="Corruption benchmark")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
@@ -506,19 +508,12 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
         _fail(f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)", 1)
     try:
         models = bench.precision_models(model)
-        positions = None
         split = split or "test"
-        if split == "test":
-            recipe = config or (model / "config.json" if model.is_dir() else SHIPPED_RECIPE)
-            positions = bench.test_frames(next(iter(models.values())), recipe, data)
-        elif split != "all":
-            _fail(f"--corruptions scores the test split or all frames, not {split!r}")  # usage: exit 2
-        else:
+        if config is None and model.is_dir() and (model / "config.json").is_file():
+            config = model / "config.json"
+        positions = bench.select_frames(next(iter(models.values())), data, split, config, frames)
+        if split == "all":
             typer.echo("warning: --split all scores every frame, the ones the model trained on included", err=True)
-        if frames is not None and positions is not None:
-            positions = positions[:: max(1, len(positions) // frames)][:frames]  # spread over the split
-        elif frames is not None:
-            positions = list(range(frames))
         show = None if json_output else (lambda text: typer.echo(f"  {text}", err=True))
         report = bench.corruption_report(models, data, positions, threads, progress=show)
         report["split"] = split

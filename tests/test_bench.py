@@ -286,3 +286,19 @@ def test_terminal_table_keeps_the_columns_that_pick_a_format(tiles_npz, tiny_flo
 @pytest.mark.parametrize("drop, cell", [(-0.035, "+3.50"), (0.012, "-1.20"), (0.0, "0.00"), (None, report.DASH)])
 def test_accuracy_change_reads_with_its_sign(drop, cell):
     assert report.change_cell(drop) == cell
+
+
+def test_corruption_section_scores_whole_frames(tiles_npz, tiny_float32, tiny_int8, tmp_path):
+    from marsedge.train.synthetic import write_ai4mars
+
+    frames = write_ai4mars(tmp_path / "frames", count=2, size=128, seed=2).parents[1]
+    result = invoke(
+        tiny_float32, tiny_int8, "--data", tiles_npz, "--split", "all", "--out", tmp_path / "out",
+        "--corruption-frames", "2", "--frames-data", frames, *QUICK,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "| noise 4 (middle) |" in result.stdout  # the terminal shows the section
+    section = json.loads((tmp_path / "out" / "benchmarks.json").read_text())["corruptions"]
+    assert section["frames"] == 2 and section["split"] == "all" and len(section["tables"]) == 2
+    assert "--corruption-frames 2" in json.loads((tmp_path / "out" / "benchmarks.json").read_text())["command"]
+    assert "Corruption benchmark: 2 whole labelled frames (all split)" in (tmp_path / "out" / "benchmarks.md").read_text()

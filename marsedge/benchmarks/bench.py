@@ -182,4 +182,41 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> Benc
             [c.path for c in tflites if not c.tta], threads=max(settings.threads), runs=settings.frame_runs,
             rss=settings.rss, reference_kernels=settings.reference_kernels,
         )  # fmt: skip
+    if settings.corruption_frames:
+        report["corruptions"] = _corruptions(settings, [c for c in tflites if not c.tta])
     return BenchResult(report, samples)
+
+
+def _corruptions(settings: BenchSettings, tflites: list[Candidate]) -> dict | None:
+    """The corruption benchmark of the .tflite files on whole test frames: the first model's
+    test split (its run's config, or the recipe its metadata names); models trained on
+    another split are left out, with a warning."""
+    from pathlib import Path
+
+    from marsedge.benchmarks import corruptions
+
+    if not settings.frames_data or not Path(settings.frames_data).is_dir():
+        logger.warning("no corruption table: no folder of labelled whole frames (--frames-data)")
+        return None
+    if not tflites:
+        return None
+
+    def config_of(candidate: Candidate) -> Path | None:
+        if candidate.run is not None:
+            return Path(candidate.run.path) / "config.json"
+        return corruptions.recipe_config(candidate.path)
+
+    first, split = tflites[0], "all" if settings.split == "all" else "test"
+    positions = corruptions.select_frames(first.path, settings.frames_data, split, config_of(first), settings.corruption_frames)
+    models = {}
+    for candidate in tflites:
+        try:
+            if split == "test":
+                corruptions.test_frames(candidate.path, config_of(first), settings.frames_data)
+        except MarsEdgeError as exc:
+            logger.warning("corruption table leaves out %s: %s", candidate.label, exc)
+            continue
+        models[candidate.label] = Path(candidate.path)
+    report = corruptions.corruption_report(models, settings.frames_data, positions, threads=max(settings.threads))
+    report["split"] = split
+    return report

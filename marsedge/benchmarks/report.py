@@ -113,7 +113,7 @@ def markdown_table(report: dict[str, Any], columns: tuple[str, ...] | None = Non
 
 def terminal_table(report: dict[str, Any]) -> str:
     """The few columns that decide which format ships (the full table is in benchmarks.md)."""
-    return markdown_table(report, SHORT_COLUMNS)
+    return "\n".join([markdown_table(report, SHORT_COLUMNS), *corruption_lines(report)]).rstrip()
 
 
 def notes(report: dict[str, Any]) -> str:
@@ -216,7 +216,7 @@ def write_outputs(result: BenchResult, out: Path, with_plot: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     report = result.report
     written = {
-        "markdown": write_text(out / "benchmarks.md", markdown_table(report) + "\n" + notes(report)),
+        "markdown": write_text(out / "benchmarks.md", "\n".join([markdown_table(report), notes(report), *corruption_lines(report)])),
         "json": write_text(out / "benchmarks.json", json.dumps(report, indent=2) + "\n"),
         "log": write_text(out / "benchmarks.log", log_text(result)),
     }
@@ -244,10 +244,27 @@ def doc_section(report: dict[str, Any], placeholder: str | None = None, plot_lin
         machine_lines(report),
         markdown_table(report),
         notes(report),
+        *corruption_lines(report),
         *([f"![mean IoU against latency per tile]({plot_link})", ""] if plot_link else []),
         DOC_END,
     ]
     return "\n".join(parts) + "\n"
+
+
+def corruption_lines(report: dict[str, Any]) -> list[str]:
+    """The corruption benchmark's section (``--corruption-frames``), or nothing."""
+    section = report.get("corruptions")
+    if not section:
+        return []
+    from marsedge.benchmarks.corruptions import markdown as corruption_markdown
+
+    return [
+        f"Corruption benchmark: {section['frames']} whole labelled frames ({section.get('split', 'test')} split) of `{section['data']}`, "
+        f"seed {section['seed']}; share = mIoU as a share of the clean mIoU.",
+        "",
+        corruption_markdown(section["tables"]),
+        "",
+    ]
 
 
 def update_doc(path: Path, section: str, begin_marker: str = DOC_BEGIN, end_marker: str = DOC_END) -> Path:

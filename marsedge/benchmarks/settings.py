@@ -53,6 +53,9 @@ class BenchSettings:
             for correctness under an emulator, where XNNPACK does not run).
         tta: also measure every .tflite with test-time flip averaging (the runtime's
             ``--tta``: each tile and its mirror image, logits averaged), as a row of its own.
+        corruption_frames: also run the corruption benchmark (:mod:`marsedge.benchmarks.corruptions`)
+            on this many whole labelled test frames, spread over the split; 0 skips it.
+        frames_data: the AI4Mars-layout folder of labelled frames it reads.
     """
 
     sources: tuple[str, ...]
@@ -70,6 +73,8 @@ class BenchSettings:
     peak: bool = True
     reference_kernels: bool = False
     tta: bool = False
+    corruption_frames: int = 0
+    frames_data: str | None = None
 
     @property
     def run_split(self) -> str:
@@ -92,6 +97,8 @@ class BenchSettings:
         args += [] if self.peak else ["--no-peak"]
         args += ["--reference-kernels"] if self.reference_kernels else []
         args += ["--tta"] if self.tta else []
+        args += ["--corruption-frames", str(self.corruption_frames)] if self.corruption_frames else []
+        args += ["--frames-data", self.frames_data] if self.corruption_frames and self.frames_data else []
         return shlex.join(args)
 
     def __post_init__(self) -> None:
@@ -101,7 +108,7 @@ class BenchSettings:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if not self.threads or any(t < 1 for t in self.threads):
             raise ValueError(f"thread counts must be 1 or more, got {list(self.threads)}")
-        for name in ("tiles", "warmup", "frame_runs"):
+        for name in ("tiles", "warmup", "frame_runs", "corruption_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.runs < 1:
