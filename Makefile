@@ -38,8 +38,12 @@ bench: $(STAMP)
 	$(PY) -m marsedge.cli bench $(MODELS)/marsedge_float32.tflite $(MODELS)/marsedge_int8.tflite \
 		--split test --threads 1,2 --out benchmarks --write-doc BENCHMARKS.md
 
-wheel: $(STAMP)
-	$(PY) -m pip wheel --no-deps -w dist .
+# The installable package: dist/marsedge-<version>-py3-none-any.whl (bundled models included).
+# `pip install dist/marsedge-*.whl` gives the board runtime; add `[train]` on a workstation.
+# Needs only pip (no .venv): the build runs in an isolated environment.
+wheel:
+	rm -rf build
+	$(PYTHON) -m pip wheel --no-deps --wheel-dir dist .
 
 clean:
-	rm -rf $(VENV) demo_out .arm64 dist build
+	rm -rf $(VENV) demo_out .arm64 build dist

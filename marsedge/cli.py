@@ -47,7 +47,7 @@ Augment = _choices("Augment", AUGMENTATIONS)
 Strategy = _choices("Strategy", STRATEGIES)
 EmaSelect = _choices("EmaSelect", EMA_SELECTIONS)
 EvalSplit = _choices("EvalSplit", ("all", "train", "val", "test"))
-BenchSplit = _choices("BenchSplit", ("val", "test"))
+BenchSplit = _choices("BenchSplit", ("val", "test", "train", "all"))
 
 
 def _parse_formats(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -63,7 +63,6 @@ def _parse_formats(value: str | tuple[str, ...]) -> tuple[str, ...]:
 
 _QUIET_LOGGERS = ("tensorflow", "absl", "matplotlib", "h5py", "PIL")
 DEFAULT_FRAMES = DEFAULT_DATA.parent / "ai4mars-msl-256"
-SHIPPED_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "marsedge_navcam.json"
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -237,8 +236,8 @@ def train(
 @app.command()
 def bench(
     sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.")] = None,
-    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The run's split to score: val or test. Needs a run directory; with .tflite files and --data every tile is scored.", show_default="val")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.", show_default="for .tflite files, " + _DATA_DEFAULT)] = None,
+    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The split to score: val, test, train or all. .tflite files that carry their split recipe (the bundled ones do) are scored on their own split of their training data; other files on every tile. Scores on tiles the models trained on are labelled.", show_default="a run's val; a .tflite's test")] = None,
     tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
     runs: Annotated[int, typer.Option(min=1, rich_help_panel=_TIMING, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
@@ -254,6 +253,8 @@ def bench(
     peak: Annotated[bool, typer.Option("--peak/--no-peak", rich_help_panel=_TIMING, help="Measure the machine's float32 GEMM peak per thread count.")] = True,
     reference_kernels: Annotated[bool, typer.Option("--reference-kernels", rich_help_panel=_TIMING, help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.")] = False,
     tta: Annotated[bool, typer.Option("--tta", rich_help_panel=_TIMING, help="Also measure every .tflite with test-time flip averaging (marsedge-run --tta), as rows of their own.")] = False,
+    corruption_frames: Annotated[int, typer.Option(min=0, metavar="N", rich_help_panel=_REPORTS, help="Also run the corruption benchmark (eval --corruptions) on N whole test frames; 0 skips it.")] = 0,
+    frames_data: Annotated[Optional[Path], typer.Option(rich_help_panel=_REPORTS, help="Labelled whole frames (AI4Mars layout) for --corruption-frames.", show_default="the shared AI4Mars folder")] = None,
     write_doc: Annotated[Optional[Path], typer.Option(rich_help_panel=_REPORTS, help="Also replace the generated section of this Markdown file (BENCHMARKS.md).")] = None,
     doc_note: Annotated[Optional[str], typer.Option(rich_help_panel=_REPORTS, help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).")] = None,
     profile_ops: Annotated[bool, typer.Option("--profile-ops", rich_help_panel=_REPORTS, help="Instead of the benchmark: time every op of each .tflite alone and compare op types.")] = False,
@@ -268,9 +269,11 @@ def bench(
     try:  # option values the parser could not check: a usage error
         settings = benchmark.BenchSettings(
             sources=tuple(sources), data=str(data) if data else None, split=split.value if split else None,
+            default_data=str(default_data_path()) if default_data_path() else None,
             tiles=tiles, threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
             frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
-            rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta,
+            rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta, corruption_frames=corruption_frames,
+            frames_data=str(frames_data or DEFAULT_FRAMES) if corruption_frames else None,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -293,7 +296,12 @@ def bench(
         _fail_io(exc, out)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    typer.echo(json.dumps(result.report, indent=2) if json_output else report.markdown_table(result.report))
+    warning = result.report["settings"].get("warning")
+    if warning:
+        typer.echo(f"WARNING: {warning}", err=True)
+    typer.echo(json.dumps(result.report, indent=2) if json_output else report.terminal_table(result.report))
+    if not json_output:
+        typer.echo(f"accuracy on {result.report['settings']['tiles_from']}; every column: {written['markdown']}")
     if not json_output and result.report.get("frames"):
         from marsedge.benchmarks.frames import frames_table
 
@@ -400,13 +408,13 @@ def export(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A .tflite from `marsedge export`, or a run directory (float Keras).")],
     data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)] = None,
-    split: Annotated[EvalSplit, typer.Option(metavar="NAME", help="all, or the run's train, val or test split (needs the run: a run directory, or a .tflite whose metadata names it).")] = EvalSplit.all,
+    split: Annotated[Optional[EvalSplit], typer.Option(metavar="NAME", help="all, or the model's train, val or test split of its own data file (known from a run directory, or from the split recipe a .tflite carries). Scores on tiles the model trained on are labelled.", show_default="test when the model's split is known, else all")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
     anatomy: Annotated[bool, typer.Option("--anatomy", help="Also show where the errors are: near label boundaries, on big rock, top and bottom halves of frames.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra).")] = None,
     corruptions: Annotated[bool, typer.Option("--corruptions", help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.", rich_help_panel="Corruption benchmark")] = False,
-    config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: the shipped model's recipe).", rich_help_panel="Corruption benchmark")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: a run's config.json, or the recipe a .tflite names).", rich_help_panel="Corruption benchmark")] = None,
     frames: Annotated[Optional[int], typer.Option(min=1, help="With --corruptions: score N frames spread evenly over the split (faster, noisier).", rich_help_panel="Corruption benchmark")] = None,
     save_json: Annotated[Optional[Path], typer.Option("--save-json", help="With --corruptions: also write the report as JSON to this file.", rich_help_panel="Corruption benchmark")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
@@ -415,7 +423,7 @@ def evaluate(
     --corruptions, the corruption benchmark on whole labelled frames."""
     _setup_logging(verbose)
     if corruptions:
-        _corruptions(model, data, split.value, config, frames, threads, json_output, plot, save_json)
+        _corruptions(model, data, split.value if split else None, config, frames, threads, json_output, plot, save_json)
         return
     try:
         from marsedge.evaluation.evaluate import evaluate as run_evaluation
@@ -424,7 +432,7 @@ def evaluate(
             data = default_data_path()
             if data is None:
                 _fail(_NO_DATA, 1)
-        report = run_evaluation(model, data, split.value, threads, anatomy=anatomy)
+        report = run_evaluation(model, data, split.value if split else None, threads, anatomy=anatomy)
         if plot is not None:
             from marsedge.plots import confusion_png
 
@@ -501,18 +509,12 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
         _fail(f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)", 1)
     try:
         models = bench.precision_models(model)
-        positions = None
-        if split == "test":
-            recipe = config or (model / "config.json" if model.is_dir() else SHIPPED_RECIPE)
-            positions = bench.test_frames(next(iter(models.values())), recipe, data)
-        elif split != "all":
-            _fail(f"--corruptions scores the test split or all frames, not {split!r}")
-        else:
+        split = split or "test"
+        if config is None and model.is_dir() and (model / "config.json").is_file():
+            config = model / "config.json"
+        positions = bench.select_frames(next(iter(models.values())), data, split, config, frames)
+        if split == "all":
             typer.echo("warning: --split all scores every frame, the ones the model trained on included", err=True)
-        if frames is not None and positions is not None:
-            positions = positions[:: max(1, len(positions) // frames)][:frames]  # spread over the split
-        elif frames is not None:
-            positions = list(range(frames))
         show = None if json_output else (lambda text: typer.echo(f"  {text}", err=True))
         report = bench.corruption_report(models, data, positions, threads, progress=show)
         report["split"] = split
@@ -545,7 +547,8 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
 def format_report(report: dict) -> str:
     """Human-readable eval report: mean IoU, per-class IoU, confusion matrix (rows: truth)."""
     names = report["class_names"]
-    lines = [
+    lines = [f"WARNING: {report['warning']}"] if report.get("warning") else []
+    lines += [
         f"{report['model']} ({report['kind']}) on {report['data']} [{report['split']}, {report['tiles']} tiles]",
         f"mean IoU {report['mean_iou']:.4f}",
     ]

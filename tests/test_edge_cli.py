@@ -87,7 +87,10 @@ def test_human_mode_prints_a_table_and_summary(tiny_int8, images, tmp_path):
 def test_directories_and_globs_expand(images):
     names = lambda paths: sorted(p.relative_to(images).as_posix() for p in paths)  # noqa: E731
     paths, problems = batch.expand_inputs([str(images)])
-    assert names(paths) == ["a.png", "b.JPG"] and not problems
+    assert names(paths) == ["a.png", "b.JPG"]
+    assert [(p.notice, p.message.split(" (")[0]) for p in problems] == [(True, "1 image(s) in subfolders not segmented")]
+    paths, problems = batch.expand_inputs([str(images)], recursive=True)
+    assert names(paths) == ["a.png", "b.JPG", "sub/c.png"] and not problems
     paths, _ = batch.expand_inputs([str(images / "*.png")])
     assert names(paths) == ["a.png"]
     paths, _ = batch.expand_inputs([str(images / "**" / "*.png")])
@@ -97,6 +100,27 @@ def test_directories_and_globs_expand(images):
     # Listed once however often it is named; a named non-image is kept (and fails later).
     paths, _ = batch.expand_inputs([str(images / "a.png"), str(images), str(images / "notes.txt")])
     assert names(paths) == ["a.png", "b.JPG", "notes.txt"]
+
+
+def test_images_in_subfolders_are_announced_or_segmented_with_recursive(tiny_int8, images, tmp_path):
+    skipped = run(images, "--out", tmp_path / "flat", model=tiny_int8)
+    assert skipped.exit_code == 0, skipped.stderr  # a notice, not a failure
+    assert "note: " in skipped.stderr and "1 image(s) in subfolders not segmented (add --recursive" in skipped.stderr
+    assert not (tmp_path / "flat" / "c.json").exists()
+    nested = run(images, "--recursive", "--out", tmp_path / "deep", model=tiny_int8)
+    assert nested.exit_code == 0, nested.stderr
+    assert (tmp_path / "deep" / "c.json").exists() and "note:" not in nested.stderr
+    assert nested.stdout.splitlines()[-1].startswith("3 images segmented, 0 failures")
+
+
+def test_an_all_failure_run_reports_no_speed(tiny_int8, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    result = run(bad, tmp_path / "missing.png", "--out", tmp_path / "out", model=tiny_int8)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[-1] == "0 images segmented, 2 failures"
+    assert batch.summary([], 1) == "0 images segmented, 1 failure"
+    assert batch.summary([20.0], 0) == "1 image segmented, 0 failures, mean 20.0 ms/image, 50.0 FPS"
 
 
 def test_same_stem_from_two_folders_does_not_overwrite(tiny_int8, images, tmp_path):

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import save_png
 from marsedge.edge_runtime import ImageError
 from marsedge.edge_runtime.grey import to_gray8
-from marsedge.edge_runtime.imageio import load_gray, mask_png, overlay_png, write_atomic
+from marsedge.edge_runtime.imageio import DEFAULT_MAX_PIXELS, load_gray, mask_png, overlay_png, write_atomic
 from marsedge.edge_runtime.metadata import ClassInfo
 
 RNG = np.random.default_rng(7)
@@ -177,3 +177,24 @@ def test_atomic_write_leaves_old_content_and_no_temp_on_failure(tmp_path, monkey
     write_atomic(target, b"new content")
     assert target.read_bytes() == b"new content"
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # 20,000 x 20,000 is also above Pillow's own limit
+def test_a_decompression_bomb_is_refused_by_the_tools_limit(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(side, side))
+    with pytest.raises(ImageError) as caught:
+        load_gray(path)
+    assert str(caught.value) == (
+        f"{side}x{side} image has {side * side} pixels, above the limit of {DEFAULT_MAX_PIXELS} (--max-pixels)"
+    )
+
+
+def test_without_the_tools_limit_pillows_refusal_says_how_to_set_one(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(20_000, 20_000))
+    with pytest.raises(ImageError) as caught:
+        load_gray(path, max_pixels=0)
+    message = str(caught.value)
+    assert message.startswith("refused as a decompression bomb: 400000000 pixels, above the image library's limit")
+    assert message.endswith("(set a limit with --max-pixels)") and "DOS attack" not in message

@@ -130,6 +130,7 @@ def test_metadata_round_trips_without_tensorflow(plain_export, tiny_run):
         assert [c["name"] for c in document["classes"]] == ["unlabeled", "soil", "bedrock", "sand", "big_rock"]
         assert document["output_classes"] == [1, 2, 3, 4]
         assert Path(document["source_run"]) == tiny_run.resolve()
+        assert document["model_name"] == tiny_run.name  # the user's name for the model: its run directory's
         assert document["metrics"]["source_val"]["mean_iou"] > 0 and document["created"]
     quantization = documents[-1]["quantization"]["input"]  # one grey level per int8 step
     assert quantization["dtype"] == "int8" and quantization["shape"] == [1, 64, 128, 1]
@@ -187,6 +188,23 @@ def test_eval_reproduces_the_export_figures(plain_export, tiny_run):
     assert keras_report["mean_iou"] == pytest.approx(summary["keras"]["val"]["mean_iou"])
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert keras_report["mean_iou"] == pytest.approx(metrics["val"]["mean_iou"])
+
+
+def test_export_records_the_split_recipe_that_recomputes_the_runs_split(plain_export, tiny_run):
+    from marsedge.evaluation.evaluate import recipe_split
+    from marsedge.train import rundir
+
+    out, _ = plain_export
+    metadata = read_metadata(out / "marsedge_qat.tflite")
+    run = rundir.read_run(tiny_run, need_weights=False)
+    recipe = metadata["split"]
+    assert recipe["data_file"] == Path(run.config.data).name and recipe["data_sha256"] == run.data_sha256
+    assert (recipe["seed"], recipe["val_fraction"], recipe["test_fraction"]) == (
+        run.config.seed, run.config.val_fraction, run.config.test_fraction
+    )
+    _, split = recipe_split(metadata, run.config.data)  # from the file alone, no run directory
+    for name, indices in rundir.split_indices(run).items():
+        assert np.array_equal(split[name], indices), name
 
 
 def test_quant_debug_tool_rows_per_op(tiny_run, capsys):

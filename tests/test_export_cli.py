@@ -71,6 +71,8 @@ def test_accuracy_gate():
     assert accuracy_gate(_summary(0.60, 0.595), options)["passed"] is True
     failed = accuracy_gate(_summary(0.60, 0.585), options)
     assert failed["passed"] is False and failed["drop"] == pytest.approx(0.015)
-    assert "accuracy gate failed" in failed["message"] and "drop 1.50 points, allowed 1.00" in failed["message"]
+    assert "accuracy gate failed" in failed["message"] and "drop 1.50 points, allowed drop 1.00" in failed["message"]
     assert accuracy_gate(_summary(0.60, 0.5), ExportOptions(gate=False))["passed"] is None
+    gained = accuracy_gate(_summary(0.60, 0.635), options)  # int8 above float: a gain, not a negative drop
+    assert gained["passed"] is True and "gain 3.50 points" in gained["message"] and "-3.50" not in gained["message"]
     assert accuracy_gate({"keras": {}, "formats": {}}, options)["checked"] is False

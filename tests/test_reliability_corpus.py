@@ -25,6 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DATA, GOLDEN, save_png, time_limit
+from marsedge.core import atomic
 from marsedge.edge_runtime import imageio
 from marsedge.edge_runtime.cli import app
 
@@ -217,7 +218,7 @@ def test_read_only_output_directory_is_one_line(tiny_int8, tmp_path, monkeypatch
                 def refuse(*args, **kwargs):
                     raise OSError(errno.EROFS, "Read-only file system")
 
-                monkeypatch.setattr(imageio.tempfile, "mkstemp", refuse)
+                monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
         result = run_cli(GOLDEN / "tile0.png", GOLDEN / "tile1.png", "--out", out, "--model", tiny_int8)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert error_lines(result.stderr) == [error_lines(result.stderr)[0]]

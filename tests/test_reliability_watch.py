@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN, save_png
+
 from marsedge.edge_runtime import batch, watch
 from marsedge.edge_runtime.watch import JOURNAL_NAME, FrameTracker, Journal
 

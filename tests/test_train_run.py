@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,8 +165,8 @@ def test_limited_run_split_indexes_the_whole_file(tiny_data, tmp_path):
     """--limit picks a subset, but split.npz must point into the whole file so that export,
     eval and bench (which reload the file) score the very tiles training scored."""
     from marsedge.train import rundir
-    from marsedge.train.trainer import predict_classes
     from marsedge.train.metrics import confusion_matrix, mean_iou
+    from marsedge.train.trainer import predict_classes
 
     out = tmp_path / "run"
     metrics = train(_config(tiny_data, out, limit=32), progress=False)

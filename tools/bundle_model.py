@@ -20,11 +20,13 @@ SHA-256 are unchanged.
 that trains it). A run directory given to bundle is stamped with them too (``--name``,
 ``--recipe``). Only these two keys change; the flatbuffer is checked unchanged.
 
-``--stamp-split CONFIG`` adds ``source_split`` (the data and split fingerprint that exports
-record since it existed, and that ``marsedge train --teacher FILE`` checks) to bundled files
-exported before then. It recomputes CONFIG's split of its data file and stamps it only if
+``--stamp-split CONFIG`` adds ``source_split`` (the data and split fingerprint that
+``marsedge train --teacher FILE`` checks) and ``split`` (the recipe that recomputes the
+split from the data file, so ``marsedge eval MODEL --split test`` and ``marsedge bench
+MODEL`` score the held-out tiles with no run directory) to bundled files exported before
+exports recorded them. It recomputes CONFIG's split of its data file and stamps it only if
 the bundled float32 model proves it came from that split: its train-set normalisation and
-its recorded val and test mIoU reproduce on those tiles.
+its recorded val and test mIoU reproduce on those tiles. The flatbuffers are not touched.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import math
 from pathlib import Path
 
 from marsedge.core.atomic import write_bytes
-from marsedge.core.metadata import _strip_archive, embed_metadata, read_metadata, restamp
+from marsedge.core.metadata import _strip_archive, embed_metadata, read_metadata, restamp, split_recipe
 
 MODELS = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models"
 BUNDLE = {"marsedge_qat.tflite": "marsedge_int8.tflite", "marsedge_float32.tflite": "marsedge_float32.tflite"}
@@ -78,7 +80,8 @@ def stamp_split(config_path: Path) -> None:
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
 
-    tiles, split, derived, data_hash = trainer.compute_split(TrainConfig.load(config_path))
+    config = TrainConfig.load(config_path)
+    tiles, split, derived, data_hash = trainer.compute_split(config)
     reference = MODELS / "marsedge_float32.tflite"
     model = TileModel.from_file(reference)
     norm, metrics = model.metadata["input"]["normalization"], model.metadata["metrics"]
@@ -94,10 +97,16 @@ def stamp_split(config_path: Path) -> None:
         if not math.isclose(now, recorded, rel_tol=1e-9):
             raise SystemExit(f"{reference}: {name} does not reproduce on {config_path}'s split; not stamped")
     fingerprint = rundir.split_fingerprint(split, data_hash)
+    sizes = {name: len(split[name]) for name in ("train", "val", "test")}
+    recipe = split_recipe(config.to_dict(), config.data, data_hash, sizes)
     for target_name in BUNDLE.values():
         target = MODELS / target_name
         content = target.read_bytes()
-        _write(target, content, {**read_metadata(content), "source_split": fingerprint}, str(target))
+        flatbuffer = _strip_archive(content)
+        stamped = {**read_metadata(content), "source_split": fingerprint, "split": recipe}
+        _write(target, content, stamped, str(target))
+        if _strip_archive(target.read_bytes()) != flatbuffer:
+            raise SystemExit(f"{target}: flatbuffer changed")
 
 
 def restamp_bundled(model_pixels_per_frame: float) -> None:

@@ -237,6 +237,56 @@ def test_frames(model: str | Path, config: str | Path, root: str | Path) -> np.n
     return frames
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # a checkout's root: configs/ lives there
+
+
+def recipe_config(model: str | Path) -> Path | None:
+    """The training config whose split a model was trained on: a run's ``config.json``,
+    or the ``recipe`` a .tflite's metadata names (found beside the working directory or
+    in the checkout the package runs from); None when neither is at hand."""
+    from marsedge.core.metadata import read_metadata
+
+    path = Path(model)
+    if path.is_dir():
+        return path / "config.json" if (path / "config.json").is_file() else None
+    recipe = read_metadata(path).get("recipe")
+    if isinstance(recipe, str):
+        for candidate in (Path(recipe), PACKAGE_ROOT / recipe):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def select_frames(
+    model: str | Path, root: str | Path, split: str = "test", config: str | Path | None = None,
+    count: int | None = None,
+) -> np.ndarray | None:
+    """Positions of the frames to score: the model's test split (from ``config`` or its
+    recipe), or None for every frame with ``split="all"``; ``count`` keeps that many,
+    spread evenly over them.
+
+    Raises:
+        UsageError: another split, or a test split nothing names.
+        DataError: as :func:`test_frames`.
+    """
+    from marsedge.errors import UsageError
+
+    if split not in ("test", "all"):
+        raise UsageError(f"the corruption benchmark scores the test split or all frames, not {split!r}")
+    positions = None
+    if split == "test":
+        config = config or recipe_config(model)
+        if config is None:
+            raise UsageError(f"{model}: no training config names its test split; give --config, or --split all")
+        positions = test_frames(model, config, root)
+    if count:
+        if positions is None:
+            positions = np.arange(count)
+        else:
+            positions = positions[:: max(1, len(positions) // count)][:count]
+    return positions
+
+
 def corruption_report(
     models: dict[str, Path], root: str | Path, frames: Sequence[int] | None = None,
     threads: int | None = None, names: tuple[str, ...] = NAMES, seed: int = 0,
@@ -273,4 +323,4 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
     write_bytes(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
-__all__ = ["corruption_report", "precision_models", "test_frames", "write_json", "CORRUPTIONS", "NAMES", "CLASS_NAMES", "Corruption", "corruption_render", "corruption_table", "markdown", "plot"]
+__all__ = ["corruption_report", "precision_models", "recipe_config", "select_frames", "test_frames", "write_json", "CORRUPTIONS", "NAMES", "CLASS_NAMES", "Corruption", "corruption_render", "corruption_table", "markdown", "plot"]

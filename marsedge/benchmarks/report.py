@@ -18,10 +18,23 @@ OPS_BEGIN = "<!-- marsedge bench --profile-ops: generated section, begin -->"
 OPS_END = "<!-- marsedge bench --profile-ops: generated section, end -->"
 DASH = "—"
 
+CHANGE_COLUMN = "mIoU vs ref (points)"
 TABLE_COLUMNS = (
     "format", "file", "threads", "size KB", "mIoU", "{classes}", "agree %", "ms/tile p50", "ms/tile p99",
-    "ms/frame", "FPS", "RSS MB", "GMAC/s (% peak)", "speed-up vs float32", "IoU drop",
+    "ms/frame", "FPS", "RSS MB", "GMAC/s (% float32 peak)", "speed-up vs float32", CHANGE_COLUMN,
 )
+# the terminal's table: the columns that answer "which format do I ship?" (the wide one is in benchmarks.md)
+SHORT_COLUMNS = (
+    "format", "threads", "size KB", "mIoU", CHANGE_COLUMN, "ms/tile p50", "FPS", "RSS MB", "speed-up vs float32",
+)
+
+
+def change_cell(iou_drop: float | None) -> str:
+    """A model's mIoU against the reference in signed points: "+0.35" (better), "-1.20" (worse)."""
+    if iou_drop is None:
+        return DASH
+    points = round(-iou_drop * 100, 2)
+    return "0.00" if points == 0 else f"{points:+.2f}"
 
 
 def _cell(value: Any, digits: int = 2, suffix: str = "") -> str:
@@ -53,7 +66,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             _cell(accuracy["pixel_agreement"] * 100 if accuracy["pixel_agreement"] is not None else None, 2),
         ]
         rss = model["rss"]["peak_mb"] if model.get("rss") else None
-        drop = _cell(accuracy["iou_drop"], 4)
+        drop = change_cell(accuracy["iou_drop"])
         for speed in model["speed"] or [None]:
             if speed is None:
                 rows.append([*common, DASH, *scores, *[DASH] * 7, drop])
@@ -82,13 +95,25 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def markdown_table(report: dict[str, Any]) -> str:
-    """The table that answers "which model should I ship?"."""
+def markdown_table(report: dict[str, Any], columns: tuple[str, ...] | None = None) -> str:
+    """The table that answers "which model should I ship?": every column (benchmarks.md),
+    or only ``columns`` (the terminal's :data:`SHORT_COLUMNS`)."""
     header = table_header(report)
-    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"
+    rows = table_rows(report)
+    if columns is not None:
+        keep = [header.index(c) for c in columns if c in header]
+        header = [header[i] for i in keep]
+        rows = [[row[i] for i in keep] for row in rows]
+    text_columns = 2 if columns is None else 1
+    rule = "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"
     lines = ["| " + " | ".join(header) + " |", rule]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def terminal_table(report: dict[str, Any]) -> str:
+    """The few columns that decide which format ships (the full table is in benchmarks.md)."""
+    return "\n".join([markdown_table(report, SHORT_COLUMNS), *corruption_lines(report)]).rstrip()
 
 
 def notes(report: dict[str, Any]) -> str:
@@ -99,22 +124,23 @@ def notes(report: dict[str, Any]) -> str:
     lines = [
         f"- Accuracy: {settings['tiles']} tiles ({settings['tiles_from']}); mIoU over "
         f"{', '.join(report['scored_classes'])} (unlabeled pixels ignored); `agree %` = pixels with the same class "
-        f"as the float reference ({report['reference'] or 'none'}); `IoU drop` = reference mIoU minus this mIoU.",
+        f"as the float reference ({report['reference'] or 'none'}); `{CHANGE_COLUMN}` = this mIoU minus the "
+        "reference's, in points (+ better, - worse).",
         f"- Speed through the edge runtime (`Segmenter.segment`, XNNPACK): {settings['warmup']} warm-up then "
         f"{settings['runs']} timed {tile} tiles per model and thread count; `ms/tile` includes the runtime's "
         f"pre/post-processing; `ms/frame` is the mean of {settings['frame_runs']} {frame} frames tiled by the "
         f"Segmenter (overlapping tiles); FPS = frames per second at that size.",
-        "- `GMAC/s` = MACs per tile / median interpreter time per tile; `% peak` against the machine's measured "
-        "float32 GEMM peak at the same thread count (int8 models: against the int8 *estimate*, see below).",
+        "- `GMAC/s` = MACs per tile / median interpreter time per tile; for float models, in brackets, its share of "
+        "the machine's measured float32 GEMM peak at the same thread count (int8 models: no share; there is no "
+        "measured int8 peak to hold them against).",
         "- `RSS MB`: peak resident memory (VmHWM) of a separate Python process that loads the runtime and the model "
         f"and segments one {frame} frame.",
         "- `speed-up vs float32` = float32 export's median ms/tile / this model's, same thread count.",
     ]
     for peak in report.get("peak") or []:
-        lines.append(
-            f"- Peak at {peak['threads']} thread(s): {peak['float32_gmacs']:.1f} GMAC/s float32 (measured), "
-            f"{peak['int8_gmacs_estimate']:.1f} GMAC/s int8 (estimate = {peak['int8_factor']} x float32)."
-        )
+        lines.append(f"- Float32 GEMM peak at {peak['threads']} thread(s): {peak['float32_gmacs']:.1f} GMAC/s (measured).")
+    if settings.get("warning"):
+        lines.insert(0, f"- **Warning:** {settings['warning']}")
     return "\n".join(lines) + "\n"
 
 
@@ -190,7 +216,7 @@ def write_outputs(result: BenchResult, out: Path, with_plot: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     report = result.report
     written = {
-        "markdown": write_text(out / "benchmarks.md", markdown_table(report) + "\n" + notes(report)),
+        "markdown": write_text(out / "benchmarks.md", "\n".join([markdown_table(report), notes(report), *corruption_lines(report)])),
         "json": write_text(out / "benchmarks.json", json.dumps(report, indent=2) + "\n"),
         "log": write_text(out / "benchmarks.log", log_text(result)),
     }
@@ -218,10 +244,27 @@ def doc_section(report: dict[str, Any], placeholder: str | None = None, plot_lin
         machine_lines(report),
         markdown_table(report),
         notes(report),
+        *corruption_lines(report),
         *([f"![mean IoU against latency per tile]({plot_link})", ""] if plot_link else []),
         DOC_END,
     ]
     return "\n".join(parts) + "\n"
+
+
+def corruption_lines(report: dict[str, Any]) -> list[str]:
+    """The corruption benchmark's section (``--corruption-frames``), or nothing."""
+    section = report.get("corruptions")
+    if not section:
+        return []
+    from marsedge.benchmarks.corruptions import markdown as corruption_markdown
+
+    return [
+        f"Corruption benchmark: {section['frames']} whole labelled frames ({section.get('split', 'test')} split) of `{section['data']}`, "
+        f"seed {section['seed']}; share = mIoU as a share of the clean mIoU.",
+        "",
+        corruption_markdown(section["tables"]),
+        "",
+    ]
 
 
 def update_doc(path: Path, section: str, begin_marker: str = DOC_BEGIN, end_marker: str = DOC_END) -> Path:

@@ -19,6 +19,12 @@ the training frames are square). The bundled model saw 256-px NavCam frames redu
 (:class:`FieldOfView`), so a 1024x1024 NavCam frame and its 256x256 copy look alike to the
 model. ``marsedge-tflite/1`` files carried a fixed ``input.scale`` instead (right for
 256-px frames only); they still load, with a notice.
+
+Split recipe (``split``): how the training data was divided into train / val / test, so
+a model file alone can be scored on its own test split: the data file's name and SHA-256,
+and the settings that :func:`marsedge.train.trainer.compute_split` reads (seed, split
+seed, fractions, limit, cleaning, field of view). ``source_split`` holds the SHA-256 of
+each split's tile indices, which proves that a recomputed split is the one the model saw.
 """
 
 from __future__ import annotations
@@ -48,6 +54,19 @@ MAX_METADATA_BYTES = 1 << 20  # a real marsedge.json is a few KB; refuse a zip b
 MAX_INPUT_SCALE = 16.0  # model pixels per input pixel: more is a 256x enlargement
 MIN_INPUT_SCALE = 1e-4  # fewer: a 1.28-million-pixel-wide frame seen 128 px across
 MAX_MODEL_PIXELS_PER_FRAME = 1 << 16
+SPLIT_RECIPE = "marsedge-split/1"
+# the training settings a split depends on (TrainConfig field names), with their defaults
+SPLIT_SETTINGS: dict[str, Any] = {
+    "seed": 0,
+    "split_seed": None,
+    "val_fraction": 0.1,
+    "test_fraction": 0.1,
+    "limit": None,
+    "clean": True,
+    "frame_pixels": 128,
+    "split_from": None,
+}
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def build_metadata(
@@ -112,6 +131,65 @@ def restamp(metadata: dict[str, Any], model_pixels_per_frame: float | None) -> d
         entry["name"] = LEGACY_NAMES.get(entry["name"], entry["name"])
     _check(document)
     return document
+
+
+def split_recipe(
+    settings: dict[str, Any], data_file: str, data_sha256: str, sizes: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The ``split`` document: what recomputes a model's train/val/test split from its data.
+
+    Args:
+        settings: the training settings (``TrainConfig.to_dict()``); only
+            :data:`SPLIT_SETTINGS` are kept.
+        data_file: the data file's name (its folder is not part of the recipe).
+        data_sha256: the SHA-256 of the data file (``marsedge.train.data.file_sha256``).
+        sizes: tiles per split, for people reading the metadata.
+
+    Raises:
+        ModelError: the recipe would not pass :func:`read_split_recipe`'s checks.
+    """
+    recipe: dict[str, Any] = {
+        "recipe": SPLIT_RECIPE,
+        "data_file": os.path.basename(str(data_file)),
+        "data_sha256": str(data_sha256),
+        **{key: settings.get(key, default) for key, default in SPLIT_SETTINGS.items()},
+    }
+    if recipe["split_from"]:
+        recipe["split_from"] = os.path.basename(str(recipe["split_from"]))
+    if sizes is not None:
+        recipe["sizes"] = {name: int(sizes[name]) for name in SPLIT_NAMES if name in sizes}
+    _check_split(recipe)
+    return recipe
+
+
+def read_split_recipe(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The checked ``split`` recipe of checked metadata; None when the model carries none.
+
+    Raises:
+        ModelError: the recipe is malformed.
+    """
+    recipe = metadata.get("split")
+    if recipe is None:
+        return None
+    _check_split(recipe)
+    return recipe
+
+
+def _check_split(recipe: Any) -> None:
+    if not isinstance(recipe, dict) or recipe.get("recipe") != SPLIT_RECIPE:
+        raise ModelError(f"{METADATA_NAME}: split must be an object with recipe {SPLIT_RECIPE!r}")
+    if not isinstance(recipe.get("data_sha256"), str) or len(recipe["data_sha256"]) != 64:
+        raise ModelError(f"{METADATA_NAME}: split.data_sha256 must be a SHA-256 in hex")
+    if not isinstance(recipe.get("data_file"), str) or not recipe["data_file"]:
+        raise ModelError(f"{METADATA_NAME}: split.data_file must name the data file")
+    for key in ("val_fraction", "test_fraction"):
+        value = recipe.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 0.5:
+            raise ModelError(f"{METADATA_NAME}: split.{key} must be a number in [0, 0.5), got {recipe.get(key)!r}")
+    for key in ("seed", "split_seed", "limit", "frame_pixels"):
+        value = recipe.get(key, SPLIT_SETTINGS[key])
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ModelError(f"{METADATA_NAME}: split.{key} must be an integer, got {value!r}")
 
 
 def _plain_number(value: float) -> int | float:
@@ -261,6 +339,8 @@ def _check(metadata: Any) -> None:
     outputs = metadata["output_classes"]
     if not isinstance(outputs, list) or not outputs or any(not isinstance(k, int) or k not in ids for k in outputs):
         raise ModelError(f"{METADATA_NAME}: output_classes {outputs!r} must be ids listed in classes {sorted(ids)}")
+    if metadata.get("split") is not None:
+        _check_split(metadata["split"])
 
 
 def _number_in(value: Any, low: float, high: float) -> bool:

@@ -24,14 +24,16 @@ class InputProblem:
 
     source: str
     message: str
+    notice: bool = False  # worth saying, not a failure (images skipped in subfolders)
 
 
-def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[InputProblem]]:
+def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> tuple[list[Path], list[InputProblem]]:
     """Turns INPUT arguments (files, directories, globs) into image paths, in order.
 
     A named file is always tried (a non-image fails later with a clear message); a
-    directory contributes its PNG/JPEG files, not recursing; a glob contributes what it
-    matches, directories expanded the same way. Paths are listed once.
+    directory contributes its PNG/JPEG files, and with ``recursive`` those of its
+    subfolders too (without, images found in subfolders are reported as a notice); a glob
+    contributes what it matches, directories expanded the same way. Paths are listed once.
     """
     paths: list[Path] = []
     problems: list[InputProblem] = []
@@ -45,7 +47,13 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[InputProblem]
 
     for source in inputs:
         if os.path.isdir(source):
-            images = _images_in(Path(source))
+            images = _images_in(Path(source), recursive)
+            nested = 0 if recursive else _images_below(Path(source))
+            if nested:
+                problems.append(InputProblem(
+                    source, f"{nested} image(s) in subfolders not segmented (add --recursive to include them)",
+                    notice=True,
+                ))
             if not images:
                 problems.append(InputProblem(source, "directory has no PNG or JPEG images"))
             for image in images:
@@ -57,7 +65,7 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[InputProblem]
             if not matches:
                 problems.append(InputProblem(source, "no files match this pattern"))
             for match in matches:
-                for image in _images_in(Path(match)) if os.path.isdir(match) else [Path(match)]:
+                for image in _images_in(Path(match), recursive) if os.path.isdir(match) else [Path(match)]:
                     add(image)
     return paths, problems
 
@@ -150,17 +158,37 @@ def segment_file(
 
 
 def summary(latencies_ms: Sequence[float], failures: int) -> str:
-    """One line: images segmented, failures, mean ms/image and FPS over the segmented ones."""
-    mean = sum(latencies_ms) / len(latencies_ms) if latencies_ms else 0.0
-    fps = 1000.0 / mean if mean else 0.0
+    """One line: images segmented, failures, and mean ms/image and FPS over the segmented
+    ones (left out when none was segmented: there is no speed to report)."""
     images = "image" if len(latencies_ms) == 1 else "images"
     noun = "failure" if failures == 1 else "failures"
-    return f"{len(latencies_ms)} {images} segmented, {failures} {noun}, mean {mean:.1f} ms/image, {fps:.1f} FPS"
+    line = f"{len(latencies_ms)} {images} segmented, {failures} {noun}"
+    if not latencies_ms:
+        return line
+    mean = sum(latencies_ms) / len(latencies_ms)
+    fps = f"{1000.0 / mean:.1f}" if mean > 0 else "n/a"
+    return f"{line}, mean {mean:.1f} ms/image, {fps} FPS"
 
 
-def _images_in(directory: Path) -> list[Path]:
+def _images_in(directory: Path, recursive: bool = False) -> list[Path]:
+    """PNG/JPEG files of ``directory`` (and its subfolders with ``recursive``), sorted."""
     try:
-        entries = sorted(directory.iterdir())
+        entries = sorted(directory.rglob("*") if recursive else directory.iterdir())
     except OSError:
         return []
     return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+
+
+def _images_below(directory: Path, limit: int = 100_000) -> int:
+    """How many PNG/JPEG files the subfolders of ``directory`` hold (counting stops at ``limit``)."""
+    count = 0
+    try:
+        for sub in (p for p in directory.iterdir() if p.is_dir()):
+            for path in sub.rglob("*"):
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    count += 1
+                    if count >= limit:
+                        return count
+    except OSError:
+        pass
+    return count

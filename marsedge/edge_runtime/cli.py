@@ -51,6 +51,9 @@ def run(
         bool, typer.Option("--reference-kernels", rich_help_panel=_ADVANCED, help="Builtin reference kernels (no XNNPACK): slower, bit-identical across CPUs.")
     ] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Also segment the mirrored image and average (twice the time).")] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Also segment the images in subfolders of a directory INPUT.")
+    ] = False,
     max_pixels: Annotated[
         int,
         typer.Option(
@@ -132,9 +135,12 @@ def run(
         _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report)
         return
 
-    paths, problems = expand_inputs(inputs or [])
+    paths, problems = expand_inputs(inputs or [], recursive)
     for problem in problems:
-        report.failure(problem.source, problem.message)
+        if problem.notice:
+            report.notice(problem.source, problem.message)
+        else:
+            report.failure(problem.source, problem.message)
     report.header()
     used_stems: set[str] = set()
     try:
@@ -230,6 +236,9 @@ class _Report:
     def failure(self, source: str | Path, message: str) -> None:
         self.failures += 1
         _error(f"{_shown(source)}: {message}")
+
+    def notice(self, source: str | Path, message: str) -> None:
+        print(f"note: {_shown(source)}: {message}", file=sys.stderr, flush=True)
 
     def summary(self, prefix: str = "", suffix: str = "") -> None:
         line = prefix + summary(self.latencies, self.failures) + suffix

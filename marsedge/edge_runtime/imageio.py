@@ -6,10 +6,12 @@ import functools
 import io
 import logging
 import os
+import re
 import stat
+import threading
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
@@ -81,7 +83,7 @@ def _read_gray(
             # (e.g. corrupt EXIF in a readable image) go to the debug log, not stderr.
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with opener() as handle, Image.open(handle, formats=_FORMATS) as img:
+            with opener() as handle, _size_checked_here(max_pixels), Image.open(handle, formats=_FORMATS) as img:
                 width, height = img.size
                 _check_size(width, height, max_pixels, work_pixels)
                 gray = _pil_to_gray8(ImageOps.exif_transpose(img))
@@ -98,14 +100,39 @@ def _read_gray(
         raise ImageError("is a directory") from None
     except PermissionError:
         raise ImageError("permission denied") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"refused as a decompression bomb: {exc}") from None
+    except Image.DecompressionBombError as exc:  # only with max_pixels off: Pillow's own limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels, " if found else ""
+        raise ImageError(
+            f"refused as a decompression bomb: {size}above the image library's limit of "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels (set a limit with --max-pixels)"
+        ) from None
     except MemoryError:
         raise ImageError("not enough memory to decode it") from None
     except Exception as exc:
         # Pillow's decoders report truncated or corrupt data with many types (OSError,
         # SyntaxError, ValueError, EOFError, struct.error...): all mean a corrupt file.
         raise ImageError(f"cannot decode image: {first_line(exc, name_unknown=True)}") from None
+
+
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextmanager
+def _size_checked_here(max_pixels: int | None) -> Iterator[None]:
+    """With a ``max_pixels`` limit, Pillow's own size limit is off while an image opens, so
+    the refusal of a too-large image names ``max_pixels`` (``--max-pixels``), the limit the
+    user set, not Pillow's (which would also refuse images ``max_pixels`` allows)."""
+    if not max_pixels:
+        yield
+        return
+    with _PILLOW_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _open_regular_file(path: str | os.PathLike[str]) -> io.BufferedReader:

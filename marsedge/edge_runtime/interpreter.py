@@ -7,19 +7,15 @@ happens on first use, so reading metadata or images never pays for it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import os
 import platform
-import sys
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from marsedge.core.errors import first_line
+from marsedge.core.native_stderr import native_stderr_to_log
 
 from .errors import ModelError
 
@@ -77,39 +73,13 @@ def make_interpreter(model_content: bytes, threads: int | None = None, reference
     if reference_kernels:
         kwargs["experimental_op_resolver_type"] = op_resolver.BUILTIN_REF
     try:
-        with _native_stderr_to_log():
+        with native_stderr_to_log(logger, "interpreter"):  # e.g. "Created TensorFlow Lite XNNPACK delegate"
             interpreter = interpreter_cls(**kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"not a TFLite model the interpreter can run: {first_line(exc)}") from None
     logger.debug("interpreter from %s, threads=%s, reference kernels=%s", package, threads, reference_kernels)
     return interpreter
-
-
-@contextlib.contextmanager
-def _native_stderr_to_log() -> Iterator[None]:
-    """Sends what the C++ runtime writes to stderr (e.g. "INFO: Created TensorFlow Lite
-    XNNPACK delegate") to the debug log, so the CLI's stderr holds only its own lines.
-
-    It swaps file descriptor 2 for the process while the interpreter is built (a few ms).
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield  # no usable fd 2 (embedded interpreter): leave stderr alone
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace").strip()
-            if text:
-                logger.debug("interpreter said: %s", text)
 
 
 def input_lut(details: dict[str, Any], normalization: tuple[float, float] | None = None) -> np.ndarray:

@@ -5,7 +5,6 @@ Tile data sets (the AN2DL .npz, PNG tile folders) are at model resolution alread
 scale 1; whole camera frames go through the runtime's resize rule instead
 (:func:`marsedge.benchmarks.frames.evaluate_frames`).
 """
-
 from __future__ import annotations
 
 import logging
@@ -32,6 +31,8 @@ class EvalTarget:
 
     ``indices`` are the tiles' positions in the data file; ``groups`` the frame each tile
     was cut from (tiles of one frame share a group), for resampling whole frames.
+    ``trained_tiles``: how many of them the model trained on (None when its split is
+    unknown); ``warning``: a line saying so when the score is not a held-out one.
     """
 
     kind: str  # "tflite" or "keras"
@@ -41,6 +42,8 @@ class EvalTarget:
     run_dir: Path | None
     indices: np.ndarray
     groups: np.ndarray
+    trained_tiles: int | None = None  # how many of the tiles the model trained on; None: unknown
+    warning: str | None = None  # labels a score that is not a held-out one
 
     def predict_masks(self) -> np.ndarray:
         """The model's class masks for the target's tiles.
@@ -65,32 +68,96 @@ def source_run(model_path: Path) -> Path | None:
     return Path(source) if source and Path(source).is_dir() else None
 
 
-def split_indices(tiles: TileSet, data: Path, split: str, run_dir: Path | None) -> np.ndarray:
-    """Indices into ``tiles`` of the run's ``split`` (every tile for "all").
+def recipe_split(metadata: dict[str, Any], data: str | Path) -> tuple[TileSet, dict[str, np.ndarray]]:
+    """The tiles of ``data`` and the train/val/test split a model's metadata describes.
+
+    Recomputes the split from the ``split`` recipe (seed, fractions, cleaning: see
+    :func:`marsedge.core.metadata.split_recipe`) as training did, and checks it against
+    the model's ``source_split`` fingerprint when it carries one.
 
     Raises:
-        MarsEdgeError: no run to take the split from, another data file, or no such split.
+        MarsEdgeError: the model carries no recipe, or its split was inherited from
+            another file.
+        DataError: ``data`` is not the file the model was trained on, or the recomputed
+            split is not the one the model recorded.
     """
-    if split == "all":
-        return np.arange(len(tiles))
-    if run_dir is None:
-        raise UsageError(
-            f"--split {split} needs the model's run directory (a run dir as MODEL, or a .tflite whose "
-            "metadata names an existing source_run); use --split all"
+    from marsedge.core.metadata import SPLIT_SETTINGS, read_split_recipe
+
+    try:
+        recipe = read_split_recipe(metadata)
+    except ModelError as exc:
+        raise MarsEdgeError(str(exc)) from None
+    if recipe is None:
+        raise MarsEdgeError("the model's metadata carries no split recipe (exported before marsedge recorded it)")
+    data = Path(data)
+    digest = file_sha256(data)
+    if digest != recipe["data_sha256"]:
+        raise DataError(
+            f"{data}: not the data this model was trained on ({recipe['data_file']}, sha256 "
+            f"{recipe['data_sha256'][:12]}…, this file {digest[:12]}…), so its splits do not apply"
         )
+    if recipe.get("split_from"):
+        raise MarsEdgeError(
+            f"the model's split was inherited from {recipe['split_from']}: score it through its run directory"
+        )
+    from marsedge.train.config import TrainConfig
+    from marsedge.train.rundir import split_fingerprint
+    from marsedge.train.trainer import compute_split
+
+    settings = {key: recipe.get(key, default) for key, default in SPLIT_SETTINGS.items()}
+    tiles, split, _, _ = compute_split(TrainConfig(data=str(data), **settings))
+    recorded = metadata.get("source_split")
+    if isinstance(recorded, dict):
+        mine = split_fingerprint(split, digest)
+        differs = [name for name in ("train", "val", "test") if recorded.get(name) not in (None, mine[name])]
+        if differs:
+            raise DataError(
+                f"{data}: the recomputed {', '.join(differs)} split differs from the one the model recorded "
+                "(source_split); this marsedge splits the data differently from the one that trained it"
+            )
+    return tiles, split
+
+
+def _run_split(run_dir: Path, data: Path) -> dict[str, np.ndarray] | None:
+    """The run's split indices; None when ``data`` is not the run's data file."""
     from marsedge.train import rundir
 
     run = rundir.read_run(run_dir, need_weights=False)
     if run.data_sha256 and data.is_file() and file_sha256(data) != run.data_sha256:
-        raise DataError(
-            f"{data}: not the data file of run {run_dir}, so its {split} split does not apply; use --split all"
+        return None
+    return rundir.split_indices(run)
+
+
+def trained_warning(trained: int | None, total: int, split: str, why: str = "") -> str | None:
+    """The line that labels a score on tiles the model trained on (or may have)."""
+    if trained is None:
+        return f"cannot tell which of these tiles the model trained on ({why}): this may not be a held-out score"
+    if trained:
+        return (
+            f"NOT A HELD-OUT SCORE: {trained} of these {total} tiles ({split}) are tiles the model trained on; "
+            "use --split test for its held-out score"
         )
-    indices = rundir.split_indices(run)
-    if split not in indices:
-        raise RunDirError(f"{run_dir}: no '{split}' split")
-    if len(indices[split]) and indices[split].max() >= len(tiles):
-        raise DataError(f"{data}: has {len(tiles)} tiles but run {run_dir} splits {indices[split].max() + 1}+")
-    return np.asarray(indices[split])
+    return None
+
+
+def model_splits(
+    predictor: Any, run_dir: Path | None, data: Path
+) -> tuple[TileSet | None, dict[str, np.ndarray] | None, str]:
+    """The tiles (when already loaded), the train/val/test split a model was trained on
+    when ``data`` is its data file, and why not otherwise.
+
+    Known from its run directory, or from the split recipe a .tflite carries.
+    """
+    metadata = getattr(predictor, "metadata", None) or {}
+    if run_dir is not None:
+        return None, _run_split(run_dir, data), f"{data} is not the data file of run {run_dir}"
+    recipe = metadata.get("split")
+    if recipe is not None:
+        if data.exists() and file_sha256(data) == recipe.get("data_sha256"):
+            tiles, splits = recipe_split(metadata, data)
+            return tiles, splits, ""
+        return None, None, f"{data} is not {recipe.get('data_file')}, the model's training data"
+    return None, None, "no run directory and no split recipe in the model's metadata"
 
 
 def open_model(model: str | Path, threads: int | None = None) -> tuple[str, Any, Path | None]:
@@ -115,33 +182,59 @@ def open_model(model: str | Path, threads: int | None = None) -> tuple[str, Any,
     raise MarsEdgeError(f"{path}: no such model file or run directory")
 
 
-def load_target(model: str | Path, data: str | Path, split: str = "all", threads: int | None = None) -> EvalTarget:
+def load_target(
+    model: str | Path, data: str | Path, split: str | None = None, threads: int | None = None
+) -> EvalTarget:
     """Open a model (.tflite file or run directory) and the tiles to evaluate it on.
+
+    ``split`` None: the model's test split when its split is known (a run directory, a
+    .tflite whose source run exists or whose metadata carries its split recipe) and
+    ``data`` is the file it was trained on, else all tiles. A score on tiles the model
+    trained on, or may have, carries a warning.
 
     Raises:
         MarsEdgeError: missing model, unreadable data, or a split that cannot apply.
     """
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     data = Path(data)
     kind, predictor, run_dir = open_model(model, threads)
-    every = load_tiles(data)
-    indices = split_indices(every, data, split, run_dir)
+    every, splits, why = model_splits(predictor, run_dir, data)
+    if split is None:
+        split = "test" if splits is not None and len(splits.get("test", ())) else "all"
+    if split != "all" and splits is None:
+        raise UsageError(
+            f"--split {split} needs the model's run directory or its split recipe ({why}; a .tflite from "
+            "`marsedge export` carries the recipe); use --split all"
+        )
+    if every is None:
+        every = load_tiles(data)
+    if split == "all":
+        indices = np.arange(len(every))
+    elif split not in splits:
+        raise RunDirError(f"{run_dir or model}: no '{split}' split")
+    else:
+        indices = np.asarray(splits[split])
+        if len(indices) and indices.max() >= len(every):
+            raise DataError(f"{data}: has {len(every)} tiles but the model's split indexes {indices.max() + 1}+")
     if len(indices) == 0:
         raise DataError(f"{data}: no tiles in the {split} split")
+    trained = None if splits is None else int(np.isin(indices, splits.get("train", ())).sum())
     groups = (frame_groups(every.images) if every.sources is None else np.arange(len(every)))[indices]
-    return EvalTarget(kind, predictor, every.subset(indices), split, run_dir, indices, groups)
+    warning = trained_warning(trained, len(indices), split, why)
+    return EvalTarget(kind, predictor, every.subset(indices), split, run_dir, indices, groups, trained, warning)
 
 
 def evaluate(
-    model: str | Path, data: str | Path, split: str = "all", threads: int | None = None, anatomy: bool = False
+    model: str | Path, data: str | Path, split: str | None = None, threads: int | None = None, anatomy: bool = False
 ) -> dict[str, Any]:
     """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles.
 
     Args:
         model: a .tflite from ``marsedge export`` or a run directory (float Keras).
         data: AN2DL .npz or a folder of image/mask PNG pairs.
-        split: "all" tiles, or the run's "train" / "val" / "test" split of its own data.
+        split: "all" tiles, or the model's "train" / "val" / "test" split of its own data;
+            None: "test" when the model's split is known, else "all".
         threads: interpreter threads for a .tflite.
         anatomy: add ``anatomy``, where the errors are (:mod:`marsedge.evaluation.anatomy`).
 
@@ -169,6 +262,8 @@ def report_for(target: EvalTarget, prediction: np.ndarray, model: str | Path, da
         "data": str(data),
         "split": target.split,
         "tiles": len(target.tiles),
+        "trained_tiles": target.trained_tiles,
+        "warning": target.warning,
         "class_names": list(CLASS_NAMES),
         **score(target.tiles.masks, prediction),
     }

@@ -12,7 +12,7 @@ import numpy as np
 
 from marsedge import __version__
 from marsedge.core.atomic import write_bytes, write_json
-from marsedge.core.metadata import build_metadata, embed_metadata
+from marsedge.core.metadata import build_metadata, embed_metadata, split_recipe
 from marsedge.core.metrics import pixel_agreement, score
 from marsedge.edge_runtime.errors import ModelError
 from marsedge.edge_runtime.tile_model import TileModel
@@ -126,6 +126,9 @@ def model_metadata(
         source_run=str(run.path.resolve()),
         # lets `marsedge train --teacher FILE` prove the file never saw a student's val/test tiles
         source_split=rundir.split_fingerprint(rundir.split_indices(run), run.data_sha256),
+        # lets `marsedge eval MODEL --split test` recompute the test split from the data alone
+        **({"split": split_recipe(run.config.to_dict(), run.config.data, run.data_sha256,
+                                  run.derived.get("split_sizes"))} if run.data_sha256 else {}),
         created=created,
     )
 
@@ -268,6 +271,17 @@ def _quantization_aware(run, model, train, calibration, options, out, summary, v
     return qat_model, qat_masks
 
 
+def change_words(change: float) -> str:
+    """A change of mean IoU (a fraction; positive = better) in points, worded by its sign:
+    "gain 0.35 points", "drop 1.50 points", "no change"."""
+    points = round(change * 100, 2)
+    if points > 0:
+        return f"gain {points:.2f} points"
+    if points < 0:
+        return f"drop {-points:.2f} points"
+    return "no change"
+
+
 def accuracy_gate(summary: dict, options: ExportOptions) -> dict[str, Any]:
     """Compare QAT int8 val mean IoU with float Keras; ``passed`` is None when not checked."""
     if "qat" not in summary["formats"]:
@@ -278,7 +292,7 @@ def accuracy_gate(summary: dict, options: ExportOptions) -> dict[str, Any]:
     passed = drop <= options.max_iou_drop
     message = (
         f"QAT int8 val mean IoU {qat['val']['mean_iou']:.4f} vs float {float_miou:.4f}: "
-        f"drop {drop * 100:.2f} points, allowed {options.max_iou_drop * 100:.2f}"
+        f"{change_words(-drop)}, allowed drop {options.max_iou_drop * 100:.2f}"
     )
     if not passed:
         message = (

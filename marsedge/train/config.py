@@ -226,7 +226,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build a config from a (possibly partial) dict, rejecting unknown keys."""
         values = dict(values)
         model_values = dict(values.pop("model", {}) or {})
@@ -245,7 +245,7 @@ class TrainConfig:
         return cls(**values, model=ModelConfig(**model_values))
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))
@@ -254,7 +254,7 @@ class TrainConfig:
         except json.JSONDecodeError as exc:
             raise MarsEdgeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         model_changes = changes.pop("model", None)
         config = dataclasses.replace(self, **changes)
         if model_changes:

@@ -341,7 +341,7 @@ def _paint_rocks(
             # Rocks sit on the ground, so they look flattened vertically.
             ey = dy / 0.7
             angle = np.arctan2(ey, dx)
-            edge = radius * (1 + a2 * np.cos(2 * angle + p2) + a3 * np.cos(3 * angle + p3))
+            edge = radius * (1 + a2 * np.cos(2 * angle + p2) + a3 * np.cos(3 * angle + p3))  # noqa: B023 (called within this iteration)
             return np.hypot(dx, ey) < edge, dx / edge, ey / edge
 
         inside, nx, ny = outline(dx, dy)

@@ -6,15 +6,12 @@ and ``tfmot`` from here.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
-import tempfile
-from collections.abc import Iterator
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
+from marsedge.core.native_stderr import native_stderr_to_log
 from marsedge.errors import MissingExtraError
 
 logger = logging.getLogger(__name__)
@@ -27,31 +24,7 @@ VERBOSE = os.environ.get("MARSEDGE_VERBOSE") == "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if VERBOSE else "3")
 
 
-@contextlib.contextmanager
-def _native_stderr_to_debug_log(enabled: bool) -> Iterator[None]:
-    """Sends what native code writes to file descriptor 2 meanwhile to the debug log."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        enabled = False  # no usable fd 2 (embedded interpreter): leave stderr alone
-    if not enabled:
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace").strip()
-            if text:
-                logger.debug("TensorFlow said: %s", text)
-
-
-with _native_stderr_to_debug_log(not VERBOSE):
+with native_stderr_to_log(logger, "TensorFlow", enabled=not VERBOSE):
     try:
         import tensorflow as tf
         import tf_keras as keras
