@@ -3,6 +3,7 @@
 Exit codes (the same in ``marsedge-run``): 0 done; 1 a data, model, run-directory or I/O
 problem, or a failed check; 2 a usage error; 130 interrupted.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,11 +97,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _given_options(ctx: typer.Context) -> set[str]:
     """The options typed on the command line (or set through the environment), not defaults."""
-    return {
-        name
-        for name in ctx.params
-        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
-    }
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -145,30 +142,121 @@ _VERBOSE_HELP = "Debug log, and the messages of TensorFlow and other libraries."
 @app.command()
 def train(
     ctx: typer.Context,
-    data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)] = None,
+    data: Annotated[
+        Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)
+    ] = None,
     out: Annotated[Path, typer.Option(help="Run directory to create (or resume).")] = Path("runs/exp"),
-    config: Annotated[Optional[Path], typer.Option(help="JSON config file (keys of TrainConfig; template: configs/template.json); options given here override it.")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (with --resume: the run's own budget unless given).")] = _TRAIN.epochs,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="JSON config file (keys of TrainConfig; template: configs/template.json); options given here override it."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Maximum epochs (with --resume: the run's own budget unless given).")
+    ] = _TRAIN.epochs,
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per batch.")] = _TRAIN.batch_size,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = _TRAIN.learning_rate,
     seed: Annotated[int, typer.Option(help="Seed for split, shuffling, augmentation, weights.")] = _TRAIN.seed,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-    limit: Annotated[Optional[int], typer.Option(min=4, help="Use about N tiles, whole frames drawn at random with --seed (quick runs).", show_default="all")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    limit: Annotated[
+        Optional[int],
+        typer.Option(
+            min=4, help="Use about N tiles, whole frames drawn at random with --seed (quick runs).", show_default="all"
+        ),
+    ] = None,
     patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience (epochs).")] = _TRAIN.patience,
-    loss: Annotated[Loss, typer.Option(metavar="NAME", help=f"{', '.join(LOSSES)}.", rich_help_panel=_MODEL)] = Loss[_TRAIN.loss],
-    augment: Annotated[Augment, typer.Option(metavar="NAME", help="none; flips (left-right mirror); mild (adds zoom-in up to 1.2x and small shifts); camera (adds gain, gamma, slight blur, JPEG and sensor noise); robust; strong (adds up-down flips, rotation, zoom, brightness).", rich_help_panel=_MODEL)] = Augment[_TRAIN.augment],
-    base_filters: Annotated[int, typer.Option(min=4, max=256, help="Width of the first U-Net level.", rich_help_panel=_MODEL)] = _TRAIN.model.base_filters,
-    keep_unlabeled: Annotated[bool, typer.Option("--keep-unlabeled", help="Score and predict class 0 (unlabeled) too; by default unlabeled pixels are ignored.", rich_help_panel=_MODEL)] = False,
-    init_from: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Start from the best weights of this run directory, or a float32 .tflite export (fine-tuning: fresh optimizer and schedule; same model shape and split required).", rich_help_panel=_DISTILL)] = None,
-    teacher: Annotated[Optional[list[Path]], typer.Option(metavar="RUN", help="Distil from this run directory's best weights, or from a .tflite it exported (repeat for an ensemble; same data and split required).", rich_help_panel=_DISTILL)] = None,
-    distill_weight: Annotated[float, typer.Option(help="Weight of the distillation term (with --teacher).", rich_help_panel=_DISTILL)] = _TRAIN.distill_weight,
-    distill_class_weighted: Annotated[bool, typer.Option("--distill-class-weighted", help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).", rich_help_panel=_DISTILL)] = False,
-    ema_decay: Annotated[float, typer.Option(help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.", rich_help_panel=_DISTILL)] = _TRAIN.ema_decay,
-    ema_select: Annotated[EmaSelect, typer.Option(metavar="NAME", help="With --ema-decay: average (validate and keep the averaged weights) or either (each epoch, whichever of the averaged and raw weights scores higher on val).", rich_help_panel=_DISTILL)] = EmaSelect[_TRAIN.ema_select],
-    mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute (GPU).", rich_help_panel=_HARDWARE)] = False,
-    strategy: Annotated[Strategy, typer.Option(metavar="NAME", help="default, or mirrored (several GPUs on one machine).", rich_help_panel=_HARDWARE)] = Strategy[_TRAIN.strategy],
-    workers: Annotated[int, typer.Option(min=1, help="Train on N Ray Train workers (MultiWorkerMirroredStrategy; the cluster extra): global batch = --batch-size x N, peak learning rate x sqrt(N) unless --learning-rate is given (then used as is). 1: this process, no Ray.", rich_help_panel=_HARDWARE)] = 1,
-    address: Annotated[Optional[str], typer.Option(help="Ray instance for --workers: local, auto, HOST:PORT or ray://HOST:10001.", show_default="$RAY_ADDRESS, else local", rich_help_panel=_HARDWARE)] = None,
+    loss: Annotated[Loss, typer.Option(metavar="NAME", help=f"{', '.join(LOSSES)}.", rich_help_panel=_MODEL)] = Loss[
+        _TRAIN.loss
+    ],
+    augment: Annotated[
+        Augment,
+        typer.Option(
+            metavar="NAME",
+            help="none; flips (left-right mirror); mild (adds zoom-in up to 1.2x and small shifts); camera (adds gain, gamma, slight blur, JPEG and sensor noise); robust; strong (adds up-down flips, rotation, zoom, brightness).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = Augment[_TRAIN.augment],
+    base_filters: Annotated[
+        int, typer.Option(min=4, max=256, help="Width of the first U-Net level.", rich_help_panel=_MODEL)
+    ] = _TRAIN.model.base_filters,
+    keep_unlabeled: Annotated[
+        bool,
+        typer.Option(
+            "--keep-unlabeled",
+            help="Score and predict class 0 (unlabeled) too; by default unlabeled pixels are ignored.",
+            rich_help_panel=_MODEL,
+        ),
+    ] = False,
+    init_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="RUN",
+            help="Start from the best weights of this run directory, or a float32 .tflite export (fine-tuning: fresh optimizer and schedule; same model shape and split required).",
+            rich_help_panel=_DISTILL,
+        ),
+    ] = None,
+    teacher: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            metavar="RUN",
+            help="Distil from this run directory's best weights, or from a .tflite it exported (repeat for an ensemble; same data and split required).",
+            rich_help_panel=_DISTILL,
+        ),
+    ] = None,
+    distill_weight: Annotated[
+        float, typer.Option(help="Weight of the distillation term (with --teacher).", rich_help_panel=_DISTILL)
+    ] = _TRAIN.distill_weight,
+    distill_class_weighted: Annotated[
+        bool,
+        typer.Option(
+            "--distill-class-weighted",
+            help="Weight each pixel's distillation term by the class weight the teachers expect there (rare classes count more).",
+            rich_help_panel=_DISTILL,
+        ),
+    ] = False,
+    ema_decay: Annotated[
+        float,
+        typer.Option(
+            help="Validate and keep an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off.",
+            rich_help_panel=_DISTILL,
+        ),
+    ] = _TRAIN.ema_decay,
+    ema_select: Annotated[
+        EmaSelect,
+        typer.Option(
+            metavar="NAME",
+            help="With --ema-decay: average (validate and keep the averaged weights) or either (each epoch, whichever of the averaged and raw weights scores higher on val).",
+            rich_help_panel=_DISTILL,
+        ),
+    ] = EmaSelect[_TRAIN.ema_select],
+    mixed_precision: Annotated[
+        bool, typer.Option("--mixed-precision", help="float16 compute (GPU).", rich_help_panel=_HARDWARE)
+    ] = False,
+    strategy: Annotated[
+        Strategy,
+        typer.Option(
+            metavar="NAME", help="default, or mirrored (several GPUs on one machine).", rich_help_panel=_HARDWARE
+        ),
+    ] = Strategy[_TRAIN.strategy],
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train on N Ray Train workers (MultiWorkerMirroredStrategy; the cluster extra): global batch = --batch-size x N, peak learning rate x sqrt(N) unless --learning-rate is given (then used as is). 1: this process, no Ray.",
+            rich_help_panel=_HARDWARE,
+        ),
+    ] = 1,
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Ray instance for --workers: local, auto, HOST:PORT or ray://HOST:10001.",
+            show_default="$RAY_ADDRESS, else local",
+            rich_help_panel=_HARDWARE,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Train a compact U-Net on Mars terrain tiles and write a run directory."""
@@ -190,9 +278,17 @@ def train(
             if data is None:
                 _fail(_NO_DATA, 1)
         options = dict(
-            batch_size=batch_size, seed=seed, learning_rate=learning_rate, loss=loss.value, augment=augment.value,
-            limit=limit, patience=patience, strategy=strategy.value, distill_weight=distill_weight,
-            ema_decay=ema_decay, ema_select=ema_select.value,
+            batch_size=batch_size,
+            seed=seed,
+            learning_rate=learning_rate,
+            loss=loss.value,
+            augment=augment.value,
+            limit=limit,
+            patience=patience,
+            strategy=strategy.value,
+            distill_weight=distill_weight,
+            ema_decay=ema_decay,
+            ema_select=ema_select.value,
         )
         changes = {name: value for name, value in options.items() if name in given}  # the rest: config's
         changes.update(out=str(out), epochs=run_epochs)
@@ -228,36 +324,152 @@ def train(
         _fail_io(exc, out)
     except KeyboardInterrupt:
         _fail(f"interrupted; continue with: marsedge train --out {out} --resume", 130)
-    typer.echo(
-        f"val mIoU {metrics['val']['mean_iou']:.4f} (best epoch {metrics['best_epoch']}); run directory: {out}"
-    )
+    typer.echo(f"val mIoU {metrics['val']['mean_iou']:.4f} (best epoch {metrics['best_epoch']}); run directory: {out}")
 
 
 @app.command()
 def bench(
-    sources: Annotated[list[str], typer.Argument(metavar="RUN_DIR_OR_MODEL...", help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.")],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.", show_default="for .tflite files, " + _DATA_DEFAULT)] = None,
-    split: Annotated[Optional[BenchSplit], typer.Option(metavar="NAME", help="The split to score: val, test, train or all. .tflite files that carry their split recipe (the bundled ones do) are scored on their own split of their training data; other files on every tile. Scores on tiles the models trained on are labelled.", show_default="a run's val; a .tflite's test")] = None,
-    tiles: Annotated[int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")] = 0,
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN_DIR_OR_MODEL...",
+            help="Run directories (Keras model + RUN/export/*.tflite), export folders or .tflite files.",
+        ),
+    ],
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.",
+            show_default="for .tflite files, " + _DATA_DEFAULT,
+        ),
+    ] = None,
+    split: Annotated[
+        Optional[BenchSplit],
+        typer.Option(
+            metavar="NAME",
+            help="The split to score: val, test, train or all. .tflite files that carry their split recipe (the bundled ones do) are scored on their own split of their training data; other files on every tile. Scores on tiles the models trained on are labelled.",
+            show_default="a run's val; a .tflite's test",
+        ),
+    ] = None,
+    tiles: Annotated[
+        int, typer.Option(min=0, help="Score at most N tiles, evenly spaced over the split; 0 = all.")
+    ] = 0,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma-separated.")] = "1,2",
-    runs: Annotated[int, typer.Option(min=1, rich_help_panel=_TIMING, help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).")] = 50,
-    warmup: Annotated[int, typer.Option(min=0, rich_help_panel=_TIMING, help="Untimed inferences before the timed ones.")] = 5,
-    frame_size: Annotated[str, typer.Option(rich_help_panel=_TIMING, help="Full frame HEIGHTxWIDTH timed through the runtime's tiling.")] = "1024x1024",
-    frame_runs: Annotated[int, typer.Option(min=0, rich_help_panel=_TIMING, help="Timed full frames per model and thread count; 0 skips frames.")] = 3,
-    out: Annotated[Path, typer.Option(help="Directory for benchmarks.md, .json, .png and .log (ops.md, ops.json with --profile-ops).")] = Path("benchmarks"),
-    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")] = False,
-    min_miou: Annotated[Optional[float], typer.Option(rich_help_panel=_CHECKS, help="Check: exit 1 when a model's mIoU is below this.")] = None,
-    max_iou_drop: Annotated[Optional[float], typer.Option(rich_help_panel=_CHECKS, help="Check: exit 1 when a model's mIoU is more than this below the float reference.")] = None,
-    keras: Annotated[bool, typer.Option("--keras/--no-keras", rich_help_panel=_TIMING, help="Score the run's Keras float model (needs TensorFlow: the train extra).")] = True,
-    rss: Annotated[bool, typer.Option("--rss/--no-rss", rich_help_panel=_TIMING, help="Measure the peak memory of a separate runtime process per model.")] = True,
-    peak: Annotated[bool, typer.Option("--peak/--no-peak", rich_help_panel=_TIMING, help="Measure the machine's float32 GEMM peak per thread count.")] = True,
-    reference_kernels: Annotated[bool, typer.Option("--reference-kernels", rich_help_panel=_TIMING, help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.")] = False,
-    tta: Annotated[bool, typer.Option("--tta", rich_help_panel=_TIMING, help="Also measure every .tflite with test-time flip averaging (marsedge-run --tta), as rows of their own.")] = False,
-    corruption_frames: Annotated[int, typer.Option(min=0, metavar="N", rich_help_panel=_REPORTS, help="Also run the corruption benchmark (eval --corruptions) on N whole test frames; 0 skips it.")] = 0,
-    frames_data: Annotated[Optional[Path], typer.Option(rich_help_panel=_REPORTS, help="Labelled whole frames (AI4Mars layout) for --corruption-frames.", show_default="the shared AI4Mars folder")] = None,
-    write_doc: Annotated[Optional[Path], typer.Option(rich_help_panel=_REPORTS, help="Also replace the generated section of this Markdown file (BENCHMARKS.md).")] = None,
-    doc_note: Annotated[Optional[str], typer.Option(rich_help_panel=_REPORTS, help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).")] = None,
-    profile_ops: Annotated[bool, typer.Option("--profile-ops", rich_help_panel=_REPORTS, help="Instead of the benchmark: time every op of each .tflite alone and compare op types.")] = False,
+    runs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            rich_help_panel=_TIMING,
+            help="Timed single-tile inferences per model and thread count (ops timed per op with --profile-ops).",
+        ),
+    ] = 50,
+    warmup: Annotated[
+        int, typer.Option(min=0, rich_help_panel=_TIMING, help="Untimed inferences before the timed ones.")
+    ] = 5,
+    frame_size: Annotated[
+        str, typer.Option(rich_help_panel=_TIMING, help="Full frame HEIGHTxWIDTH timed through the runtime's tiling.")
+    ] = "1024x1024",
+    frame_runs: Annotated[
+        int,
+        typer.Option(
+            min=0, rich_help_panel=_TIMING, help="Timed full frames per model and thread count; 0 skips frames."
+        ),
+    ] = 3,
+    out: Annotated[
+        Path,
+        typer.Option(help="Directory for benchmarks.md, .json, .png and .log (ops.md, ops.json with --profile-ops)."),
+    ] = Path("benchmarks"),
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report on stdout instead of the table.")
+    ] = False,
+    min_miou: Annotated[
+        Optional[float], typer.Option(rich_help_panel=_CHECKS, help="Check: exit 1 when a model's mIoU is below this.")
+    ] = None,
+    max_iou_drop: Annotated[
+        Optional[float],
+        typer.Option(
+            rich_help_panel=_CHECKS,
+            help="Check: exit 1 when a model's mIoU is more than this below the float reference.",
+        ),
+    ] = None,
+    keras: Annotated[
+        bool,
+        typer.Option(
+            "--keras/--no-keras",
+            rich_help_panel=_TIMING,
+            help="Score the run's Keras float model (needs TensorFlow: the train extra).",
+        ),
+    ] = True,
+    rss: Annotated[
+        bool,
+        typer.Option(
+            "--rss/--no-rss",
+            rich_help_panel=_TIMING,
+            help="Measure the peak memory of a separate runtime process per model.",
+        ),
+    ] = True,
+    peak: Annotated[
+        bool,
+        typer.Option(
+            "--peak/--no-peak",
+            rich_help_panel=_TIMING,
+            help="Measure the machine's float32 GEMM peak per thread count.",
+        ),
+    ] = True,
+    reference_kernels: Annotated[
+        bool,
+        typer.Option(
+            "--reference-kernels",
+            rich_help_panel=_TIMING,
+            help="Builtin reference kernels instead of XNNPACK: slow; for correctness checks under qemu.",
+        ),
+    ] = False,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            rich_help_panel=_TIMING,
+            help="Also measure every .tflite with test-time flip averaging (marsedge-run --tta), as rows of their own.",
+        ),
+    ] = False,
+    corruption_frames: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            rich_help_panel=_REPORTS,
+            help="Also run the corruption benchmark (eval --corruptions) on N whole test frames; 0 skips it.",
+        ),
+    ] = 0,
+    frames_data: Annotated[
+        Optional[Path],
+        typer.Option(
+            rich_help_panel=_REPORTS,
+            help="Labelled whole frames (AI4Mars layout) for --corruption-frames.",
+            show_default="the shared AI4Mars folder",
+        ),
+    ] = None,
+    write_doc: Annotated[
+        Optional[Path],
+        typer.Option(
+            rich_help_panel=_REPORTS, help="Also replace the generated section of this Markdown file (BENCHMARKS.md)."
+        ),
+    ] = None,
+    doc_note: Annotated[
+        Optional[str],
+        typer.Option(
+            rich_help_panel=_REPORTS,
+            help="A note shown at the top of the --write-doc section (e.g. that it is a placeholder).",
+        ),
+    ] = None,
+    profile_ops: Annotated[
+        bool,
+        typer.Option(
+            "--profile-ops",
+            rich_help_panel=_REPORTS,
+            help="Instead of the benchmark: time every op of each .tflite alone and compare op types.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Benchmark every export of a run: accuracy, latency, memory, size. Which model should ship?"""
@@ -268,11 +480,22 @@ def bench(
 
     try:  # option values the parser could not check: a usage error
         settings = benchmark.BenchSettings(
-            sources=tuple(sources), data=str(data) if data else None, split=split.value if split else None,
+            sources=tuple(sources),
+            data=str(data) if data else None,
+            split=split.value if split else None,
             default_data=str(default_data_path()) if default_data_path() else None,
-            tiles=tiles, threads=benchmark.parse_threads(threads), runs=runs, warmup=warmup,
-            frame_size=benchmark.parse_size(frame_size), frame_runs=frame_runs, keras=keras and not profile_ops,
-            rss=rss, peak=peak, reference_kernels=reference_kernels, tta=tta, corruption_frames=corruption_frames,
+            tiles=tiles,
+            threads=benchmark.parse_threads(threads),
+            runs=runs,
+            warmup=warmup,
+            frame_size=benchmark.parse_size(frame_size),
+            frame_runs=frame_runs,
+            keras=keras and not profile_ops,
+            rss=rss,
+            peak=peak,
+            reference_kernels=reference_kernels,
+            tta=tta,
+            corruption_frames=corruption_frames,
             frames_data=str(frames_data or DEFAULT_FRAMES) if corruption_frames else None,
         )
     except ValueError as exc:
@@ -305,7 +528,10 @@ def bench(
     if not json_output and result.report.get("frames"):
         from marsedge.benchmarks.frames import frames_table
 
-        typer.echo("\nwhole frames (resized to the model's field of view, tiled, mask back):\n" + frames_table(result.report["frames"]))
+        typer.echo(
+            "\nwhole frames (resized to the model's field of view, tiled, mask back):\n"
+            + frames_table(result.report["frames"])
+        )
     typer.echo("wrote " + ", ".join(str(p) for p in written.values()), err=True)
     for failure in failures:
         typer.echo(f"check failed: {failure}", err=True)
@@ -335,8 +561,18 @@ def _profile_ops(settings, out: Path, json_output: bool, write_doc: Path | None,
     if write_doc is not None:
         note = f"> **Placeholder:** {doc_note}\n\n" if doc_note else ""
         command = shlex.join(
-            ["marsedge", "bench", *settings.sources, "--profile-ops", "--threads", ",".join(map(str, settings.threads)),
-             "--runs", str(settings.runs), "--warmup", str(settings.warmup)]
+            [
+                "marsedge",
+                "bench",
+                *settings.sources,
+                "--profile-ops",
+                "--threads",
+                ",".join(map(str, settings.threads)),
+                "--runs",
+                str(settings.runs),
+                "--warmup",
+                str(settings.warmup),
+            ]
         )
         section = f"{OPS_BEGIN}\n\n{note}Command:\n\n```sh\n{command}\n```\n\n{text}\n{OPS_END}\n"
         update_doc(write_doc, section, OPS_BEGIN, OPS_END)
@@ -354,17 +590,67 @@ def _progress_bar():
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `marsedge train`.")],
-    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Include the int8 formats (QAT and PTQ); --no-int8 exports float formats only.")] = True,
-    formats: Annotated[Optional[tuple], typer.Option(parser=_parse_formats, metavar="F1,F2", help=f"Comma-separated subset of {', '.join(FORMATS)}.", show_default="all")] = None,
-    qat_epochs: Annotated[int, typer.Option(rich_help_panel=_QAT, min=0, help="QAT fine-tuning epochs (0: calibrated ranges only); the epoch with the best val mIoU is kept.")] = 1,
-    qat_lr: Annotated[float, typer.Option(rich_help_panel=_QAT, help="Peak QAT learning rate (cosine-decayed); keep it below the run's final rate.")] = 1e-6,
-    qat_fraction: Annotated[float, typer.Option(rich_help_panel=_QAT, help="Share of each QAT epoch's batches to use (0-1]; lower for quick CPU exports.")] = 1.0,
-    calib_tiles: Annotated[int, typer.Option(rich_help_panel=_QAT, min=1, help="Training tiles for int8 calibration.")] = 256,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8/--no-int8", help="Include the int8 formats (QAT and PTQ); --no-int8 exports float formats only."
+        ),
+    ] = True,
+    formats: Annotated[
+        Optional[tuple],
+        typer.Option(
+            parser=_parse_formats,
+            metavar="F1,F2",
+            help=f"Comma-separated subset of {', '.join(FORMATS)}.",
+            show_default="all",
+        ),
+    ] = None,
+    qat_epochs: Annotated[
+        int,
+        typer.Option(
+            rich_help_panel=_QAT,
+            min=0,
+            help="QAT fine-tuning epochs (0: calibrated ranges only); the epoch with the best val mIoU is kept.",
+        ),
+    ] = 1,
+    qat_lr: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel=_QAT, help="Peak QAT learning rate (cosine-decayed); keep it below the run's final rate."
+        ),
+    ] = 1e-6,
+    qat_fraction: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel=_QAT, help="Share of each QAT epoch's batches to use (0-1]; lower for quick CPU exports."
+        ),
+    ] = 1.0,
+    calib_tiles: Annotated[
+        int, typer.Option(rich_help_panel=_QAT, min=1, help="Training tiles for int8 calibration.")
+    ] = 256,
     out: Annotated[Optional[Path], typer.Option(help="Output folder.", show_default="RUN_DIR/export")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="The run's data file, if it moved.", show_default="the path in the run's config")] = None,
-    gate: Annotated[bool, typer.Option("--gate/--no-gate", rich_help_panel=_GATE, help="Fail (exit 1) when QAT int8 loses more than --max-iou-drop val mean IoU; files are written either way.")] = True,
-    max_iou_drop: Annotated[float, typer.Option(rich_help_panel=_GATE, help="Allowed QAT int8 drop of val mean IoU vs float Keras, as a fraction (0.01 = 1 point).")] = 0.01,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for evaluating the .tflite files.")] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(help="The run's data file, if it moved.", show_default="the path in the run's config"),
+    ] = None,
+    gate: Annotated[
+        bool,
+        typer.Option(
+            "--gate/--no-gate",
+            rich_help_panel=_GATE,
+            help="Fail (exit 1) when QAT int8 loses more than --max-iou-drop val mean IoU; files are written either way.",
+        ),
+    ] = True,
+    max_iou_drop: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel=_GATE,
+            help="Allowed QAT int8 drop of val mean IoU vs float Keras, as a fraction (0.01 = 1 point).",
+        ),
+    ] = 0.01,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, help="Interpreter threads for evaluating the .tflite files.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Quantise a trained run (QAT int8 and comparison formats), export TFLite and print the accuracy table."""
@@ -381,9 +667,16 @@ def export(
             chosen = tuple(f for f in chosen if f not in INT8_FORMATS)
         try:
             options = ExportOptions(
-                formats=chosen, out=str(out) if out else None, data=str(data) if data else None,
-                qat_epochs=qat_epochs, qat_lr=qat_lr, qat_fraction=qat_fraction, calib_tiles=calib_tiles, gate=gate,
-                max_iou_drop=max_iou_drop, threads=threads,
+                formats=chosen,
+                out=str(out) if out else None,
+                data=str(data) if data else None,
+                qat_epochs=qat_epochs,
+                qat_lr=qat_lr,
+                qat_fraction=qat_fraction,
+                calib_tiles=calib_tiles,
+                gate=gate,
+                max_iou_drop=max_iou_drop,
+                threads=threads,
             )
         except MarsEdgeError as exc:  # option values the exporter refuses
             raise UsageError(str(exc)) from None
@@ -407,16 +700,63 @@ def export(
 @app.command(name="eval")
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A .tflite from `marsedge export`, or a run directory (float Keras).")],
-    data: Annotated[Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)] = None,
-    split: Annotated[Optional[EvalSplit], typer.Option(metavar="NAME", help="all, or the model's train, val or test split of its own data file (known from a run directory, or from the split recipe a .tflite carries). Scores on tiles the model trained on are labelled.", show_default="test when the model's split is known, else all")] = None,
+    data: Annotated[
+        Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)
+    ] = None,
+    split: Annotated[
+        Optional[EvalSplit],
+        typer.Option(
+            metavar="NAME",
+            help="all, or the model's train, val or test split of its own data file (known from a run directory, or from the split recipe a .tflite carries). Scores on tiles the model trained on are labelled.",
+            show_default="test when the model's split is known, else all",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for a .tflite.")] = None,
-    anatomy: Annotated[bool, typer.Option("--anatomy", help="Also show where the errors are: near label boundaries, on big rock, top and bottom halves of frames.")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra).")] = None,
-    corruptions: Annotated[bool, typer.Option("--corruptions", help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.", rich_help_panel="Corruption benchmark")] = False,
-    config: Annotated[Optional[Path], typer.Option(help="With --corruptions: the training config whose test split is scored (default: a run's config.json, or the recipe a .tflite names).", rich_help_panel="Corruption benchmark")] = None,
-    frames: Annotated[Optional[int], typer.Option(min=1, help="With --corruptions: score N frames spread evenly over the split (faster, noisier).", rich_help_panel="Corruption benchmark")] = None,
-    save_json: Annotated[Optional[Path], typer.Option("--save-json", help="With --corruptions: also write the report as JSON to this file.", rich_help_panel="Corruption benchmark")] = None,
+    anatomy: Annotated[
+        bool,
+        typer.Option(
+            "--anatomy",
+            help="Also show where the errors are: near label boundaries, on big rock, top and bottom halves of frames.",
+        ),
+    ] = False,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra)."
+        ),
+    ] = None,
+    corruptions: Annotated[
+        bool,
+        typer.Option(
+            "--corruptions",
+            help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.",
+            rich_help_panel="Corruption benchmark",
+        ),
+    ] = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="With --corruptions: the training config whose test split is scored (default: a run's config.json, or the recipe a .tflite names).",
+            rich_help_panel="Corruption benchmark",
+        ),
+    ] = None,
+    frames: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="With --corruptions: score N frames spread evenly over the split (faster, noisier).",
+            rich_help_panel="Corruption benchmark",
+        ),
+    ] = None,
+    save_json: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--save-json",
+            help="With --corruptions: also write the report as JSON to this file.",
+            rich_help_panel="Corruption benchmark",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles; with
@@ -436,7 +776,9 @@ def evaluate(
         if plot is not None:
             from marsedge.plots import confusion_png
 
-            confusion_png(report["confusion_matrix"], plot, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)")
+            confusion_png(
+                report["confusion_matrix"], plot, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)"
+            )
     except MarsEdgeError as exc:
         _fail_with(exc)
     except OSError as exc:
@@ -457,13 +799,31 @@ def evaluate(
 
 @app.command()
 def compare(
-    sources: Annotated[list[Path], typer.Argument(metavar="RUN_OR_MODEL...", help="Run directories or .tflite files scored on the same tiles; the first is the baseline.")],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled tiles (AN2DL .npz or PNG folder) (default: the first run's data file)", show_default=False)] = None,
-    split: Annotated[EvalSplit, typer.Option(metavar="NAME", help="The runs' split to score: val, test, train, or all (every tile of --data).")] = EvalSplit.val,
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_OR_MODEL...",
+            help="Run directories or .tflite files scored on the same tiles; the first is the baseline.",
+        ),
+    ],
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Labelled tiles (AN2DL .npz or PNG folder) (default: the first run's data file)", show_default=False
+        ),
+    ] = None,
+    split: Annotated[
+        EvalSplit,
+        typer.Option(metavar="NAME", help="The runs' split to score: val, test, train, or all (every tile of --data)."),
+    ] = EvalSplit.val,
     resamples: Annotated[int, typer.Option(min=1, help="Bootstrap draws of whole frames.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
-    ensemble: Annotated[bool, typer.Option("--ensemble", help="Also score the average of the models' class probabilities.")] = False,
-    tta: Annotated[bool, typer.Option("--tta", help="Score every model with test-time flip averaging (as marsedge-run --tta).")] = False,
+    ensemble: Annotated[
+        bool, typer.Option("--ensemble", help="Also score the average of the models' class probabilities.")
+    ] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Score every model with test-time flip averaging (as marsedge-run --tta).")
+    ] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads for .tflite models.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
@@ -485,8 +845,16 @@ def compare(
 
 @app.command()
 def runs(
-    run_dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="RUN_DIR...", help="Run directories, or folders of them (default: runs)", show_default=False)] = None,
-    baseline: Annotated[Optional[Path], typer.Option(help="Run the changes and deltas are measured against (default: the first).", show_default=False)] = None,
+    run_dirs: Annotated[
+        Optional[list[Path]],
+        typer.Argument(
+            metavar="RUN_DIR...", help="Run directories, or folders of them (default: runs)", show_default=False
+        ),
+    ] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(help="Run the changes and deltas are measured against (default: the first).", show_default=False),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Table of training runs: what each changed, its size, speed and val/test mean IoU against a baseline."""
@@ -506,7 +874,10 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
 
     data = data or (Path(os.environ["MARSEDGE_FRAMES"]) if os.environ.get("MARSEDGE_FRAMES") else DEFAULT_FRAMES)
     if not (data / "msl").is_dir():
-        _fail(f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)", 1)
+        _fail(
+            f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)",
+            1,
+        )
     try:
         models = bench.precision_models(model)
         split = split or "test"
@@ -564,18 +935,61 @@ def format_report(report: dict) -> str:
 
 @app.command()
 def batch(
-    sources: Annotated[list[str], typer.Argument(metavar="SOURCE...", help="Folders, globs, images, or text files of paths (one per line); local or s3:// and other URIs.")],
-    out: Annotated[Path, typer.Option(help="Output folder every worker can write: masks, JSON records, marsedge-batch.parquet.")],
-    address: Annotated[Optional[str], typer.Option(help="Ray instance: local (start one here), auto (from `ray start --head`), HOST:PORT or ray://HOST:10001.", show_default="$RAY_ADDRESS, else local")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray actors, each holding one segmenter.", show_default="CPUs / threads")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter threads per actor.", show_default="CPUs / workers")] = None,
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SOURCE...",
+            help="Folders, globs, images, or text files of paths (one per line); local or s3:// and other URIs.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Output folder every worker can write: masks, JSON records, marsedge-batch.parquet.")
+    ],
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Ray instance: local (start one here), auto (from `ray start --head`), HOST:PORT or ray://HOST:10001.",
+            show_default="$RAY_ADDRESS, else local",
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Ray actors, each holding one segmenter.", show_default="CPUs / threads"),
+    ] = None,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, help="Interpreter threads per actor.", show_default="CPUs / workers")
+    ] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the overlay PNGs.")] = False,
-    model: Annotated[Optional[Path], typer.Option(help="marsedge .tflite model.", show_default="bundled int8", rich_help_panel=_BATCH_MODEL)] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option(help="marsedge .tflite model.", show_default="bundled int8", rich_help_panel=_BATCH_MODEL),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per actor call.")] = 4,
-    max_pixels: Annotated[int, typer.Option(min=0, help="Refuse larger frames (as marsedge-run); 0 = off.", rich_help_panel=_BATCH_MODEL)] = 64_000_000,
-    tile_overlap: Annotated[int, typer.Option(min=0, help="Pixels shared by neighbouring tiles (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = 16,
-    frame_width: Annotated[Optional[float], typer.Option(metavar="PX", help="Each input is a crop of a frame PX pixels wide (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = None,
-    scale: Annotated[Optional[float], typer.Option(metavar="S", help="Resize every input by S model pixels per input pixel (as marsedge-run).", rich_help_panel=_BATCH_MODEL)] = None,
+    max_pixels: Annotated[
+        int, typer.Option(min=0, help="Refuse larger frames (as marsedge-run); 0 = off.", rich_help_panel=_BATCH_MODEL)
+    ] = 64_000_000,
+    tile_overlap: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Pixels shared by neighbouring tiles (as marsedge-run).", rich_help_panel=_BATCH_MODEL
+        ),
+    ] = 16,
+    frame_width: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="PX",
+            help="Each input is a crop of a frame PX pixels wide (as marsedge-run).",
+            rich_help_panel=_BATCH_MODEL,
+        ),
+    ] = None,
+    scale: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="S",
+            help="Resize every input by S model pixels per input pixel (as marsedge-run).",
+            rich_help_panel=_BATCH_MODEL,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra)."""
@@ -586,8 +1000,14 @@ def batch(
     from marsedge.edge_runtime import ModelError, SegmenterOptions
 
     options = BatchOptions(
-        sources=tuple(sources), out=out, address=address, workers=workers, threads=threads, overlay=overlay,
-        max_pixels=max_pixels or None, batch_size=batch_size,
+        sources=tuple(sources),
+        out=out,
+        address=address,
+        workers=workers,
+        threads=threads,
+        overlay=overlay,
+        max_pixels=max_pixels or None,
+        batch_size=batch_size,
         segmenter=SegmenterOptions(model=model, tile_overlap=tile_overlap, frame_width=frame_width, scale=scale),
     )
     try:
@@ -607,7 +1027,11 @@ def batch(
     for row in result.rows:
         if row["status"] == "failed":
             typer.echo(f"error: {row['path']}: {row['error']}", err=True)
-    rate = f", {result.frames_per_second:.1f} frames/s on {result.workers} worker(s) x {result.threads} thread(s)" if result.segmented else ""
+    rate = (
+        f", {result.frames_per_second:.1f} frames/s on {result.workers} worker(s) x {result.threads} thread(s)"
+        if result.segmented
+        else ""
+    )
     typer.echo(
         f"{result.segmented} segmented, {result.earlier} done earlier, {result.failed} failed{rate}; table {result.table}"
     )

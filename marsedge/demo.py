@@ -9,6 +9,7 @@ procedural terrain generator, so it works on a fresh machine with nothing else.
 
     python -m marsedge.demo [--readme-picture docs/images/bundled_model.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -118,7 +119,9 @@ def picture_columns(demo_model: Path, epochs: int = EPOCHS) -> list[tuple[str, P
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train, export, segment and benchmark a toy model in a few minutes.")
     parser.add_argument(
-        "--readme-picture", type=Path, metavar="PNG",
+        "--readme-picture",
+        type=Path,
+        metavar="PNG",
         help="also write the comparison picture here (the README's picture: docs/images/bundled_model.png)",
     )
     args = parser.parse_args(argv)
@@ -156,8 +159,17 @@ def main(argv: list[str] | None = None) -> None:
         # accuracy gate without stopping on it; real runs keep the gate on.
         "export": _step(
             "export: QAT int8 + float32 TFLite",
-            [_tool("marsedge"), "export", str(run), "--int8", "--formats", "float32,ptq,qat", "--qat-epochs", "1",
-             "--no-gate"],
+            [
+                _tool("marsedge"),
+                "export",
+                str(run),
+                "--int8",
+                "--formats",
+                "float32,ptq,qat",
+                "--qat-epochs",
+                "1",
+                "--no-gate",
+            ],
         ),
         "segment": _step(
             "edge runtime on sample frames (no TensorFlow), with the bundled int8 model",

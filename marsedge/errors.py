@@ -27,7 +27,6 @@ class MissingExtraError(MarsEdgeError):
 
     def __init__(self, extra: str, what: str, missing: str) -> None:
         super().__init__(
-            f"{what} needs the [{extra}] extra ({missing} is not installed): "
-            f"pip install 'marsedge[{extra}]'"
+            f"{what} needs the [{extra}] extra ({missing} is not installed): pip install 'marsedge[{extra}]'"
         )
         self.extra = extra

@@ -13,6 +13,7 @@ with an ``out`` of your own)::
     def tiny_run(tmp_path_factory):
         return make_tiny_run(tmp_path_factory.mktemp("runs"))
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +57,13 @@ def make_tiny_run(root: Path, attention: bool = False) -> Path:
         test_fraction=0.1,
         preview_tiles=2,
         model=ModelConfig(
-            base_filters=4, depth=2, dilation_rates=(1, 2), bottleneck_filters=None, stem_stride=2,
-            global_context=attention, squeeze_excitation=attention,
+            base_filters=4,
+            depth=2,
+            dilation_rates=(1, 2),
+            bottleneck_filters=None,
+            stem_stride=2,
+            global_context=attention,
+            squeeze_excitation=attention,
         ),
     )
     train(config, progress=False)

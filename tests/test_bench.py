@@ -42,9 +42,29 @@ def bench_run(tmp_path_factory, tiles_npz, tiny_float32, tiny_int8):
     doc = out / "BENCHMARKS.md"
     doc.write_text("# Benchmarks\n\nHand-written intro.\n")
     result = invoke(
-        tiny_float32, tiny_int8, "--data", tiles_npz, "--threads", "1", "--runs", "3", "--warmup", "1",
-        "--frame-size", "128x256", "--frame-runs", "1", "--out", out, "--json",
-        "--min-miou", "0", "--max-iou-drop", "1", "--write-doc", doc,
+        tiny_float32,
+        tiny_int8,
+        "--data",
+        tiles_npz,
+        "--threads",
+        "1",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--frame-size",
+        "128x256",
+        "--frame-runs",
+        "1",
+        "--out",
+        out,
+        "--json",
+        "--min-miou",
+        "0",
+        "--max-iou-drop",
+        "1",
+        "--write-doc",
+        doc,
     )
     return result, out, doc
 
@@ -65,9 +85,24 @@ def test_table_has_every_column_filled(bench_run):
     _, out, _ = bench_run
     lines = (out / "benchmarks.md").read_text().splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    for column in ("format", "size KB", "mIoU", "IoU soil", "IoU bedrock", "IoU sand", "IoU big_rock", "agree %",
-                   "ms/tile p50", "ms/tile p99", "ms/frame", "FPS", "RSS MB", "GMAC/s (% float32 peak)",
-                   "speed-up vs float32", report.CHANGE_COLUMN):
+    for column in (
+        "format",
+        "size KB",
+        "mIoU",
+        "IoU soil",
+        "IoU bedrock",
+        "IoU sand",
+        "IoU big_rock",
+        "agree %",
+        "ms/tile p50",
+        "ms/tile p99",
+        "ms/frame",
+        "FPS",
+        "RSS MB",
+        "GMAC/s (% float32 peak)",
+        "speed-up vs float32",
+        report.CHANGE_COLUMN,
+    ):
         assert column in header, column
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:4]]
     assert [row[0] for row in rows] == ["float32", "int8-ptq"]
@@ -228,7 +263,11 @@ def test_tta_adds_a_row_per_tflite_model(tiles_npz, tiny_int8, tmp_path):
     assert [(m["label"], m["tta"]) for m in report_["models"]] == [("int8-ptq", False), ("int8-ptq +TTA", True)]
     plain, tta = report_["models"]
     assert tta["accuracy"]["mean_iou"] is not None and tta["speed"][0]["tile_ms"]["n"] == 1
-    assert tta["size_kb"] == plain["size_kb"] and "--tta" in report_["settings"]["sources"] or "--tta" in report_["command"]
+    assert (
+        tta["size_kb"] == plain["size_kb"]
+        and "--tta" in report_["settings"]["sources"]
+        or "--tta" in report_["command"]
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")  # TFLiteConverter's, harmless
@@ -254,8 +293,16 @@ def test_arch_speed_tool_times_float_and_int8_of_each_shape(tmp_path):
     pytest.importorskip("tensorflow")
     tool = load_tool("arch_speed")
     out = tmp_path / "arch.md"
-    shapes = [{"base_filters": 4, "depth": 1, "dilation_rates": [1], "bottleneck_filters": None, "stem_stride": s} for s in (1, 2)]
-    assert tool.main(["--configs", json.dumps(shapes), "--threads", "1", "--runs", "10", "--warmup", "1", "--out", str(out)]) == 0
+    shapes = [
+        {"base_filters": 4, "depth": 1, "dilation_rates": [1], "bottleneck_filters": None, "stem_stride": s}
+        for s in (1, 2)
+    ]
+    assert (
+        tool.main(
+            ["--configs", json.dumps(shapes), "--threads", "1", "--runs", "10", "--warmup", "1", "--out", str(out)]
+        )
+        == 0
+    )
     rows = [line for line in out.read_text().splitlines() if line.startswith("| base_filters 4")]
     assert len(rows) == 2 and all(line.count("|") == 8 for line in rows)  # 7 columns at 1 thread count
     assert "stem_stride 2" in rows[1] and rows[1].split("|")[-2].strip().endswith("x")
@@ -301,4 +348,6 @@ def test_corruption_section_scores_whole_frames(tiles_npz, tiny_float32, tiny_in
     section = json.loads((tmp_path / "out" / "benchmarks.json").read_text())["corruptions"]
     assert section["frames"] == 2 and section["split"] == "all" and len(section["tables"]) == 2
     assert "--corruption-frames 2" in json.loads((tmp_path / "out" / "benchmarks.json").read_text())["command"]
-    assert "Corruption benchmark: 2 whole labelled frames (all split)" in (tmp_path / "out" / "benchmarks.md").read_text()
+    assert (
+        "Corruption benchmark: 2 whole labelled frames (all split)" in (tmp_path / "out" / "benchmarks.md").read_text()
+    )

@@ -1,6 +1,7 @@
 """The corruption benchmark (``marsedge eval --corruptions``): seeded, deterministic
 corruptions of whole labelled frames, a row per corruption and severity, shares of the
 clean score, JSON and a plot, and one-line errors for data it cannot use."""
+
 from __future__ import annotations
 
 import json

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import save_png
 from PIL import Image
 
-from conftest import save_png
 from marsedge import demo
 from marsedge.edge_runtime.segmenter import DEFAULT_MODEL
 

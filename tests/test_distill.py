@@ -1,4 +1,5 @@
 """Knowledge distillation: soft targets through the pipeline, the loss, teacher runs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,7 +78,9 @@ def test_class_weighted_distillation_scales_each_pixel_by_the_teachers_class():
 def test_ensemble_probabilities_average_models_and_mirrored_views():
     inputs = tf_env.keras.Input((4, 8, 1))
     # every class gets the same logit (the pixel value), so any averaging must give uniform probabilities
-    model = tf_env.keras.Model(inputs, tf_env.keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer="ones")(inputs))
+    model = tf_env.keras.Model(
+        inputs, tf_env.keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer="ones")(inputs)
+    )
     images = np.random.default_rng(2).integers(0, 3, (3, 4, 8)).astype(np.uint8)
     probs = ensemble_probabilities([model, model], images)
     assert probs.shape == (3, 4, 8, 4) and probs.dtype == np.float16

@@ -8,8 +8,15 @@ from dataclasses import FrozenInstanceError
 import numpy as np
 import pytest
 
-from marsedge.edge_runtime import DEFAULT_MODEL, ImageError, ModelError, Segmenter, SegmenterOptions
-from marsedge.edge_runtime import embed_metadata, read_metadata
+from marsedge.edge_runtime import (
+    DEFAULT_MODEL,
+    ImageError,
+    ModelError,
+    Segmenter,
+    SegmenterOptions,
+    embed_metadata,
+    read_metadata,
+)
 from marsedge.edge_runtime.segmenter import DEFAULT_TILE_OVERLAP
 
 
@@ -69,7 +76,9 @@ def test_options_round_trip(tiny_int8):
         segmenter.options.threads = 4
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"tile_overlap": 64}, "tile_overlap must be in 0..63"), ({"threads": 0}, "threads")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"tile_overlap": 64}, "tile_overlap must be in 0..63"), ({"threads": 0}, "threads")]
+)
 def test_bad_options_list_the_allowed_values(tiny_int8, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Segmenter(tiny_int8, **kwargs)

@@ -28,7 +28,9 @@ def peak_rss_mib():
             return int(line.split()[1]) / 1024
 """
 
-API = PEAK_RSS + """
+API = (
+    PEAK_RSS
+    + """
 import json, time
 start = time.perf_counter()
 import marsedge.edge_runtime as edge
@@ -39,8 +41,11 @@ result = segmenter.segment(np.random.default_rng(0).integers(0, 256, (1024, 1024
 print(json.dumps({"import_load_s": loaded - start, "frame_ms": result.timings, "shape": list(result.mask.shape),
                   "peak_rss_mib": peak_rss_mib()}))
 """
+)
 
-CLI = PEAK_RSS + """
+CLI = (
+    PEAK_RSS
+    + """
 import sys
 from marsedge.edge_runtime.cli import main
 sys.argv[0] = "marsedge-run"
@@ -49,6 +54,7 @@ try:
 finally:
     print(peak_rss_mib(), file=sys.stderr)
 """
+)
 
 
 def run_api() -> dict:

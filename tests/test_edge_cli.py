@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN, save_png
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import GOLDEN, save_png
 from marsedge.edge_runtime import batch, embed_metadata, read_metadata
 from marsedge.edge_runtime.cli import app
 
@@ -64,7 +64,11 @@ def test_outputs_and_json_record(tiny_int8, images, tmp_path):
     meta = read_metadata(tiny_int8)
     assert record["model"]["name"] == meta["name"] and record["model"]["version"] == meta["marsedge_version"]
     assert record["tiles"] == 6
-    assert record["outputs"] == {"mask": str(out / "a_mask.png"), "overlay": str(out / "a_overlay.png"), "json": str(out / "a.json")}
+    assert record["outputs"] == {
+        "mask": str(out / "a_mask.png"),
+        "overlay": str(out / "a_overlay.png"),
+        "json": str(out / "a.json"),
+    }
 
     mask = Image.open(out / "a_mask.png")
     assert mask.mode == "P" and mask.size == (224, 160)
@@ -88,7 +92,9 @@ def test_directories_and_globs_expand(images):
     names = lambda paths: sorted(p.relative_to(images).as_posix() for p in paths)  # noqa: E731
     paths, problems = batch.expand_inputs([str(images)])
     assert names(paths) == ["a.png", "b.JPG"]
-    assert [(p.notice, p.message.split(" (")[0]) for p in problems] == [(True, "1 image(s) in subfolders not segmented")]
+    assert [(p.notice, p.message.split(" (")[0]) for p in problems] == [
+        (True, "1 image(s) in subfolders not segmented")
+    ]
     paths, problems = batch.expand_inputs([str(images)], recursive=True)
     assert names(paths) == ["a.png", "b.JPG", "sub/c.png"] and not problems
     paths, _ = batch.expand_inputs([str(images / "*.png")])
@@ -168,7 +174,9 @@ def test_every_bad_input_gets_one_line_and_the_batch_goes_on(tiny_int8, tmp_path
     out = tmp_path / "out"
     bad = [folder / name for name in expected]
     unicode = save_png(folder / "mars ü 火星.png", np.zeros((64, 128), np.uint8))
-    result = run(folder / "good.png", *bad, unicode, folder / "good.png", "--out", out, "--max-pixels", "50000", model=tiny_int8)
+    result = run(
+        folder / "good.png", *bad, unicode, folder / "good.png", "--out", out, "--max-pixels", "50000", model=tiny_int8
+    )
     assert result.exit_code == 1
     errors = error_lines(result)
     assert len(errors) == len(expected)
@@ -176,7 +184,14 @@ def test_every_bad_input_gets_one_line_and_the_batch_goes_on(tiny_int8, tmp_path
         assert [e for e in errors if f"{folder / name}: " in e and fragment in e], (name, errors)
     assert "Traceback" not in result.stderr
     assert result.stdout.splitlines()[-1].startswith(f"2 images segmented, {len(expected)} failures")
-    written = ["good.json", "good_mask.png", "good_overlay.png", "mars ü 火星.json", "mars ü 火星_mask.png", "mars ü 火星_overlay.png"]
+    written = [
+        "good.json",
+        "good_mask.png",
+        "good_overlay.png",
+        "mars ü 火星.json",
+        "mars ü 火星_mask.png",
+        "mars ü 火星_overlay.png",
+    ]
     assert sorted(p.name for p in out.iterdir()) == sorted(written)
 
 
@@ -192,7 +207,9 @@ def flatbuffer_of(path: Path) -> bytes:
         (lambda m: flatbuffer_of(m), "no marsedge metadata"),
         (lambda m: embed_metadata(b"not a flatbuffer" * 10, read_metadata(m)), "not a TFLite model"),
         (
-            lambda m: embed_metadata(flatbuffer_of(m), dict(read_metadata(m), input=dict(read_metadata(m)["input"], width=96))),
+            lambda m: embed_metadata(
+                flatbuffer_of(m), dict(read_metadata(m), input=dict(read_metadata(m)["input"], width=96))
+            ),
             "wrong input shape",
         ),
     ],
@@ -220,7 +237,9 @@ def test_failed_write_leaves_no_partial_outputs(tiny_int8, tmp_path, monkeypatch
     out = tmp_path / "out"
     result = run(GOLDEN / "tile0.png", "--out", out, model=tiny_int8)
     assert result.exit_code == 1
-    assert error_lines(result) == [f"error: {GOLDEN / 'tile0.png'}: cannot write outputs to {out}: No space left on device"]
+    assert error_lines(result) == [
+        f"error: {GOLDEN / 'tile0.png'}: cannot write outputs to {out}: No space left on device"
+    ]
     assert list(out.iterdir()) == []
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import GOLDEN, SAMPLES
 from PIL import Image
 
-from conftest import GOLDEN, SAMPLES
 from marsedge.edge_runtime import Segmenter
 
 NAMES = ["tile0", "tile1", "tile2", "frame0"]
@@ -60,8 +60,10 @@ def test_real_samples_optimised_and_reference_kernels_agree(tiny_int8):
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not (SAMPLES.is_dir() and (SAMPLES.parent / "mars_terrain_64x128.npz").exists()),
-                    reason="../shared/data not present")
+@pytest.mark.skipif(
+    not (SAMPLES.is_dir() and (SAMPLES.parent / "mars_terrain_64x128.npz").exists()),
+    reason="../shared/data not present",
+)
 def test_runtime_resize_reproduces_the_data_sets_tiles_from_full_frames():
     """The sample frames are test_set frames at 256x256; the runtime's area reduction
     (what a model with ``input.scale`` 0.5 sees) gives back their two 64x128 tiles to the

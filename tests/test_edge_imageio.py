@@ -9,9 +9,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import save_png
 from PIL import Image
 
-from conftest import save_png
 from marsedge.edge_runtime import ImageError
 from marsedge.edge_runtime.grey import to_gray8
 from marsedge.edge_runtime.imageio import DEFAULT_MAX_PIXELS, load_gray, mask_png, overlay_png, write_atomic
@@ -20,7 +20,11 @@ from marsedge.edge_runtime.metadata import ClassInfo
 RNG = np.random.default_rng(7)
 GREY = RNG.integers(0, 256, (40, 60), dtype=np.uint8)
 RGB = RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)
-CLASSES = (ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "soil", (200, 150, 90)), ClassInfo(2, "bedrock", (110, 120, 210)))
+CLASSES = (
+    ClassInfo(0, "background", (0, 0, 0)),
+    ClassInfo(1, "soil", (200, 150, 90)),
+    ClassInfo(2, "bedrock", (110, 120, 210)),
+)
 
 
 def test_grey_png_is_read_exactly(tmp_path):
@@ -85,7 +89,9 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(("side", "limit"), [(10_000, None), (20_000, None), (100, 5_000)])

@@ -44,7 +44,9 @@ def test_each_board_gets_one_interpreter_package(system, machine, interpreter):
 
 
 def test_the_message_names_the_package_for_the_cpu():
-    assert no_interpreter_message("armv7l").endswith("pip install tflite-runtime (LiteRT has no 32-bit ARM wheel; see docs/pi.md)")
+    assert no_interpreter_message("armv7l").endswith(
+        "pip install tflite-runtime (LiteRT has no 32-bit ARM wheel; see docs/pi.md)"
+    )
     assert no_interpreter_message("x86_64").endswith("pip install ai-edge-litert")
 
 

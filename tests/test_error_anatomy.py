@@ -1,4 +1,5 @@
 """marsedge eval --anatomy: boundary bands, big-rock recall/precision, frame halves."""
+
 from __future__ import annotations
 
 import numpy as np

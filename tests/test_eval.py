@@ -1,4 +1,5 @@
 """`marsedge eval`: IoU on a hand-made mask pair matches the hand count; clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ def _metadata(height: int, width: int) -> dict:
         "name": "nearest-grey-stub",
         "precision": "float32",
         "input": {"height": height, "width": width, "channels": 1, "pixel_range": [0, 255]},
-        "classes": [{"id": i, "name": n, "color": "#808080"} for i, n in enumerate(
-            ("background", "soil", "bedrock", "sand", "big_rock"))],
+        "classes": [
+            {"id": i, "name": n, "color": "#808080"}
+            for i, n in enumerate(("background", "soil", "bedrock", "sand", "big_rock"))
+        ],
         "output_classes": [1, 2, 3, 4],
     }
 
@@ -76,7 +79,12 @@ def test_eval_matches_the_hand_computed_iou(stub_model, mask_pair):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["mean_iou"] == pytest.approx(0.325)
-    assert report["class_iou"] == {"soil": pytest.approx(0.4), "bedrock": None, "sand": None, "big_rock": pytest.approx(0.25)}
+    assert report["class_iou"] == {
+        "soil": pytest.approx(0.4),
+        "bedrock": None,
+        "sand": None,
+        "big_rock": pytest.approx(0.25),
+    }
     cm = np.asarray(report["confusion_matrix"])
     assert (cm[1, 1], cm[1, 4], cm[4, 1], cm[4, 4]) == (2048, 2048, 1024, 1024)
     assert cm.sum() == 2048 * 3  # unlabeled truth pixels are not counted
@@ -96,7 +104,10 @@ def test_eval_rejects_tiles_of_another_size(stub_model, tmp_path):
     Image.fromarray(np.ones((32, 32), np.uint8)).save(tmp_path / "a_mask.png")
     result = invoke("eval", stub_model, "--data", tmp_path)
     assert result.exit_code == 1  # data the model cannot take: a data error
-    assert result.stderr.strip() == "error: tiles are 32x32 but the model takes 64x128; evaluate on tiles of the model's input size"
+    assert (
+        result.stderr.strip()
+        == "error: tiles are 32x32 but the model takes 64x128; evaluate on tiles of the model's input size"
+    )
 
 
 @pytest.mark.parametrize(
@@ -157,8 +168,19 @@ def test_eval_plot_to_an_unwritable_place_is_one_line(stub_model, mask_pair, tmp
 
 
 def test_compare_same_model_twice_and_their_ensemble(stub_model, mask_pair):
-    result = invoke("compare", stub_model, stub_model, "--data", mask_pair, "--split", "all", "--resamples", "50",
-                    "--ensemble", "--json")
+    result = invoke(
+        "compare",
+        stub_model,
+        stub_model,
+        "--data",
+        mask_pair,
+        "--split",
+        "all",
+        "--resamples",
+        "50",
+        "--ensemble",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["tiles"] == 1 and report["frames"] == 1 and report["resamples"] == 50
@@ -171,7 +193,9 @@ def test_compare_same_model_twice_and_their_ensemble(stub_model, mask_pair):
     assert text.exit_code == 0, text.output
     assert "95% interval of Δ" in text.stdout and "stub.tflite | 0.3250 | +0.0000 |" in text.stdout
     # a per-pixel model is its own mirror image: flip averaging changes nothing
-    flipped = invoke("compare", stub_model, "--data", mask_pair, "--split", "all", "--resamples", "10", "--tta", "--json")
+    flipped = invoke(
+        "compare", stub_model, "--data", mask_pair, "--split", "all", "--resamples", "10", "--tta", "--json"
+    )
     assert flipped.exit_code == 0, flipped.output
     report = json.loads(flipped.stdout)
     assert report["tta"] is True and report["models"][0]["miou"] == pytest.approx(0.325)

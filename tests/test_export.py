@@ -1,5 +1,6 @@
 """`marsedge export` end to end on tiny trained runs: full-integer int8 models, QAT parity,
 metadata readable without TensorFlow, export.json, the table and `marsedge eval` agreeing."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runs import make_tiny_run
 from typer.testing import CliRunner
 
-from _runs import make_tiny_run
 from marsedge.cli import app
 from marsedge.edge_runtime.metadata import read_metadata
 
@@ -158,7 +159,7 @@ def test_export_json_and_table(plain_export):
     assert list(summary["formats"]) == ["float32", "float16", "dynamic", "ptq", "qat"]
     sizes = {fmt: entry["size_bytes"] for fmt, entry in summary["formats"].items()}
     assert sizes["qat"] < sizes["float16"] < sizes["float32"]
-    for fmt, entry in summary["formats"].items():
+    for entry in summary["formats"].values():
         assert (out / entry["file"]).stat().st_size == entry["size_bytes"]
         assert set(entry["val"]["class_iou"]) == {"soil", "bedrock", "sand", "big_rock"}
         assert 0 <= entry["val"]["agreement"] <= 1 and entry["ops"]
@@ -169,7 +170,12 @@ def test_export_json_and_table(plain_export):
     header, rule, *rows = stdout.splitlines()[:8]
     assert header.split(" | ")[0].strip() == "format" and "agreement" in header and "big_rock" in header
     assert [row.split(" | ")[0].strip() for row in rows[:6]] == [
-        "keras float32", "float32", "float16", "dynamic", "ptq", "qat"
+        "keras float32",
+        "float32",
+        "float16",
+        "dynamic",
+        "ptq",
+        "qat",
     ]
 
 
@@ -200,7 +206,9 @@ def test_export_records_the_split_recipe_that_recomputes_the_runs_split(plain_ex
     recipe = metadata["split"]
     assert recipe["data_file"] == Path(run.config.data).name and recipe["data_sha256"] == run.data_sha256
     assert (recipe["seed"], recipe["val_fraction"], recipe["test_fraction"]) == (
-        run.config.seed, run.config.val_fraction, run.config.test_fraction
+        run.config.seed,
+        run.config.val_fraction,
+        run.config.test_fraction,
     )
     _, split = recipe_split(metadata, run.config.data)  # from the file alone, no run directory
     for name, indices in rundir.split_indices(run).items():

@@ -1,4 +1,5 @@
 """`marsedge export` input checking: bad run directories and options fail in one clear line."""
+
 from __future__ import annotations
 
 import json

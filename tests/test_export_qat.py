@@ -1,5 +1,6 @@
 """QAT annotation: every layer quantised (SE and global context included), folding exact,
 clear errors for layers nothing can quantise, calibration data checked."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,13 @@ def attention_model():
     keras.utils.set_random_seed(0)
     model = build_unet(
         ModelConfig(
-            base_filters=4, depth=2, dilation_rates=(1, 2), bottleneck_filters=None, global_context=True,
-            squeeze_excitation=True, stem_stride=1,
+            base_filters=4,
+            depth=2,
+            dilation_rates=(1, 2),
+            bottleneck_filters=None,
+            global_context=True,
+            squeeze_excitation=True,
+            stem_stride=1,
         ),
         mean=60.0,
         std=25.0,
@@ -172,7 +178,8 @@ def test_stride_two_stem_folds_and_quantises_every_layer(refine_filters):
     keras.utils.set_random_seed(0)
     model = build_unet(
         ModelConfig(base_filters=8, depth=2, dilation_rates=(1, 2), stem_stride=2, refine_filters=refine_filters),
-        mean=60.0, std=25.0,
+        mean=60.0,
+        std=25.0,
     )
     tiles = np.random.default_rng(1).uniform(0, 255, (2, 64, 128, 1)).astype(np.float32)
     folded = fold_for_int8(model)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLES, save_png
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import SAMPLES, save_png
 from marsedge.core.metadata import (
     FORMAT,
     FieldOfView,
@@ -209,8 +209,16 @@ def test_restamp_keeps_the_flatbuffer(tiny_int8, tmp_path):
     assert read_metadata(path)["input"]["model_pixels_per_frame"] == 256
 
 
-@pytest.mark.parametrize(("shape", "size"), [((2048, 2048), (128, 128)), ((1280, 960), (128, 96)), ((768, 1024), (96, 128)),
-                                             ((256, 256), (128, 128)), ((300, 300), (100, 100))])
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [
+        ((2048, 2048), (128, 128)),
+        ((1280, 960), (128, 96)),
+        ((768, 1024), (96, 128)),
+        ((256, 256), (128, 128)),
+        ((300, 300), (100, 100)),
+    ],
+)
 def test_fast_area_reduction_matches_the_exact_mean(shape, size):
     image = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
     exact = np.floor(_resize_axis(_resize_axis(image.astype(np.float32), size[0], 0), size[1], 1) + 0.5)

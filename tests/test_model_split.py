@@ -53,8 +53,9 @@ def stamped_model(tmp_path_factory, tiny_int8, tiles_npz, split_of) -> Path:
     split, digest = split_of
     content = tiny_int8.read_bytes()
     metadata = read_metadata(content)
-    metadata["split"] = split_recipe(TrainConfig(data=str(tiles_npz)).to_dict(), str(tiles_npz), digest,
-                                     {k: len(v) for k, v in split.items()})
+    metadata["split"] = split_recipe(
+        TrainConfig(data=str(tiles_npz)).to_dict(), str(tiles_npz), digest, {k: len(v) for k, v in split.items()}
+    )
     metadata["source_split"] = split_fingerprint(split, digest)
     path = tmp_path_factory.mktemp("stamped") / "stamped_int8.tflite"
     path.write_bytes(embed_metadata(content, metadata))
@@ -122,8 +123,9 @@ def test_a_split_that_does_not_reproduce_is_refused(tiny_int8, tiles_npz, split_
         recipe_split(metadata, tiles_npz)
 
 
-def test_bench_scores_the_models_test_split_of_the_default_data(stamped_model, tiles_npz, split_of, tmp_path,
-                                                                monkeypatch):
+def test_bench_scores_the_models_test_split_of_the_default_data(
+    stamped_model, tiles_npz, split_of, tmp_path, monkeypatch
+):
     monkeypatch.setattr("marsedge.cli.default_data_path", lambda: tiles_npz)
     result = invoke("bench", stamped_model, "--out", tmp_path, *QUICK)
     assert result.exit_code == 0, result.stderr

@@ -1,4 +1,5 @@
 """marsedge compare: per-tile confusions add up, frames are drawn whole, the interval brackets the truth."""
+
 from __future__ import annotations
 
 import numpy as np

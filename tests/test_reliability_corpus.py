@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, GOLDEN, save_png, time_limit
 from typer.testing import CliRunner
 
-from conftest import DATA, GOLDEN, save_png, time_limit
 from marsedge.core import atomic
 from marsedge.edge_runtime import imageio
 from marsedge.edge_runtime.cli import app
@@ -53,7 +53,9 @@ def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name.endswith(".part") or p.name.startswith(".marsedge-probe"))
 
 
-def check_case(name: str, expect: dict, records: dict[str, dict], errors: list[str], out: Path, shown: str) -> str | None:
+def check_case(
+    name: str, expect: dict, records: dict[str, dict], errors: list[str], out: Path, shown: str
+) -> str | None:
     """Why one corpus case is wrong (None when it behaved)."""
     mine = [e for e in errors if e.startswith(f"error: {shown}: ")]
     stem = Path(name).stem
@@ -96,7 +98,9 @@ def test_corpus_each_file_gives_one_line_and_the_batch_goes_on(tiny_int8, tmp_pa
     assert not problems, problems
     bad = sum(1 for e in MANIFEST["cases"].values() if e["expect"] == "error")
     assert len(errors) == bad
-    assert result.stderr.splitlines()[-1].startswith(f"{len(MANIFEST['cases']) - bad + 2} images segmented, {bad} failures")
+    assert result.stderr.splitlines()[-1].startswith(
+        f"{len(MANIFEST['cases']) - bad + 2} images segmented, {bad} failures"
+    )
     assert result.exit_code == 1
     assert not leftovers(out)
 
@@ -151,7 +155,9 @@ def odd_files(tmp_path) -> dict[str, str | None]:
 @pytest.mark.parametrize("json_mode", [False, True], ids=["table", "json"])
 def test_odd_files_and_names_print_one_escaped_line_each(tiny_int8, tmp_path, odd_files, json_mode, record_property):
     out = tmp_path / "out"
-    args = [GOLDEN / "tile0.png", *odd_files, GOLDEN / "tile1.png", "--out", out, "--model", tiny_int8] + (["--json"] if json_mode else [])
+    args = [GOLDEN / "tile0.png", *odd_files, GOLDEN / "tile1.png", "--out", out, "--model", tiny_int8] + (
+        ["--json"] if json_mode else []
+    )
     result = run_cli(*args, timeout=30)  # a FIFO read would block forever
     assert "Traceback" not in result.output
     errors = error_lines(result.stderr)
@@ -197,7 +203,9 @@ def tmpfs(path: Path, size: str, read_only: bool = False, wanted: bool = True):
         yield False
         return
     options = f"size={size}" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    )
     try:
         yield mounted
     finally:
@@ -215,6 +223,7 @@ def test_read_only_output_directory_is_one_line(tiny_int8, tmp_path, monkeypatch
             if os.geteuid() != 0:
                 out.chmod(0o555)
             else:  # root ignores modes: simulate EROFS where files are created
+
                 def refuse(*args, **kwargs):
                     raise OSError(errno.EROFS, "Read-only file system")
 

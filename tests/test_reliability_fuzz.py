@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from conftest import GOLDEN, time_limit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import GOLDEN, time_limit
 from marsedge.edge_runtime import ImageError
 from marsedge.edge_runtime.cli import app
 from marsedge.edge_runtime.imageio import load_gray
@@ -138,7 +138,9 @@ def check_batch(result, out: Path, inputs: list[Path], sizes: dict[Path, tuple[i
     for path in inputs:
         mine = [e for e in errors if e.startswith(f"error: {path}: ")]
         assert (str(path) in records) + len(mine) == 1, (path, mine)  # exactly one outcome
-        written = sorted(p.name for p in out.iterdir() if p.name.startswith(path.stem + "_") or p.name == path.stem + ".json")
+        written = sorted(
+            p.name for p in out.iterdir() if p.name.startswith(path.stem + "_") or p.name == path.stem + ".json"
+        )
         assert len(written) == (3 if str(path) in records else 0), written
         if sizes and path in sizes:
             assert str(path) in records, mine

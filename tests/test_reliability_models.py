@@ -57,7 +57,9 @@ def zip_with(name: str, payload: bytes, compress_type: int = zipfile.ZIP_DEFLATE
 def run_model(model_bytes: bytes, tmp_path: Path, *extra: str):
     model = tmp_path / "model.tflite"
     model.write_bytes(model_bytes)
-    result = CliRunner().invoke(app, [str(GOLDEN / "tile0.png"), "--out", str(tmp_path / "out"), "--model", str(model), *extra])
+    result = CliRunner().invoke(
+        app, [str(GOLDEN / "tile0.png"), "--out", str(tmp_path / "out"), "--model", str(model), *extra]
+    )
     return result, model
 
 
@@ -129,7 +131,9 @@ def test_float_model_runs_and_says_so_but_expect_int8_refuses_it(tiny_float32, t
     refused = tmp_path / "refused"
     refused.mkdir()
     result, model = run_model(tiny_float32.read_bytes(), refused, "--expect-int8")
-    assert_one_model_line(result, model, "not an int8 model (--expect-int8): its input/output tensors are float32/float32", refused)
+    assert_one_model_line(
+        result, model, "not an int8 model (--expect-int8): its input/output tensors are float32/float32", refused
+    )
 
     result, model = run_model(tiny_int8.read_bytes(), tmp_path, "--expect-int8", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["model"]["tensor_type"] == "int8/int8"
@@ -144,7 +148,9 @@ def test_mislabelled_float_model_is_caught_by_expect_int8(tiny_float32, tmp_path
 
 def test_model_path_problems(tmp_path):
     for target, fragment in ((tmp_path / "missing.tflite", "cannot read model"), (tmp_path, "cannot read model")):
-        result = CliRunner().invoke(app, [str(GOLDEN / "tile0.png"), "--out", str(tmp_path / "out"), "--model", str(target)])
+        result = CliRunner().invoke(
+            app, [str(GOLDEN / "tile0.png"), "--out", str(tmp_path / "out"), "--model", str(target)]
+        )
         assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1 and fragment in result.stderr
 
 

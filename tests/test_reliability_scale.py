@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_png
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import save_png
 from marsedge.edge_runtime import Segmenter, embed_metadata, read_metadata
 from marsedge.edge_runtime.cli import app
 from marsedge.edge_runtime.resample import resize_area, resize_nearest, scaled_size
@@ -67,7 +67,9 @@ def test_scale_one_and_no_scale_are_the_same(tiny_int8, tmp_path, navcam_frame):
     assert np.array_equal(absent.mask, Segmenter(tiny_int8).segment(navcam_frame).mask)
 
 
-@pytest.mark.parametrize(("scale", "shape"), [(0.5, (131, 255)), (0.5, (1, 1)), (0.25, (1024, 1024)), (2.0, (20, 30)), (0.3, (97, 203))])
+@pytest.mark.parametrize(
+    ("scale", "shape"), [(0.5, (131, 255)), (0.5, (1, 1)), (0.25, (1024, 1024)), (2.0, (20, 30)), (0.3, (97, 203))]
+)
 def test_any_size_and_scale_gives_a_mask_of_the_frame_size(tiny_int8, tmp_path, scale, shape):
     segmenter = Segmenter(scaled_model(tiny_int8, tmp_path, scale))
     frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
@@ -93,7 +95,9 @@ def test_cli_reports_source_size_and_scale(tiny_int8, tmp_path, navcam_frame):
 def test_upscaling_counts_against_max_pixels(tiny_int8, tmp_path):
     model = scaled_model(tiny_int8, tmp_path, 2.0)
     image = save_png(tmp_path / "frame.png", np.zeros((300, 300), np.uint8))
-    result = CliRunner().invoke(app, [str(image), "--out", str(tmp_path / "out"), "--max-pixels", "200000", "--model", str(model)])
+    result = CliRunner().invoke(
+        app, [str(image), "--out", str(tmp_path / "out"), "--max-pixels", "200000", "--model", str(model)]
+    )
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after the old-metadata notice
     assert errors[0] == (

@@ -148,7 +148,14 @@ main()
 """
 
 TINY = {
-    "model": {"base_filters": 4, "depth": 2, "dilation_rates": [1, 2], "dropout": 0.0, "bottleneck_filters": None, "stem_stride": 1},
+    "model": {
+        "base_filters": 4,
+        "depth": 2,
+        "dilation_rates": [1, 2],
+        "dropout": 0.0,
+        "bottleneck_filters": None,
+        "stem_stride": 1,
+    },
     "batch_size": 16,
     "preview_tiles": 4,
     "patience": 100,
@@ -290,7 +297,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(setup, tmp_
     assert diverged.returncode == 1
     errors = [line for line in diverged.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in diverged.stderr
-    assert errors[0].startswith("error: training diverged at epoch 2 (loss nan); the best checkpoint (epoch 1, val mIoU ")
+    assert errors[0].startswith(
+        "error: training diverged at epoch 2 (loss nan); the best checkpoint (epoch 1, val mIoU "
+    )
     assert hashlib.sha256((out / "best.weights.h5").read_bytes()).hexdigest() == best
     assert (out / "state.json").read_text() == state and history_epochs(out) == [1]
 

@@ -129,7 +129,9 @@ def test_a_crash_between_outputs_and_journal_is_not_segmented_again(segmenter, d
     # What a kill -9 right after segment_file leaves: outputs, no journal line...
     batch.segment_file(segmenter, Path(frame), out, "a")
     # ... and a torn last journal line from an earlier frame.
-    (out / JOURNAL_NAME).write_text('{"path": "/x/old.png", "size": 3, "mtime_ns": 1, "status": "done", "stem": "old"}\n{"path": "/x/to')
+    (out / JOURNAL_NAME).write_text(
+        '{"path": "/x/old.png", "size": 3, "mtime_ns": 1, "status": "done", "stem": "old"}\n{"path": "/x/to'
+    )
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("segmented twice")
@@ -211,14 +213,22 @@ def test_process_stops_cleanly_on_a_signal_and_a_restart_does_nothing_twice(tiny
         (incoming / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
         save_png(incoming / ".good.png", np.zeros((64, 128), np.uint8))
         os.rename(incoming / ".good.png", incoming / "good.png")
-        wait_for(lambda: (out / "good.json").exists() and (out / "slow.json").exists() and "bad.png" in (out / JOURNAL_NAME).read_text())
+        wait_for(
+            lambda: (
+                (out / "good.json").exists()
+                and (out / "slow.json").exists()
+                and "bad.png" in (out / JOURNAL_NAME).read_text()
+            )
+        )
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
-    assert stderr.splitlines() == [f"error: {incoming / 'bad.png'}: cannot decode image: truncated or corrupt PNG header"]
+    assert stderr.splitlines() == [
+        f"error: {incoming / 'bad.png'}: cannot decode image: truncated or corrupt PNG header"
+    ]
     last = stdout.splitlines()[-1]
     assert last.startswith(f"watch stopped ({sig.name}): 2 images segmented, 1 failure, mean ")
     assert last.endswith(f"journal {out / JOURNAL_NAME} lists 2 segmented frames")

@@ -1,4 +1,5 @@
 """marsedge runs: the table of training runs read from run directories."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,14 @@ def _fake_run(path: Path, config: TrainConfig, val: float, test: float | None, l
     (path / "config.json").write_text(json.dumps({"train": train, "derived": {}}))
     np.savez(path / "split.npz", train=np.arange(2), val=np.arange(2, 3), test=np.arange(3, 4))
     ious = {"soil": 0.7, "bedrock": 0.9, "sand": 0.5, "big_rock": None}
-    metrics = {"val": {"mean_iou": val}, "parameters": 1234, "macs_per_tile": 5e6, "epochs_run": 3, "best_epoch": 2,
-               "wall_seconds": 120.0}
+    metrics = {
+        "val": {"mean_iou": val},
+        "parameters": 1234,
+        "macs_per_tile": 5e6,
+        "epochs_run": 3,
+        "best_epoch": 2,
+        "wall_seconds": 120.0,
+    }
     if test is not None:
         metrics["test"] = {"mean_iou": test, "class_iou": ious}
     (path / "metrics.json").write_text(json.dumps(metrics))

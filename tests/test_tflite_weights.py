@@ -1,6 +1,7 @@
 """A float32 export starts a fine-tuning run: marsedge.train.tflite_weights undoes the
 exporter's batch-norm folding and depth-to-space rewrite, so the rebuilt Keras model
 computes what the file computes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,8 @@ from marsedge.export.convert import to_tflite  # noqa: E402
 from marsedge.export.fold import fold_for_int8, split_input_normalization  # noqa: E402
 from marsedge.train.config import ModelConfig  # noqa: E402
 from marsedge.train.model import build_unet  # noqa: E402
-from marsedge.train.tflite_weights import load_tflite_weights  # noqa: E402
 from marsedge.train.tf_env import keras  # noqa: E402
+from marsedge.train.tflite_weights import load_tflite_weights  # noqa: E402
 
 SHAPE = ModelConfig(base_filters=4, depth=2, dilation_rates=(1,), bottleneck_filters=8, stem_stride=1, max_filters=8)
 
@@ -27,7 +28,9 @@ def _trained_looking(seed: int):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.uniform(0.3, 2.0, n)])
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.uniform(0.3, 2.0, n)]
+            )
     return model
 
 
@@ -46,6 +49,8 @@ def test_a_float_export_loads_back_and_computes_the_same(tmp_path):
     assert np.abs(fresh.predict(tiles, verbose=0) - expected).max() < 1e-3 * np.abs(expected).max()
     assert not any(layer.trainable for layer in fresh.layers if isinstance(layer, keras.layers.BatchNormalization))
 
-    other = build_unet(ModelConfig(base_filters=8, depth=2, dilation_rates=(1,), bottleneck_filters=8, stem_stride=1), (16, 32), 4)
+    other = build_unet(
+        ModelConfig(base_filters=8, depth=2, dilation_rates=(1,), bottleneck_filters=8, stem_stride=1), (16, 32), 4
+    )
     with pytest.raises(RunDirError, match="export_float32.tflite: layer enc0_1_conv has a"):
         load_tflite_weights(other, path)

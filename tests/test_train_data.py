@@ -1,4 +1,5 @@
 """Loading, validation, cleaning and splitting of labelled tiles."""
+
 from __future__ import annotations
 
 import re
@@ -10,12 +11,12 @@ from PIL import Image
 
 from marsedge.errors import DataError
 from marsedge.train.data import (
+    TileSet,
     class_weights,
     clean_tiles,
     frame_groups,
     load_tiles,
     stratified_split,
-    TileSet,
 )
 from marsedge.train.synthetic import generate_dataset, generate_tiles
 

@@ -71,8 +71,13 @@ def test_frames_inherit_the_split_of_the_tiles_cut_from_them(tmp_path):
     tiles = np.stack([frames.images[:, :32], frames.images[:, 32:]], axis=1).reshape(-1, 32, 64)
     masks = np.stack([frames.masks[:, :32], frames.masks[:, 32:]], axis=1).reshape(-1, 32, 64)
     np.savez(tmp_path / "tiles.npz", training_set=np.stack([tiles, masks], axis=1))
-    config = TrainConfig(data=str(tmp_path / "frames"), split_from=str(tmp_path / "tiles.npz"), frame_pixels=64,
-                         val_fraction=0.2, test_fraction=0.2)
+    config = TrainConfig(
+        data=str(tmp_path / "frames"),
+        split_from=str(tmp_path / "tiles.npz"),
+        frame_pixels=64,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     _, split, derived, _ = compute_split(config)
     _, tile_split, _, _ = compute_split(config.replace(data=str(tmp_path / "tiles.npz"), split_from=None))
     for name in ("train", "val", "test"):
@@ -99,8 +104,9 @@ def test_robust_augmentation_is_seeded_and_reduces_to_model_resolution(frames_ro
     frames = load_tiles(frames_root, frame_pixels=32)
 
     def first_batch():
-        dataset = make_dataset(frames.images, frames.masks, 6, True, seed=1, epoch=2, augment="robust",
-                               sources=frames.sources)
+        dataset = make_dataset(
+            frames.images, frames.masks, 6, True, seed=1, epoch=2, augment="robust", sources=frames.sources
+        )
         return next(iter(dataset))
 
     (x1, y1), (x2, y2) = first_batch(), first_batch()
@@ -122,9 +128,18 @@ def test_a_frame_run_trains_and_records_whole_frames(tmp_path):
 
     write_ai4mars(tmp_path / "frames", count=24, size=64, seed=2)
     config = TrainConfig(
-        data=str(tmp_path / "frames"), out=str(tmp_path / "run"), frame_pixels=32, epochs=2, batch_size=4,
-        augment="robust", loss="cross_entropy", warmup_epochs=0, val_fraction=0.2, test_fraction=0.2,
-        preview_tiles=2, model=ModelConfig(base_filters=4, depth=2, dilation_rates=(1,), stem_stride=2),
+        data=str(tmp_path / "frames"),
+        out=str(tmp_path / "run"),
+        frame_pixels=32,
+        epochs=2,
+        batch_size=4,
+        augment="robust",
+        loss="cross_entropy",
+        warmup_epochs=0,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        preview_tiles=2,
+        model=ModelConfig(base_filters=4, depth=2, dilation_rates=(1,), stem_stride=2),
     )
     metrics = train(config, progress=False)
     run = rundir.read_run(tmp_path / "run")

@@ -1,4 +1,5 @@
 """Loss, metrics, augmentation and the model builder."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from marsedge.train.metrics import class_iou, confusion_matrix, mean_iou
+from marsedge.core.metrics import class_iou, confusion_matrix, mean_iou
 
 tf_env = pytest.importorskip("marsedge.train.tf_env")
 tf = tf_env.tf
@@ -133,7 +134,9 @@ def test_augmentation_moves_planted_pattern_with_the_mask(strength):
     masks = np.ones((16, 64, 128, 1), np.float32)
     images[:, 10:30, 20:50] = 220.0  # a bright planted block labelled big rock
     masks[:, 10:30, 20:50] = 4
-    out_images, out_masks = augment_batch(tf.constant(images), tf.constant(masks), tf.constant([3, 7], tf.int64), strength)
+    out_images, out_masks = augment_batch(
+        tf.constant(images), tf.constant(masks), tf.constant([3, 7], tf.int64), strength
+    )
     out_images, out_masks = out_images.numpy()[..., 0], out_masks.numpy()[..., 0]
     assert set(np.unique(out_masks)) <= {0.0, 1.0, 4.0}  # nearest neighbour, no blended labels
     moved = 0
@@ -182,8 +185,9 @@ def test_camera_augmentation_changes_grey_levels_only_and_half_the_tiles_each_wa
     # the blur keeps flat grey flat and a near-zero sigma is the identity
     flat = tf.fill([2, 8, 8, 1], 100.0)
     np.testing.assert_allclose(_gaussian_blur(flat, tf.constant([0.3, 0.7])).numpy(), 100.0, rtol=1e-5)
-    np.testing.assert_allclose(_gaussian_blur(tf.constant(images[:2]), tf.constant([0.0, 0.0])).numpy(), images[:2],
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        _gaussian_blur(tf.constant(images[:2]), tf.constant([0.0, 0.0])).numpy(), images[:2], atol=1e-3
+    )
 
 
 def test_augmentation_is_reproducible_and_seed_dependent():

@@ -1,4 +1,5 @@
 """End-to-end training runs on tiny generated data: artefacts, resume, CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -19,7 +20,9 @@ from marsedge.train.config import ModelConfig, TrainConfig
 from marsedge.train.synthetic import write_dataset
 from marsedge.train.trainer import train
 
-TINY_MODEL = ModelConfig(base_filters=4, depth=2, dilation_rates=(1, 2), bottleneck_filters=None, dropout=0.0, stem_stride=1)
+TINY_MODEL = ModelConfig(
+    base_filters=4, depth=2, dilation_rates=(1, 2), bottleneck_filters=None, dropout=0.0, stem_stride=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,15 @@ def _config(data: Path, out: Path, **changes) -> TrainConfig:
 def test_one_epoch_writes_every_artefact(tiny_data, tmp_path):
     out = tmp_path / "run"
     metrics = train(_config(tiny_data, out), progress=False)
-    for name in ("config.json", "split.npz", "history.csv", "best.weights.h5", "metrics.json", "preview.png", "state.json"):
+    for name in (
+        "config.json",
+        "split.npz",
+        "history.csv",
+        "best.weights.h5",
+        "metrics.json",
+        "preview.png",
+        "state.json",
+    ):
         assert (out / name).exists(), name
     saved = json.loads((out / "config.json").read_text())
     assert TrainConfig.from_dict(saved["train"]) == _config(tiny_data, out)
@@ -131,9 +142,18 @@ def test_resume_detects_changed_data(tiny_data, tmp_path):
 def test_cli_train_and_clear_errors(tiny_data, tmp_path):
     runner = CliRunner()
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"model": {"base_filters": 4, "depth": 2, "dilation_rates": [1], "bottleneck_filters": None}, "batch_size": 16}))
+    config.write_text(
+        json.dumps(
+            {
+                "model": {"base_filters": 4, "depth": 2, "dilation_rates": [1], "bottleneck_filters": None},
+                "batch_size": 16,
+            }
+        )
+    )
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--config", str(config)])
+    result = runner.invoke(
+        app, ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--config", str(config)]
+    )
     assert result.exit_code == 0, result.output
     assert "val mIoU" in result.output and (out / "metrics.json").exists()
 
@@ -144,7 +164,9 @@ def test_cli_train_and_clear_errors(tiny_data, tmp_path):
     assert "Traceback" not in result.output
 
     config.write_text(json.dumps({"los": "focal"}))
-    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r3"), "--config", str(config)])
+    result = runner.invoke(
+        app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r3"), "--config", str(config)]
+    )
     assert result.exit_code == 1 and "unknown config keys: los" in result.output
 
 
@@ -164,8 +186,8 @@ def test_train_without_tensorflow_names_the_extra(tmp_path):
 def test_limited_run_split_indexes_the_whole_file(tiny_data, tmp_path):
     """--limit picks a subset, but split.npz must point into the whole file so that export,
     eval and bench (which reload the file) score the very tiles training scored."""
+    from marsedge.core.metrics import confusion_matrix, mean_iou
     from marsedge.train import rundir
-    from marsedge.train.metrics import confusion_matrix, mean_iou
     from marsedge.train.trainer import predict_classes
 
     out = tmp_path / "run"
@@ -233,11 +255,12 @@ def test_student_trains_from_a_teacher_of_another_shape_and_refuses_other_splits
     from marsedge.errors import RunDirError
 
     teacher = tmp_path / "teacher"
-    train(_config(tiny_data, teacher, epochs=2, model=dataclasses.replace(TINY_MODEL, base_filters=8)),
-          progress=False)
+    train(_config(tiny_data, teacher, epochs=2, model=dataclasses.replace(TINY_MODEL, base_filters=8)), progress=False)
     student = tmp_path / "student"
-    metrics = train(_config(tiny_data, student, teachers=(str(teacher),), distill_weight=0.5,
-                            distill_class_weighted=True), progress=False)
+    metrics = train(
+        _config(tiny_data, student, teachers=(str(teacher),), distill_weight=0.5, distill_class_weighted=True),
+        progress=False,
+    )
     saved = json.loads((student / "config.json").read_text())["train"]
     assert saved["teachers"] == [str(teacher)] and saved["distill_weight"] == 0.5 and saved["distill_class_weighted"]
     assert TrainConfig.from_dict(saved).teachers == (str(teacher),)
@@ -350,7 +373,9 @@ def test_averaged_weights_are_validated_saved_and_resumed(tiny_data, tmp_path):
     with open(out / "history.csv") as handle:
         (row,) = list(csv.DictReader(handle))
     assert 0.0 <= float(row["val_miou_raw"]) <= 1.0
-    assert json.loads((out / "metrics.json").read_text())["val"]["mean_iou"] == pytest.approx(float(row["val_miou"]), abs=1e-6)
+    assert json.loads((out / "metrics.json").read_text())["val"]["mean_iou"] == pytest.approx(
+        float(row["val_miou"]), abs=1e-6
+    )
 
     def checkpoint():
         state = json.loads((out / "state.json").read_text())
@@ -398,7 +423,9 @@ def test_ema_select_either_keeps_the_better_weights_of_each_epoch(tiny_data, tmp
         assert row["val_weights"] == ("raw" if raw > averaged else "average")
     best = max(rows, key=lambda row: float(row["val_miou"]))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["val"]["mean_iou"] == pytest.approx(float(best["val_miou"]), abs=1e-6)  # the saved weights are those scored
+    assert metrics["val"]["mean_iou"] == pytest.approx(
+        float(best["val_miou"]), abs=1e-6
+    )  # the saved weights are those scored
 
 
 def test_ema_select_either_needs_weight_averaging():

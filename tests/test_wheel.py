@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLES, save_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,9 @@ def test_wheel_installs_without_extras_and_segments_a_frame(tmp_path):
     shutil.copytree(ROOT / "marsedge", source / "marsedge", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "dist"), str(source)])
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "dist"), str(source)]
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     assert "deprecat" not in (built.stdout + built.stderr).lower()  # e.g. project.license as a table
     (wheel,) = (tmp_path / "dist").glob("marsedge-*.whl")
@@ -51,11 +52,14 @@ def test_wheel_installs_without_extras_and_segments_a_frame(tmp_path):
     no_tensorflow, location = checked.stdout.split()
     assert no_tensorflow == "True" and str(venv) in location and str(ROOT) not in location
 
-    sample = min(SAMPLES.glob("*.png")) if SAMPLES.is_dir() and any(SAMPLES.glob("*.png")) else save_png(
-        tmp_path / "frame.png", np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
+    sample = (
+        min(SAMPLES.glob("*.png"))
+        if SAMPLES.is_dir() and any(SAMPLES.glob("*.png"))
+        else save_png(tmp_path / "frame.png", np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8))
     )
-    result = _run([str(venv / "bin" / "marsedge-run"), str(sample), "--out", str(tmp_path / "out"), "--json"],
-                  cwd=tmp_path)
+    result = _run(
+        [str(venv / "bin" / "marsedge-run"), str(sample), "--out", str(tmp_path / "out"), "--json"], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout.splitlines()[0])
     assert record["model"]["name"] == "marsedge-bundled-int8-qat"

@@ -11,6 +11,7 @@ architecture was chosen (docs/research.md, "Speed").
 
 Needs the train extra. Prints a Markdown table; ``--out FILE`` also writes it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,12 @@ DEFAULT_CONFIGS = [  # every field that differs from ModelConfig's defaults is s
     {"base_filters": 16, "depth": 3, "bottleneck_filters": None, "stem_stride": 1},
     {"base_filters": 16, "depth": 2, "bottleneck_filters": None, "stem_stride": 2},
     {"base_filters": 24, "depth": 2, "bottleneck_filters": None, "stem_stride": 2},
-    {"base_filters": 24, "depth": 3, "bottleneck_filters": 96, "stem_stride": 2},  # the half-resolution model shipped before the full-resolution one
+    {
+        "base_filters": 24,
+        "depth": 3,
+        "bottleneck_filters": 96,
+        "stem_stride": 2,
+    },  # the half-resolution model shipped before the full-resolution one
     {"base_filters": 24, "depth": 3, "bottleneck_filters": None, "stem_stride": 2},
 ]
 
@@ -47,7 +53,9 @@ def random_model(values: dict):
     for layer in model.layers:  # non-trivial statistics, so ranges look like a trained model's
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2, n)])
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2, n)]
+            )
     return model
 
 
@@ -111,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         f32 = to_tflite(model, "float32", (64, 128))
         int8 = to_tflite(model, "ptq", (64, 128), tiles)
         times = {t: tuple(paired_median_ms([f32, int8], t, args.runs, args.warmup)) for t in threads}
-        row = [describe(values), f"{model.count_params():,}", f"{count_macs(model) / 1e6:.1f}", f"{len(int8) / 1024:.0f}"]
+        row = [
+            describe(values),
+            f"{model.count_params():,}",
+            f"{count_macs(model) / 1e6:.1f}",
+            f"{len(int8) / 1024:.0f}",
+        ]
         row += [f"{ms:.2f}" for t in threads for ms in times[t]]
         row += [f"{times[t][0] / times[t][1]:.2f}x" for t in threads]
         rows.append(row)

@@ -28,6 +28,7 @@ exports recorded them. It recomputes CONFIG's split of its data file and stamps 
 the bundled float32 model proves it came from that split: its train-set normalisation and
 its recorded val and test mIoU reproduce on those tiles. The flatbuffers are not touched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -125,9 +126,13 @@ def restamp_bundled(model_pixels_per_frame: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, nargs="?")
-    parser.add_argument("--restamp", action="store_true", help="rewrite the bundled files' metadata in the current format")
+    parser.add_argument(
+        "--restamp", action="store_true", help="rewrite the bundled files' metadata in the current format"
+    )
     parser.add_argument("--model-pixels-per-frame", type=float, default=128.0)
-    parser.add_argument("--stamp-split", type=Path, metavar="CONFIG", help="stamp the bundled files with CONFIG's split")
+    parser.add_argument(
+        "--stamp-split", type=Path, metavar="CONFIG", help="stamp the bundled files with CONFIG's split"
+    )
     parser.add_argument("--stamp-names", nargs=2, metavar=("NAME", "RECIPE"), help="record model_name and recipe")
     parser.add_argument("--name", default=MODEL_NAME, help="model_name given to a bundled run")
     parser.add_argument("--recipe", default=RECIPE, help="recipe (config file) recorded for a bundled run")

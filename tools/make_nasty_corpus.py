@@ -104,7 +104,12 @@ def cases() -> dict[str, tuple[bytes, dict]]:
     # Big-endian TIFF header and one IFD: orientation 6, then a tag whose data lies past the end.
     ifd = struct.pack(">HHHIHH", 2, 0x0112, 3, 1, 6, 0) + struct.pack(">HHII", 0x010E, 2, 5000, 0x7FFF) + bytes(4)
     bad_exif = b"Exif\x00\x00MM\x00\x2a" + struct.pack(">I", 8) + ifd
-    ok("exif_corrupt.jpg", encode(Image.fromarray(small), "JPEG", exif=bad_exif), (40, 60), "EXIF tag past the end (Pillow warns)")
+    ok(
+        "exif_corrupt.jpg",
+        encode(Image.fromarray(small), "JPEG", exif=bad_exif),
+        (40, 60),
+        "EXIF tag past the end (Pillow warns)",
+    )
     frames = [Image.fromarray(small), Image.fromarray(255 - small)]
     ok("animated.png", encode(frames[0], "PNG", save_all=True, append_images=frames[1:]), (60, 40), "APNG")
     ok("jpeg_named.png", good_jpeg, (60, 40), "a JPEG with a .png name (content decides)")
@@ -116,7 +121,12 @@ def cases() -> dict[str, tuple[bytes, dict]]:
     error("random_bytes.jpg", _rng.integers(0, 256, 3000, dtype=np.uint8).tobytes(), "not a PNG or JPEG", "noise")
     error("empty.png", b"", "not a PNG or JPEG", "zero bytes")
     error("text.jpg", b"hello, rover\n", "not a PNG or JPEG", "a text file")
-    error("html.png", b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>\n", "not a PNG or JPEG", "a failed download")
+    error(
+        "html.png",
+        b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>\n",
+        "not a PNG or JPEG",
+        "a failed download",
+    )
     error("gif_named.png", encode(Image.fromarray(small), "GIF"), "not a PNG or JPEG", "GIF content")
     error("bmp_named.jpg", encode(Image.fromarray(small), "BMP"), "not a PNG or JPEG", "BMP content")
     error("tiff_named.png", encode(Image.fromarray(small), "TIFF"), "not a PNG or JPEG", "TIFF content")
@@ -136,7 +146,12 @@ def cases() -> dict[str, tuple[bytes, dict]]:
     sof = bytearray(good_jpeg)
     at = sof.find(b"\xff\xc0") + 5
     sof[at : at + 4] = struct.pack(">HH", 65000, 65000)
-    error("bomb_header.jpg", bytes(sof), "above the limit of 1000000 (--max-pixels)", "JPEG frame header claims 65000x65000")
+    error(
+        "bomb_header.jpg",
+        bytes(sof),
+        "above the limit of 1000000 (--max-pixels)",
+        "JPEG frame header claims 65000x65000",
+    )
     zeros = b"".join(b"\x00" + bytes(1500) for _ in range(1500))
     error("bomb_real.png", raw_png(1500, 1500, 8, 0, zeros), "above the limit", "2.25 MP of zeros in a few KB")
     error(

@@ -147,7 +147,9 @@ def write_golden(int8_bytes: bytes, float_model: keras.Model) -> None:
     frame, _ = generate_frame(160, 224, seed=4321)
     whole = build_model(None, None)
     whole.set_weights(float_model.get_weights())
-    mask = np.asarray(OUTPUT_CLASSES, np.uint8)[whole.predict(frame[None, ..., None].astype(np.float32), verbose=0)[0].argmax(-1)]
+    mask = np.asarray(OUTPUT_CLASSES, np.uint8)[
+        whole.predict(frame[None, ..., None].astype(np.float32), verbose=0)[0].argmax(-1)
+    ]
     Image.fromarray(frame).save(GOLDEN / "frame0.png", optimize=True)
     Image.fromarray(mask).save(GOLDEN / "frame0_mask.png", optimize=True)
 
@@ -169,7 +171,9 @@ def main() -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     int8_bytes = convert(model, images[:200], int8=True)
     float_bytes = convert(model, images[:200], int8=False)
-    (DATA / "tiny_int8.tflite").write_bytes(embed_metadata(int8_bytes, metadata("int8-ptq", accuracy, "tiny-test-int8")))
+    (DATA / "tiny_int8.tflite").write_bytes(
+        embed_metadata(int8_bytes, metadata("int8-ptq", accuracy, "tiny-test-int8"))
+    )
     (DATA / "tiny_float32.tflite").write_bytes(
         embed_metadata(float_bytes, metadata("float32", accuracy, "tiny-test-float32"))
     )

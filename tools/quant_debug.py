@@ -10,6 +10,7 @@ uniform grid alone gives about 0.29 (1/sqrt(12)); an op far above that is where 
 loses accuracy. ``--keep-normalization`` converts the graph with the normalisation inside
 (as older exports did: `"in_model": true` in their metadata). Chooses nothing. Needs the train extra.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     for row in csv.DictReader(buffer):
         scale = float(row["scale"])
         rmse = float(np.sqrt(float(row["mean_squared_error"])))
-        print(f"| {row['op_name']} | {row['tensor_name'][-50:]} | {scale:.4f} | "
-              f"{rmse / scale if scale else float('nan'):.3f} | {float(row['mean_error']):+.5f} |")
+        print(
+            f"| {row['op_name']} | {row['tensor_name'][-50:]} | {scale:.4f} | "
+            f"{rmse / scale if scale else float('nan'):.3f} | {float(row['mean_error']):+.5f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,19 @@ def run_pytest(slow: bool, examples: int, random: bool, junit: Path) -> tuple[in
     if random:
         env["MARSEDGE_FUZZ_RANDOM"] = "1"
     marker = "slow or not slow" if slow else "not slow"
-    command = [sys.executable, "-m", "pytest", "-q", "-rxX", "-m", marker, f"--junitxml={junit}", "-o", "junit_family=xunit1", *TESTS]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rxX",
+        "-m",
+        marker,
+        f"--junitxml={junit}",
+        "-o",
+        "junit_family=xunit1",
+        *TESTS,
+    ]
     start = time.perf_counter()
     code = subprocess.call(command, cwd=ROOT, env=env)
     return code, time.perf_counter() - start
@@ -87,7 +99,9 @@ def describe(category: str) -> str:
         return CATEGORIES[category]
     if category.startswith("training.kill."):
         point = category.split(".", 2)[2]
-        return f"training: kill -9 ({point}), run dir checked" + (" (random moment in an epoch)" if point == "random" else "")
+        return f"training: kill -9 ({point}), run dir checked" + (
+            " (random moment in an epoch)" if point == "random" else ""
+        )
     return {
         "training.kill_first_epoch": "training: kill -9 in the first epoch, then a new start",
         "training.resume": "training: --resume after the kills, finished and consistent",

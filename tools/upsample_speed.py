@@ -12,6 +12,7 @@ such up-sampling in the second form (``marsedge.export.fold``; weights mapped by
 
 Needs the train extra. Figures are in BENCHMARKS.md ("Per-op profile").
 """
+
 from __future__ import annotations
 
 import argparse

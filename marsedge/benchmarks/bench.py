@@ -12,6 +12,7 @@ The Keras float model (``best.weights.h5`` of a run) is scored for accuracy only
 reference the exports are compared with: it never runs on the board. TensorFlow is
 imported only for it, after every TFLite timing, so it cannot disturb them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,17 +49,36 @@ from marsedge.benchmarks.settings import (
 )
 from marsedge.benchmarks.sources import Candidate, discover, evaluation_tiles
 from marsedge.benchmarks.timing import SpeedRun, latency_stats, model_resolution, time_model
+from marsedge.core.metrics import SCORED_CLASSES
 from marsedge.errors import MarsEdgeError
 from marsedge.train.data import CLASS_NAMES
-from marsedge.train.metrics import SCORED_CLASSES
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_SPLIT", "EXPORT_DIR", "FORMAT_ORDER", "INT8_FORMATS", "SCHEMA", "SPLITS", "BenchError", "BenchResult",
-    "BenchSettings", "Candidate", "Progress", "SpeedRun", "check_results", "cpu_model", "describe_machine",
-    "discover", "evaluation_tiles", "latency_stats", "model_resolution", "parse_size", "parse_threads",
-    "run_bench", "time_model",
+    "DEFAULT_SPLIT",
+    "EXPORT_DIR",
+    "FORMAT_ORDER",
+    "INT8_FORMATS",
+    "SCHEMA",
+    "SPLITS",
+    "BenchError",
+    "BenchResult",
+    "BenchSettings",
+    "Candidate",
+    "Progress",
+    "SpeedRun",
+    "check_results",
+    "cpu_model",
+    "describe_machine",
+    "discover",
+    "evaluation_tiles",
+    "latency_stats",
+    "model_resolution",
+    "parse_size",
+    "parse_threads",
+    "run_bench",
+    "time_model",
 ]
 
 
@@ -207,7 +227,9 @@ def _corruptions(settings: BenchSettings, tflites: list[Candidate]) -> dict | No
         return corruptions.recipe_config(candidate.path)
 
     first, split = tflites[0], "all" if settings.split == "all" else "test"
-    positions = corruptions.select_frames(first.path, settings.frames_data, split, config_of(first), settings.corruption_frames)
+    positions = corruptions.select_frames(
+        first.path, settings.frames_data, split, config_of(first), settings.corruption_frames
+    )
     models = {}
     for candidate in tflites:
         try:

@@ -15,6 +15,7 @@ Severities are listed mildest first; the "middle" one is the second (gamma: 0.8 
 and the "worst" the last (gamma: 0.6 and 1.6). Noise is seeded per frame from its pixels,
 so a table is deterministic. The table states each figure's share of the clean mIoU.
 """
+
 from __future__ import annotations
 
 import io
@@ -110,7 +111,11 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def corruption_table(
-    segmenter, images: np.ndarray, masks: np.ndarray, names: tuple[str, ...] = NAMES, seed: int = 0,
+    segmenter,
+    images: np.ndarray,
+    masks: np.ndarray,
+    names: tuple[str, ...] = NAMES,
+    seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Clean and corrupted whole-frame mIoU of one model (a :class:`Segmenter`).
@@ -128,9 +133,18 @@ def corruption_table(
                 progress(f"{corruption.name} {level:g}")
             result = _summary(evaluate_frames(segmenter, images, masks, corruption_render(corruption, level, seed)))
             severity = "middle" if level in corruption.middle() else "worst" if level in corruption.worst() else "mild"
-            rows.append({"corruption": corruption.name, "level": level, "severity": severity, **result,
-                         "share": result["mean_iou"] / clean["mean_iou"] if clean["mean_iou"] else None})
-    shares = {s: [r["share"] for r in rows if r["severity"] == s and r["share"] is not None] for s in ("middle", "worst")}
+            rows.append(
+                {
+                    "corruption": corruption.name,
+                    "level": level,
+                    "severity": severity,
+                    **result,
+                    "share": result["mean_iou"] / clean["mean_iou"] if clean["mean_iou"] else None,
+                }
+            )
+    shares = {
+        s: [r["share"] for r in rows if r["severity"] == s and r["share"] is not None] for s in ("middle", "worst")
+    }
     return {
         "frames": len(images),
         "clean": clean,
@@ -148,11 +162,16 @@ def markdown(tables: dict[str, dict[str, Any]]) -> str:
     lines = [head, "|---" * (1 + 2 * len(labels)) + "|"]
     lines.append("| clean | " + " | ".join(f"{tables[k]['clean']['mean_iou']:.3f} | 100%" for k in labels) + " |")
     for i, row in enumerate(first["rows"]):
-        cells = " | ".join(f"{tables[k]['rows'][i]['mean_iou']:.3f} | {tables[k]['rows'][i]['share']:.0%}" for k in labels)
+        cells = " | ".join(
+            f"{tables[k]['rows'][i]['mean_iou']:.3f} | {tables[k]['rows'][i]['share']:.0%}" for k in labels
+        )
         lines.append(f"| {row['corruption']} {row['level']:g} ({row['severity']}) | {cells} |")
     for key in ("middle_min_share", "worst_min_share"):
-        lines.append(f"| lowest share, {key.split('_')[0]} severity | " + " | ".join(
-            f" | {tables[k][key]:.0%}" for k in labels) + " |")
+        lines.append(
+            f"| lowest share, {key.split('_')[0]} severity | "
+            + " | ".join(f" | {tables[k][key]:.0%}" for k in labels)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -180,7 +199,7 @@ def plot(tables: dict[str, dict[str, Any]], path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    from marsedge.atomic import write_bytes
+    from marsedge.core.atomic import write_bytes
 
     write_bytes(path, buffer.getvalue())
 
@@ -258,7 +277,10 @@ def recipe_config(model: str | Path) -> Path | None:
 
 
 def select_frames(
-    model: str | Path, root: str | Path, split: str = "test", config: str | Path | None = None,
+    model: str | Path,
+    root: str | Path,
+    split: str = "test",
+    config: str | Path | None = None,
     count: int | None = None,
 ) -> np.ndarray | None:
     """Positions of the frames to score: the model's test split (from ``config`` or its
@@ -288,8 +310,12 @@ def select_frames(
 
 
 def corruption_report(
-    models: dict[str, Path], root: str | Path, frames: Sequence[int] | None = None,
-    threads: int | None = None, names: tuple[str, ...] = NAMES, seed: int = 0,
+    models: dict[str, Path],
+    root: str | Path,
+    frames: Sequence[int] | None = None,
+    threads: int | None = None,
+    names: tuple[str, ...] = NAMES,
+    seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`corruption_table` of each model on the same labelled whole frames of an
@@ -318,9 +344,24 @@ def corruption_report(
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:
-    from marsedge.atomic import write_bytes
+    from marsedge.core.atomic import write_bytes
 
     write_bytes(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
-__all__ = ["corruption_report", "precision_models", "recipe_config", "select_frames", "test_frames", "write_json", "CORRUPTIONS", "NAMES", "CLASS_NAMES", "Corruption", "corruption_render", "corruption_table", "markdown", "plot"]
+__all__ = [
+    "corruption_report",
+    "precision_models",
+    "recipe_config",
+    "select_frames",
+    "test_frames",
+    "write_json",
+    "CORRUPTIONS",
+    "NAMES",
+    "CLASS_NAMES",
+    "Corruption",
+    "corruption_render",
+    "corruption_table",
+    "markdown",
+    "plot",
+]

@@ -12,6 +12,7 @@ AI4Mars frames behind the AN2DL tiles are read by :func:`read_ai4mars_frames`).
 
 prints the whole-frame mean IoU of MODEL on that config's test split at 128..2048 px.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ import numpy as np
 from PIL import Image
 
 from marsedge.core.classes import CLASS_NAMES
+from marsedge.core.metrics import confusion_matrix, iou_report
 from marsedge.edge_runtime import Segmenter
 from marsedge.edge_runtime.resample import resize_nearest
-from marsedge.train.metrics import confusion_matrix, iou_report
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,6 @@ def split_test_frames(config_path: str | Path) -> tuple[np.ndarray, dict[str, st
     split, and that split's fingerprint (compare with a model's ``source_split``)."""
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
-
     from marsedge.train.data import find_ai4mars
 
     config = TrainConfig.load(config_path)

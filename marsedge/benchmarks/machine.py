@@ -1,4 +1,5 @@
 """What ran a benchmark: CPU or board, cores, memory, OS, Python and package versions."""
+
 from __future__ import annotations
 
 import os

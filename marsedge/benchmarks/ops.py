@@ -16,6 +16,7 @@ graph (shared buffers, fused layout changes, quantize/requantize steps at partit
 edges), so the per-op times need not add up to the whole-model time; both are printed.
 The input tile is seeded noise; these kernels' cost does not depend on the values.
 """
+
 from __future__ import annotations
 
 import logging

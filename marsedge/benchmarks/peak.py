@@ -14,6 +14,7 @@ without a share of a peak.
 
 Run as ``python -m marsedge.benchmarks.peak --threads N`` it prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """The JSON records of a benchmark report: one per model, its speed per thread count,
 its accuracy against the float reference; and the ``--min-miou``/``--max-iou-drop`` checks."""
+
 from __future__ import annotations
 
 import logging
@@ -12,9 +13,9 @@ import numpy as np
 from marsedge.benchmarks.settings import INT8_FORMATS
 from marsedge.benchmarks.sources import Candidate
 from marsedge.benchmarks.timing import SpeedRun, latency_stats
+from marsedge.core.metrics import confusion_matrix, iou_report, pixel_agreement
 from marsedge.errors import UsageError
 from marsedge.train.data import CLASS_NAMES
-from marsedge.train.metrics import confusion_matrix, iou_report, pixel_agreement
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """Turning a benchmark report into the files people read: a Markdown table, the JSON, a
 plot of IoU against latency, the raw-sample log, and the generated part of BENCHMARKS.md."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,33 @@ DASH = "—"
 
 CHANGE_COLUMN = "mIoU vs ref (points)"
 TABLE_COLUMNS = (
-    "format", "file", "threads", "size KB", "mIoU", "{classes}", "agree %", "ms/tile p50", "ms/tile p99",
-    "ms/frame", "FPS", "RSS MB", "GMAC/s (% float32 peak)", "speed-up vs float32", CHANGE_COLUMN,
+    "format",
+    "file",
+    "threads",
+    "size KB",
+    "mIoU",
+    "{classes}",
+    "agree %",
+    "ms/tile p50",
+    "ms/tile p99",
+    "ms/frame",
+    "FPS",
+    "RSS MB",
+    "GMAC/s (% float32 peak)",
+    "speed-up vs float32",
+    CHANGE_COLUMN,
 )
 # the terminal's table: the columns that answer "which format do I ship?" (the wide one is in benchmarks.md)
 SHORT_COLUMNS = (
-    "format", "threads", "size KB", "mIoU", CHANGE_COLUMN, "ms/tile p50", "FPS", "RSS MB", "speed-up vs float32",
+    "format",
+    "threads",
+    "size KB",
+    "mIoU",
+    CHANGE_COLUMN,
+    "ms/tile p50",
+    "FPS",
+    "RSS MB",
+    "speed-up vs float32",
 )
 
 
@@ -138,7 +160,9 @@ def notes(report: dict[str, Any]) -> str:
         "- `speed-up vs float32` = float32 export's median ms/tile / this model's, same thread count.",
     ]
     for peak in report.get("peak") or []:
-        lines.append(f"- Float32 GEMM peak at {peak['threads']} thread(s): {peak['float32_gmacs']:.1f} GMAC/s (measured).")
+        lines.append(
+            f"- Float32 GEMM peak at {peak['threads']} thread(s): {peak['float32_gmacs']:.1f} GMAC/s (measured)."
+        )
     if settings.get("warning"):
         lines.insert(0, f"- **Warning:** {settings['warning']}")
     return "\n".join(lines) + "\n"
@@ -216,7 +240,9 @@ def write_outputs(result: BenchResult, out: Path, with_plot: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     report = result.report
     written = {
-        "markdown": write_text(out / "benchmarks.md", "\n".join([markdown_table(report), notes(report), *corruption_lines(report)])),
+        "markdown": write_text(
+            out / "benchmarks.md", "\n".join([markdown_table(report), notes(report), *corruption_lines(report)])
+        ),
         "json": write_text(out / "benchmarks.json", json.dumps(report, indent=2) + "\n"),
         "log": write_text(out / "benchmarks.log", log_text(result)),
     }

@@ -11,6 +11,7 @@ imports, before the model, so the model's own share can be read off.
 Run as ``python -m marsedge.benchmarks.rss MODEL --threads N --frame-size HxW`` it prints
 one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """What ``marsedge bench`` measures: its settings, their parsing and its error type."""
+
 from __future__ import annotations
 
 import shlex
@@ -88,9 +89,18 @@ class BenchSettings:
             args += ["--data", self.data]
         args += ["--split", self.split] if self.split else []
         args += [
-            "--tiles", str(self.tiles), "--threads", ",".join(map(str, self.threads)),
-            "--runs", str(self.runs), "--warmup", str(self.warmup),
-            "--frame-size", f"{self.frame_size[0]}x{self.frame_size[1]}", "--frame-runs", str(self.frame_runs),
+            "--tiles",
+            str(self.tiles),
+            "--threads",
+            ",".join(map(str, self.threads)),
+            "--runs",
+            str(self.runs),
+            "--warmup",
+            str(self.warmup),
+            "--frame-size",
+            f"{self.frame_size[0]}x{self.frame_size[1]}",
+            "--frame-runs",
+            str(self.frame_runs),
         ]
         args += [] if self.keras else ["--no-keras"]
         args += [] if self.rss else ["--no-rss"]

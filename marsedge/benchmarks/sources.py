@@ -1,4 +1,5 @@
 """Which models ``marsedge bench`` measures, and the labelled tiles it scores them on."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -78,8 +79,11 @@ def discover(settings: BenchSettings) -> tuple[list[Candidate], list[Any]]:
         unique = [
             twin
             for c in unique
-            for twin in ([c, Candidate(f"{c.label} +TTA", c.format, c.kind, c.path, c.run, tta=True)]
-                         if c.kind == "tflite" else [c])
+            for twin in (
+                [c, Candidate(f"{c.label} +TTA", c.format, c.kind, c.path, c.run, tta=True)]
+                if c.kind == "tflite"
+                else [c]
+            )
         ]
     return unique, runs
 
@@ -176,7 +180,9 @@ def _file_tiles(settings: BenchSettings, candidates: Sequence[Candidate]):
             "(the default, $MARSEDGE_DATA or ../shared/data/mars_terrain_64x128.npz, is absent)"
         )
     metadata = [read_metadata(c.path) for c in candidates if c.kind == "tflite"]
-    recipes = {json.dumps({k: v for k, v in (m.get("split") or {}).items() if k != "sizes"}, sort_keys=True) for m in metadata}
+    recipes = {
+        json.dumps({k: v for k, v in (m.get("split") or {}).items() if k != "sizes"}, sort_keys=True) for m in metadata
+    }
     why = "the models' metadata carries no split recipe"
     splits = None
     if len(recipes) > 1:

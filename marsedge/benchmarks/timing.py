@@ -1,4 +1,5 @@
 """Timing one model through the edge runtime's own code path (:class:`Segmenter`)."""
+
 from __future__ import annotations
 
 import contextlib

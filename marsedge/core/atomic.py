@@ -3,6 +3,7 @@
 The one write helper of marsedge (run directories, exports, reports, and the edge
 runtime's masks, overlays, records and journal). Standard library only.
 """
+
 from __future__ import annotations
 
 import json

@@ -400,7 +400,11 @@ def _rgb(value: Any) -> tuple[int, int, int]:
             return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
         except ValueError:
             pass
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
+    ):
         return tuple(value)  # type: ignore[return-value]
     return (128, 128, 128)
 

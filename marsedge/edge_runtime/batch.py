@@ -50,10 +50,13 @@ def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> tuple[list[
             images = _images_in(Path(source), recursive)
             nested = 0 if recursive else _images_below(Path(source))
             if nested:
-                problems.append(InputProblem(
-                    source, f"{nested} image(s) in subfolders not segmented (add --recursive to include them)",
-                    notice=True,
-                ))
+                problems.append(
+                    InputProblem(
+                        source,
+                        f"{nested} image(s) in subfolders not segmented (add --recursive to include them)",
+                        notice=True,
+                    )
+                )
             if not images:
                 problems.append(InputProblem(source, "directory has no PNG or JPEG images"))
             for image in images:

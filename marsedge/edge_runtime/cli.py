@@ -42,15 +42,29 @@ def run(
         "marsedge_out"
     ),
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON record per image on stdout.")] = False,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Interpreter CPU threads; default: its own choice.")] = None,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, help="Interpreter CPU threads; default: its own choice.")
+    ] = None,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write the overlay PNG.")] = True,
     tile_overlap: Annotated[
-        int, typer.Option(min=0, rich_help_panel=_ADVANCED, help="Pixels shared by neighbouring tiles of frames larger than the model input.")
+        int,
+        typer.Option(
+            min=0,
+            rich_help_panel=_ADVANCED,
+            help="Pixels shared by neighbouring tiles of frames larger than the model input.",
+        ),
     ] = DEFAULT_TILE_OVERLAP,
     reference_kernels: Annotated[
-        bool, typer.Option("--reference-kernels", rich_help_panel=_ADVANCED, help="Builtin reference kernels (no XNNPACK): slower, bit-identical across CPUs.")
+        bool,
+        typer.Option(
+            "--reference-kernels",
+            rich_help_panel=_ADVANCED,
+            help="Builtin reference kernels (no XNNPACK): slower, bit-identical across CPUs.",
+        ),
     ] = False,
-    tta: Annotated[bool, typer.Option("--tta", help="Also segment the mirrored image and average (twice the time).")] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Also segment the mirrored image and average (twice the time).")
+    ] = False,
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Also segment the images in subfolders of a directory INPUT.")
     ] = False,
@@ -64,7 +78,12 @@ def run(
         ),
     ] = DEFAULT_MAX_PIXELS,
     expect_int8: Annotated[
-        bool, typer.Option("--expect-int8", rich_help_panel=_ADVANCED, help="Refuse a model that is not integer-quantised (float32, float16, dynamic range).")
+        bool,
+        typer.Option(
+            "--expect-int8",
+            rich_help_panel=_ADVANCED,
+            help="Refuse a model that is not integer-quantised (float32, float16, dynamic range).",
+        ),
     ] = False,
     watch_dir: Annotated[
         Optional[Path],
@@ -77,7 +96,8 @@ def run(
         ),
     ] = None,
     poll_interval: Annotated[
-        float, typer.Option(min=0.01, rich_help_panel=_WATCH, help="Seconds between two looks at the --watch directory.")
+        float,
+        typer.Option(min=0.01, rich_help_panel=_WATCH, help="Seconds between two looks at the --watch directory."),
     ] = DEFAULT_POLL_INTERVAL,
     frame_width: Annotated[
         Optional[float],

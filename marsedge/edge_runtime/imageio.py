@@ -237,7 +237,9 @@ def overlay_png(
     for i, c in enumerate(shown):
         top = gray.shape[0] + pad + i * row
         draw.rectangle((pad, top + 1, pad + row - 3, top + row - 2), fill=c.color)
-        draw.text((pad * 2 + row, top), f"{c.name} {100 * fractions.get(c.name, 0.0):.1f}%", fill=(255, 255, 255), font=font)
+        draw.text(
+            (pad * 2 + row, top), f"{c.name} {100 * fractions.get(c.name, 0.0):.1f}%", fill=(255, 255, 255), font=font
+        )
     return _png_bytes(canvas)
 
 

@@ -156,9 +156,9 @@ class Segmenter:
             )
         self._input_lut = self._tiles.lut
         self._class_ids = self._tiles.output_classes
-        self._weights = (
-            ramp(self.tile_height, tile_overlap)[:, None] * ramp(self.tile_width, tile_overlap)[None, :]
-        )[..., None]
+        self._weights = (ramp(self.tile_height, tile_overlap)[:, None] * ramp(self.tile_width, tile_overlap)[None, :])[
+            ..., None
+        ]
         self._lock = threading.Lock()
         self.model_info = {
             "name": self.metadata["name"],

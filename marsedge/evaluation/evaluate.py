@@ -5,6 +5,7 @@ Tile data sets (the AN2DL .npz, PNG tile folders) are at model resolution alread
 scale 1; whole camera frames go through the runtime's resize rule instead
 (:func:`marsedge.benchmarks.frames.evaluate_frames`).
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,11 +5,13 @@ weights, float activations); ``ptq`` (full-integer, calibrated on representative
 training tiles); ``qat`` (full-integer from the fake-quantised QAT model). Both int8
 formats take and return int8 tensors and must hold no float tensor at all.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -205,9 +207,7 @@ def describe(content: bytes) -> dict[str, Any]:
     ops = interpreter._get_ops_details()  # noqa: SLF001 - the only way to list ops from Python
     counts = Counter(op["op_name"] for op in ops)
     dtype = lambda index: np.dtype(tensors[index]["dtype"]).name  # noqa: E731
-    float_tensors = sorted(
-        {t["name"] for t in tensors.values() if np.dtype(t["dtype"]).name not in _INTEGER_DTYPES}
-    )
+    float_tensors = sorted({t["name"] for t in tensors.values() if np.dtype(t["dtype"]).name not in _INTEGER_DTYPES})
 
     def io(details: dict) -> dict:
         scale, zero_point = details["quantization"]

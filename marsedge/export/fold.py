@@ -15,6 +15,7 @@ times the channels followed by depth-to-space. Int8 kernels run that form severa
 faster (``tools/upsample_speed.py``; 0.076 vs 0.012 ms for the shipped model's logits),
 so the folded graph uses it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -153,7 +154,9 @@ def fold_for_int8(model):
         if isinstance(layer, layers.InputLayer):
             continue
         if len(layer._inbound_nodes) != 1:  # noqa: SLF001
-            raise ValueError(f"layer {layer.name} is used {len(layer._inbound_nodes)} times; cannot fold a shared layer")
+            raise ValueError(
+                f"layer {layer.name} is used {len(layer._inbound_nodes)} times; cannot fold a shared layer"
+            )
         if layer.name in absorbed:
             tensors[id(layer.output)] = mapped(layer.input)
             continue

@@ -1,4 +1,5 @@
 """``export_run``: a trained run directory -> .tflite files with metadata, export.json, a table."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -127,8 +128,15 @@ def model_metadata(
         # lets `marsedge train --teacher FILE` prove the file never saw a student's val/test tiles
         source_split=rundir.split_fingerprint(rundir.split_indices(run), run.data_sha256),
         # lets `marsedge eval MODEL --split test` recompute the test split from the data alone
-        **({"split": split_recipe(run.config.to_dict(), run.config.data, run.data_sha256,
-                                  run.derived.get("split_sizes"))} if run.data_sha256 else {}),
+        **(
+            {
+                "split": split_recipe(
+                    run.config.to_dict(), run.config.data, run.data_sha256, run.derived.get("split_sizes")
+                )
+            }
+            if run.data_sha256
+            else {}
+        ),
         created=created,
     )
 
@@ -192,13 +200,17 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
         tick = time.perf_counter()
         graph, normalization = folded, folded_normalization
         if fmt == "qat":
-            qat_model, qat_masks = _quantization_aware(run, model, train, calibration, options, out, summary, val, reference)
+            qat_model, qat_masks = _quantization_aware(
+                run, model, train, calibration, options, out, summary, val, reference
+            )
             graph, normalization = split_input_normalization(qat_model)
         content = to_tflite(graph, fmt, run.input_shape, calibration if fmt in INT8_FORMATS else None, normalization)
         convert_seconds = time.perf_counter() - tick
         info = describe(content)
         try:
-            tflite = TileModel(content, output_classes=run.output_classes, threads=options.threads, normalization=normalization)
+            tflite = TileModel(
+                content, output_classes=run.output_classes, threads=options.threads, normalization=normalization
+            )
         except ModelError as exc:
             raise ExportError(f"{fmt}: the converted model does not run: {exc}") from None
         masks = tflite.predict_masks(val.images)
@@ -225,7 +237,12 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
             summary["formats"][fmt]["agreement_with_qat_keras"] = pixel_agreement(masks, qat_masks)
         log.info(
             "%s: %s, %.0f KB, val mIoU %.4f, agreement %.4f (%.0f s)",
-            fmt, path, len(data) / 1024, report["mean_iou"], report["agreement"], time.perf_counter() - tick,
+            fmt,
+            path,
+            len(data) / 1024,
+            report["mean_iou"],
+            report["agreement"],
+            time.perf_counter() - tick,
         )
     summary["gate"] = accuracy_gate(summary, options)
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -240,8 +257,8 @@ def _quantization_aware(run, model, train, calibration, options, out, summary, v
 
     Returns the QAT Keras model and its val masks.
     """
-    from marsedge.train.predict import KerasTileModel
     from marsedge.export.qat import build_qat_model, calibrate_ranges, fine_tune
+    from marsedge.train.predict import KerasTileModel
 
     tick = time.perf_counter()
     qat_model = build_qat_model(model)
@@ -252,8 +269,16 @@ def _quantization_aware(run, model, train, calibration, options, out, summary, v
         return score(val.masks, masks)["mean_iou"]
 
     result = fine_tune(
-        qat_model, run, train.images, train.masks, options.qat_epochs, options.qat_lr, options.qat_fraction,
-        options.batch_size, calibration=calibration, validate=validate,
+        qat_model,
+        run,
+        train.images,
+        train.masks,
+        options.qat_epochs,
+        options.qat_lr,
+        options.qat_fraction,
+        options.batch_size,
+        calibration=calibration,
+        validate=validate,
     )
     qat_model.save_weights(str(out / QAT_WEIGHTS))
     qat_masks = KerasTileModel(qat_model, run.output_classes, run.input_shape).predict_masks(val.images)
@@ -315,7 +340,10 @@ def format_table(summary: dict[str, Any]) -> str:
     for fmt, entry in summary["formats"].items():
         rows.append(_row(fmt, entry["size_bytes"], entry["val"]))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [" | ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in [header, *rows]]
+    lines = [
+        " | ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
+        for r in [header, *rows]
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 

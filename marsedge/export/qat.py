@@ -7,13 +7,14 @@ normalisation, squeeze-excitation multiply, global-context pooling) or where its
 wrong for us (a convolution straight into a ReLU). A layer nothing covers raises
 :class:`QuantizationError` naming it, before tfmot gets to fail obscurely.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -134,7 +135,11 @@ def _scheme():
     require_tfmot()
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_layout_transform as layout,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_scheme as scheme,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_transforms as transforms,
     )
     from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
@@ -329,7 +334,11 @@ def fine_tune(
             raise QuantizationError(f"QAT fine-tuning diverged at epoch {epoch + 1}; lower --qat-lr")
         log.info(
             "QAT epoch %d/%d: %d steps, loss %.4f, %.0f s",
-            epoch + 1, epochs, steps, losses[-1], time.perf_counter() - tick,
+            epoch + 1,
+            epochs,
+            steps,
+            losses[-1],
+            time.perf_counter() - tick,
         )
         score(epoch + 1)
     if best_weights is not None:

@@ -4,6 +4,7 @@ Every config here is plain 8-bit asymmetric per-tensor on activations (what TFLi
 kernels take) and 8-bit symmetric on weights, so the fake-quant ranges learned in QAT are
 exactly the scales the converter writes into the .tflite file.
 """
+
 from __future__ import annotations
 
 from marsedge.train.model import DepthToSpace, SpatialSoftmaxPool

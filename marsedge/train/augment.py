@@ -5,6 +5,7 @@ statelessly from ``(seed, epoch, batch)`` so a run is reproducible with ``--seed
 Images are bilinearly resampled; masks use nearest neighbour and fill with class 0
 (unlabeled, ignored by loss and metric), so labels stay valid.
 """
+
 from __future__ import annotations
 
 import math

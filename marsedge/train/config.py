@@ -1,4 +1,5 @@
 """Training configuration: frozen dataclasses with defaults that work, saved as JSON."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,7 +68,9 @@ class ModelConfig:
         if not self.dilation_rates or any(r < 1 for r in self.dilation_rates):
             raise MarsEdgeError(f"dilation_rates must be positive integers, got {self.dilation_rates}")
         if self.max_filters is not None and self.max_filters < self.base_filters:
-            raise MarsEdgeError(f"max_filters must be at least base_filters ({self.base_filters}), got {self.max_filters}")
+            raise MarsEdgeError(
+                f"max_filters must be at least base_filters ({self.base_filters}), got {self.max_filters}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise MarsEdgeError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.refine_filters < 0 or (self.refine_filters and (self.stem_stride == 1 or self.refine_filters < 2)):

@@ -1,4 +1,5 @@
 """Loading, validating, cleaning and splitting Mars terrain tiles (numpy only)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.core.classes import CLASS_NAMES
 from marsedge.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class TileSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, index: np.ndarray) -> "TileSet":
+    def subset(self, index: np.ndarray) -> TileSet:
         names = [self.names[i] for i in index] if self.names else []
         sources = self.sources[index] if self.sources is not None else None
         return TileSet(self.images[index], self.masks[index], self.source, names, sources, self.skipped)
@@ -81,7 +81,13 @@ AI4MARS_CLASSES = 4  # 0 soil, 1 bedrock, 2 sand, 3 big rock -> marsedge ids 1..
 def find_ai4mars(path: Path) -> Path | None:
     """The folder holding ``images/edr`` and ``labels/train`` at or below ``path``
     (``msl/`` and ``msl/ncam/`` as in the release), or None."""
-    for root in (path, path / "msl", path / "msl" / "ncam", *sorted(path.glob("*/msl")), *sorted(path.glob("*/msl/ncam"))):
+    for root in (
+        path,
+        path / "msl",
+        path / "msl" / "ncam",
+        *sorted(path.glob("*/msl")),
+        *sorted(path.glob("*/msl/ncam")),
+    ):
         if (root / "images" / "edr").is_dir() and (root / "labels" / "train").is_dir():
             return root
     return None
@@ -120,8 +126,10 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
     images_by_id = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     labels_by_id = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     ids = sorted(set(images_by_id) & set(labels_by_id))
-    skipped = {"without_label": len(set(images_by_id) - set(labels_by_id)),
-               "label_without_image": len(set(labels_by_id) - set(images_by_id))}
+    skipped = {
+        "without_label": len(set(images_by_id) - set(labels_by_id)),
+        "label_without_image": len(set(labels_by_id) - set(images_by_id)),
+    }
     if not ids:
         raise DataError(f"{root}: no frame in images/edr has a label in labels/train")
     sources, images, masks, shape = [], [], [], None
@@ -151,7 +159,9 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
         if shape is None:
             shape = size
         elif size != shape:
-            raise DataError(f"{image_path}: aspect {width}x{height} differs from the first frame's; frames must share one shape")
+            raise DataError(
+                f"{image_path}: aspect {width}x{height} differs from the first frame's; frames must share one shape"
+            )
         if image.size != size:
             image = image.resize(size, Image.BOX if width >= size[0] else Image.BICUBIC)
         label_img = Image.fromarray(np.where(label == AI4MARS_UNLABELED, 0, label + 1).astype(np.uint8))
@@ -162,8 +172,9 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
         images.append(np.asarray(image.reduce(2)))
         masks.append(np.asarray(label_img)[::2, ::2])
     log.info("%s: %d labelled frames (%s skipped)", root, len(ids), ", ".join(f"{v} {k}" for k, v in skipped.items()))
-    return TileSet(np.stack(images), np.stack(masks), str(path), [images_by_id[i].name for i in ids], np.stack(sources),
-                   skipped)
+    return TileSet(
+        np.stack(images), np.stack(masks), str(path), [images_by_id[i].name for i in ids], np.stack(sources), skipped
+    )
 
 
 def _load_npz(path: Path) -> TileSet:
@@ -176,9 +187,7 @@ def _load_npz(path: Path) -> TileSet:
         if "training_set" in keys:
             data = archive["training_set"]
             if data.ndim != 4 or data.shape[1] != 2:
-                raise DataError(
-                    f"{path}: training_set must have shape (N, 2, H, W) = [image, mask], got {data.shape}"
-                )
+                raise DataError(f"{path}: training_set must have shape (N, 2, H, W) = [image, mask], got {data.shape}")
             images, masks = data[:, 0], data[:, 1]
         elif "images" in keys and "masks" in keys:
             images, masks = archive["images"], archive["masks"]
@@ -257,7 +266,9 @@ def _load_folder(path: Path) -> TileSet:
         if image.shape != mask.shape:
             raise DataError(f"{mask_path}: mask size {mask.shape[::-1]} differs from image size {image.shape[::-1]}")
         if images and image.shape != images[0].shape:
-            raise DataError(f"{image_path}: size {image.shape[::-1]} differs from the first tile {images[0].shape[::-1]}")
+            raise DataError(
+                f"{image_path}: size {image.shape[::-1]} differs from the first tile {images[0].shape[::-1]}"
+            )
         images.append(image)
         masks.append(_as_masks(mask[None], mask_path)[0])
         names.append(image_path.name)

@@ -14,6 +14,7 @@ label still carry the teachers' knowledge of terrain.
 The targets travel through the input pipeline as extra channels of the mask tensor
 (``(B, H, W, 1 + C)``: class id, then C probabilities), so the same flips apply to both.
 """
+
 from __future__ import annotations
 
 import logging
@@ -106,7 +107,9 @@ class TFLiteTeacher:
         height, width = self.model.height, self.model.width
         if tiles.shape[1:] != (height, width):  # whole frames made of whole tiles (frame k = tiles 2k, 2k+1)
             if tiles.shape[1] % height or tiles.shape[2] % width:
-                raise RunDirError(f"teacher tiles are {height}x{width}; cannot cover {tiles.shape[1]}x{tiles.shape[2]} frames")
+                raise RunDirError(
+                    f"teacher tiles are {height}x{width}; cannot cover {tiles.shape[1]}x{tiles.shape[2]} frames"
+                )
             rows, cols = tiles.shape[1] // height, tiles.shape[2] // width
             parts = tiles.reshape(len(tiles), rows, height, cols, width).transpose(0, 1, 3, 2, 4)
             logits = self.predict(parts.reshape(-1, height, width, 1))

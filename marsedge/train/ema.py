@@ -9,10 +9,11 @@ exported model then use the averaged weights, which swing less from epoch to epo
 the raw ones. The shadow variables are tracked by ``module`` so a checkpoint holds them
 and a resumed run goes on averaging where it stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class WeightAverage:

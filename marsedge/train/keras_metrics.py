@@ -1,4 +1,5 @@
 """Streaming mean IoU for Keras, accumulated on a confusion matrix over the whole epoch."""
+
 from __future__ import annotations
 
 from marsedge.train.tf_env import keras, tf

@@ -3,6 +3,7 @@
 Masks hold class ids 0..4. With ``ignore_background`` the model has 4 output channels
 for classes 1..4 and class-0 pixels contribute nothing; otherwise 5 channels.
 """
+
 from __future__ import annotations
 
 import numpy as np

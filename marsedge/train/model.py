@@ -4,6 +4,7 @@ Input: ``(H, W, 1)`` raw grey values 0..255; a ``Rescaling`` layer normalises th
 inside the model so int8 input quantisation maps uint8 pixels almost exactly.
 Output: ``(H, W, C)`` logits, one channel per predicted class.
 """
+
 from __future__ import annotations
 
 from marsedge.train.config import ModelConfig

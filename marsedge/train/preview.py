@@ -1,4 +1,5 @@
 """PNG grid of image / truth / prediction for a fixed set of validation tiles."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,6 @@ import numpy as np
 from PIL import Image
 
 from marsedge.core.atomic import atomic_path
-
 from marsedge.core.classes import CLASS_COLORS
 
 PALETTE = np.array(CLASS_COLORS, dtype=np.uint8)

@@ -1,4 +1,5 @@
 """Reading a run directory written by ``marsedge train`` (used by export, eval and bench)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -136,9 +136,9 @@ def _draw_frame(rng: np.random.Generator, height: int, width: int) -> _FrameDraw
     coarse = rng.standard_normal(
         (_N_COARSE, _grid_shape(extent_v, coarse_cell), _grid_shape(width, coarse_cell))
     ).astype(np.float32)
-    fine = rng.standard_normal(
-        (_N_FINE, _grid_shape(extent_v, fine_cell), _grid_shape(width, fine_cell))
-    ).astype(np.float32)
+    fine = rng.standard_normal((_N_FINE, _grid_shape(extent_v, fine_cell), _grid_shape(width, fine_cell))).astype(
+        np.float32
+    )
     noise = rng.standard_normal((height, width), dtype=np.float32)
 
     region_bias = rng.normal([0.0, 0.1, -0.55], [0.4, 0.4, 0.5]).astype(np.float32)
@@ -181,9 +181,9 @@ def _draw_frame(rng: np.random.Generator, height: int, width: int) -> _FrameDraw
     py = rng.integers(0, height - 2, n_pebbles)
     px = rng.integers(0, width - 2, n_pebbles)
     bright = rng.random(n_pebbles) < 0.7
-    pebble_value = np.where(
-        bright, rng.uniform(25.0, 50.0, n_pebbles), -rng.uniform(20.0, 40.0, n_pebbles)
-    ).astype(np.float32)
+    pebble_value = np.where(bright, rng.uniform(25.0, 50.0, n_pebbles), -rng.uniform(20.0, 40.0, n_pebbles)).astype(
+        np.float32
+    )
 
     return _FrameDraw(
         rows_v=rows_v,
@@ -223,9 +223,7 @@ def _per_frame(draws: list[_FrameDraw], values: Callable[[_FrameDraw], float]) -
     return np.array([values(d) for d in draws], np.float32)[:, None, None]
 
 
-def _render_batch(
-    draws: list[_FrameDraw], height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _render_batch(draws: list[_FrameDraw], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     batch = len(draws)
     coarse_cell, fine_cell = _cell_sizes(height, width)
     coarse = _smooth_fields(draws, "coarse", coarse_cell, width)
@@ -322,9 +320,7 @@ def _render_batch(
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
 
-def _paint_rocks(
-    image: np.ndarray, terrain: np.ndarray, noise: np.ndarray, draw: _FrameDraw
-) -> None:
+def _paint_rocks(image: np.ndarray, terrain: np.ndarray, noise: np.ndarray, draw: _FrameDraw) -> None:
     """Draw big rocks and their shadows in place; marks rock pixels in ``terrain``."""
     height, width = image.shape
     lx, ly, lz = draw.light
@@ -368,26 +364,19 @@ def _check_seed(seed: int) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def _render_frames(
-    seed: int, first: int, count: int, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _render_frames(seed: int, first: int, count: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Frames ``first .. first + count - 1`` of ``seed``: uint8 (count, H, W) twice."""
     images = np.empty((count, height, width), np.uint8)
     masks = np.empty((count, height, width), np.uint8)
     per_batch = max(1, _BATCH_PIXELS // (height * width))
     for start in range(0, count, per_batch):
         stop = min(count, start + per_batch)
-        draws = [
-            _draw_frame(np.random.default_rng((seed, first + i)), height, width)
-            for i in range(start, stop)
-        ]
+        draws = [_draw_frame(np.random.default_rng((seed, first + i)), height, width) for i in range(start, stop)]
         images[start:stop], masks[start:stop] = _render_batch(draws, height, width)
     return images, masks
 
 
-def generate_frame(
-    height: int = 256, width: int = 256, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def generate_frame(height: int = 256, width: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Generate one synthetic NavCam-like frame.
 
     Args:
@@ -408,18 +397,14 @@ def generate_frame(
     return images[0], masks[0]
 
 
-def _tiles(
-    seed: int, first_frame: int, count: int, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _tiles(seed: int, first_frame: int, count: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     n_frames = (count + 1) // 2
     images, masks = _render_frames(seed, first_frame, n_frames, 2 * height, width)
     shape = (2 * n_frames, height, width)
     return images.reshape(shape)[:count], masks.reshape(shape)[:count]
 
 
-def generate_tiles(
-    count: int, height: int = 64, width: int = 128, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def generate_tiles(count: int, height: int = 64, width: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Generate tiles laid out like the real data set.
 
     Tiles ``2i`` and ``2i + 1`` are the top and bottom halves of one (2H, W) frame, the
@@ -444,9 +429,7 @@ def generate_tiles(
     return _tiles(int(seed), 0, int(count), int(height), int(width))
 
 
-def generate_dataset(
-    count: int, seed: int = 0, height: int = 64, width: int = 128
-) -> dict[str, np.ndarray]:
+def generate_dataset(count: int, seed: int = 0, height: int = 64, width: int = 128) -> dict[str, np.ndarray]:
     """Generate a data set in the AN2DL npz layout.
 
     The test tiles come from frames after the training frames, so no frame is shared.
@@ -496,9 +479,7 @@ def write_dataset(
     path = Path(path)
     dataset = generate_dataset(count, seed, height, width)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:
             np.savez_compressed(handle, **dataset)
@@ -512,9 +493,7 @@ def write_dataset(
     return path
 
 
-def write_png_frames(
-    directory: str | os.PathLike, count: int, size: int = 256, seed: int = 0
-) -> list[Path]:
+def write_png_frames(directory: str | os.PathLike, count: int, size: int = 256, seed: int = 0) -> list[Path]:
     """Write square synthetic frames as 8-bit grayscale PNGs.
 
     Args:

@@ -4,6 +4,7 @@ tensorflow-model-optimization 0.8.1 works only with Keras 2, so ``TF_USE_LEGACY_
 must be set before TensorFlow is first imported. Every module imports ``tf``, ``keras``
 and ``tfmot`` from here.
 """
+
 from __future__ import annotations
 
 import logging

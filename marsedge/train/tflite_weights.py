@@ -11,6 +11,7 @@ so those BatchNormalization layers stay fixed (not trainable) afterwards: fine-t
 changes the convolutions, and the model computes what the file computes before the first
 step.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """The training loop: data hygiene, split, AdamW + schedule, early stopping, checkpoints, resume."""
+
 from __future__ import annotations
 
 import contextlib
@@ -77,7 +78,11 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
     )
     log.info(
         "data %s: %d tiles, dropped %d (%s); frames grouped as %s; train/val/test = %s",
-        config.data, derived["tiles_used"], len(split["dropped"]), derived["cleaning"], derived["frame_grouping"],
+        config.data,
+        derived["tiles_used"],
+        len(split["dropped"]),
+        derived["cleaning"],
+        derived["frame_grouping"],
         derived["split_sizes"],
     )
     log.info(
@@ -301,7 +306,9 @@ def _soft_targets(config: TrainConfig, split, data_hash: str, derived: dict, tra
     if config.split_from:  # teachers may be trained on the tile file whose split these frames take
         _, tile_split, _, tile_hash = compute_split(tile_split_config(config))
         splits, hashes = [split, tile_split], [data_hash, tile_hash]
-    soft = teacher_targets(config.teachers, splits, hashes, derived["output_classes"], train_images, config.distill_temperature)
+    soft = teacher_targets(
+        config.teachers, splits, hashes, derived["output_classes"], train_images, config.distill_temperature
+    )
     keras.backend.clear_session()  # drop the teachers; the student starts from the same seed as without them
     keras.utils.set_random_seed(config.seed)
     return soft
@@ -360,13 +367,17 @@ class _Training:
                 model.load_weights(str(source.path / rundir.BEST_WEIGHTS))
                 log.info("weights from %s (its best epoch, val mIoU %s)", source.path,
                          source.metrics().get("val", {}).get("mean_iou", "?"))  # fmt: skip
-            optimizer = keras.optimizers.AdamW(learning_rate=_schedule(config, self.steps, keras, tf), weight_decay=config.weight_decay)
+            optimizer = keras.optimizers.AdamW(
+                learning_rate=_schedule(config, self.steps, keras, tf), weight_decay=config.weight_decay
+            )
             if config.mixed_precision:
                 optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
             loss = make_loss(config.loss, np.asarray(derived["class_weights"], np.float32), config.focal_gamma)
             if self.soft is not None:
                 soft_weights = (
-                    soft_class_weights(derived["class_weights"], derived["class_pixel_shares"], derived["output_classes"])
+                    soft_class_weights(
+                        derived["class_weights"], derived["class_pixel_shares"], derived["output_classes"]
+                    )
                     if config.distill_class_weighted
                     else None
                 )
@@ -395,7 +406,9 @@ class _Training:
             earlier_seconds=state.get("wall_seconds", sum(float(row.get("epoch_seconds") or 0) for row in history)),
         )  # fmt: skip
         loop = self.loop
-        log.info("resuming at epoch %d (best val mIoU %.4f at epoch %d)", start + 1, loop.best_miou, loop.best_epoch + 1)
+        log.info(
+            "resuming at epoch %d (best val mIoU %.4f at epoch %d)", start + 1, loop.best_miou, loop.best_epoch + 1
+        )
 
     def epoch(self, epoch: int, preview_index: np.ndarray) -> None:
         """Train one epoch, validate, keep the best weights, write history and checkpoint."""
@@ -542,7 +555,9 @@ class _Training:
         }
         if len(split["test"]):
             test_images, test_masks = tiles.images[split["test"]], tiles.masks[split["test"]]
-            metrics["test"] = iou_report(confusion_matrix(test_masks, predict(model, test_images, classes)), CLASS_NAMES)
+            metrics["test"] = iou_report(
+                confusion_matrix(test_masks, predict(model, test_images, classes)), CLASS_NAMES
+            )
         return metrics
 
 
@@ -634,4 +649,9 @@ def record_epochs_change(out: Path, epochs: int) -> None:
     )
     raw["train"]["epochs"] = epochs
     write_json(path, raw)
-    log.info("epoch budget changed from %s to %d after epoch %d", raw["epoch_changes"][-1]["from"], epochs, state["epoch"] + 1)
+    log.info(
+        "epoch budget changed from %s to %d after epoch %d",
+        raw["epoch_changes"][-1]["from"],
+        epochs,
+        state["epoch"] + 1,
+    )
