@@ -49,9 +49,9 @@ from marsedge.benchmarks.settings import (
 )
 from marsedge.benchmarks.sources import Candidate, discover, evaluation_tiles
 from marsedge.benchmarks.timing import SpeedRun, latency_stats, model_resolution, time_model
+from marsedge.core.classes import CLASS_NAMES
 from marsedge.core.metrics import SCORED_CLASSES
 from marsedge.errors import MarsEdgeError
-from marsedge.train.data import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 

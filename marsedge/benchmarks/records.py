@@ -13,9 +13,9 @@ import numpy as np
 from marsedge.benchmarks.settings import INT8_FORMATS
 from marsedge.benchmarks.sources import Candidate
 from marsedge.benchmarks.timing import SpeedRun, latency_stats
+from marsedge.core.classes import CLASS_NAMES
 from marsedge.core.metrics import confusion_matrix, iou_report, pixel_agreement
 from marsedge.errors import UsageError
-from marsedge.train.data import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 
