@@ -53,12 +53,16 @@ MODEL_NAME = "marsedge-navcam"
 RECIPE = "configs/marsedge_navcam.json"
 
 
-def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE) -> None:
-    for source_name, target_name in BUNDLE.items():
+# A variant ships its int8 file only, beside the default model's pair.
+VARIANTS = {"robust": {"marsedge_qat.tflite": "marsedge_robust_int8.tflite"}}
+
+
+def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE, variant: str | None = None) -> None:
+    for source_name, target_name in (VARIANTS[variant] if variant else BUNDLE).items():
         source = run / "export" / source_name
         content = source.read_bytes()
         metadata = read_metadata(content)
-        metadata["name"] = f"marsedge-bundled-{metadata['precision']}"
+        metadata["name"] = f"marsedge-bundled-{variant + '-' if variant else ''}{metadata['precision']}"
         metadata["bundled_from"] = str(source)
         metadata.update(model_name=model_name, recipe=recipe)
         _write(MODELS / target_name, content, metadata, str(source))
@@ -136,6 +140,7 @@ def main() -> None:
     parser.add_argument("--stamp-names", nargs=2, metavar=("NAME", "RECIPE"), help="record model_name and recipe")
     parser.add_argument("--name", default=MODEL_NAME, help="model_name given to a bundled run")
     parser.add_argument("--recipe", default=RECIPE, help="recipe (config file) recorded for a bundled run")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help="bundle the run as this variant (int8 only)")
     args = parser.parse_args()
     if args.stamp_names:
         stamp_names(*args.stamp_names)
@@ -144,7 +149,7 @@ def main() -> None:
     elif args.restamp:
         restamp_bundled(args.model_pixels_per_frame)
     elif args.run:
-        bundle(args.run, args.name, args.recipe)
+        bundle(args.run, args.name, args.recipe, args.variant)
     else:
         parser.error("give a run directory, --stamp-names NAME RECIPE, --stamp-split CONFIG or --restamp")
 

@@ -16,6 +16,7 @@ prints the whole-frame mean IoU of MODEL on that config's test split at 128..204
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import time
@@ -181,7 +182,11 @@ def split_test_frames(config_path: str | Path) -> tuple[np.ndarray, dict[str, st
     from marsedge.train.config import TrainConfig
     from marsedge.train.data import find_ai4mars
 
-    config = TrainConfig.load(config_path)
+    path = Path(config_path)
+    if path.name == rundir.CONFIG_FILE and "train" in json.loads(path.read_text()):  # a run directory's own
+        config = rundir.read_run(path.parent, need_weights=False).config
+    else:
+        config = TrainConfig.load(path)
     _, split, _, data_hash = trainer.compute_split(config)
     data = Path(config.data)
     if data.is_dir() and find_ai4mars(data) is not None:  # a run on whole frames: its split is of frames

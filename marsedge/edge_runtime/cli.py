@@ -36,7 +36,10 @@ def run(
         Optional[list[str]], typer.Argument(metavar="INPUT", help="Image files, directories and globs (PNG/JPEG).")
     ] = None,
     model: Annotated[
-        Optional[Path], typer.Option(help="marsedge .tflite model; default: the int8 model bundled with the package.")
+        Optional[Path],
+        typer.Option(
+            help="marsedge .tflite model, or a bundled model's name: navcam (the default) or navcam-robust (for noisy or blurred frames)."
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Directory for <stem>_mask.png, <stem>_overlay.png, <stem>.json.")] = Path(
         "marsedge_out"

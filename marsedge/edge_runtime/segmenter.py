@@ -23,6 +23,25 @@ from .tiling import pad_to, ramp, tile_origins
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "marsedge_int8.tflite"
+# Models that ship in the package, by the name a user may give instead of a path: the
+# default, and a variant fine-tuned for noisy, blurred and badly exposed frames (MODEL_CARD.md).
+BUNDLED_MODELS = {
+    "navcam": DEFAULT_MODEL,
+    "navcam-robust": DEFAULT_MODEL.with_name("marsedge_robust_int8.tflite"),
+}
+
+
+def model_path(model: str | Path | None) -> Path:
+    """The file ``model`` names: a path, a bundled model's name (:data:`BUNDLED_MODELS`; a
+    file of that name in the working directory wins), or None for the default."""
+    if model is None:
+        return DEFAULT_MODEL
+    path = Path(model)
+    if str(model) in BUNDLED_MODELS and not path.exists():
+        return BUNDLED_MODELS[str(model)]
+    return path
+
+
 DEFAULT_TILE_OVERLAP = 16
 
 
@@ -119,7 +138,7 @@ class Segmenter:
         self.options = SegmenterOptions(
             model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale
         )
-        self.model_path = Path(model) if model is not None else DEFAULT_MODEL
+        self.model_path = model_path(model)
         try:
             content = self.model_path.read_bytes()
         except OSError as exc:
