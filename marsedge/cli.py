@@ -6,11 +6,13 @@ problem, or a failed check; 2 a usage error; 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -114,6 +116,20 @@ def _fail_io(exc: OSError, fallback: str | os.PathLike[str]) -> NoReturn:
     """An OSError (disk full, permission denied, missing file) as one line: path and reason, exit 1."""
     where = exc.filename if exc.filename is not None else fallback
     _fail(f"{where}: {exc.strerror or exc}", 1)
+
+
+@contextlib.contextmanager
+def _one_line_errors(path: str | os.PathLike[str], interrupted: str = "interrupted") -> Iterator[None]:
+    """A command's failures as one ``error:`` line: library errors (:func:`_fail_with`),
+    OSError with ``path`` when it names none (:func:`_fail_io`), Ctrl-C (exit 130)."""
+    try:
+        yield
+    except MarsEdgeError as exc:
+        _fail_with(exc)
+    except OSError as exc:
+        _fail_io(exc, path)
+    except KeyboardInterrupt:
+        _fail(interrupted, 130)
 
 
 def default_data_path() -> Path | None:
@@ -262,7 +278,7 @@ def train(
     """Train a compact U-Net on Mars terrain tiles and write a run directory."""
     _setup_logging(verbose)
     given = _given_options(ctx)
-    try:
+    with _one_line_errors(out, f"interrupted; continue with: marsedge train --out {out} --resume"):
         from marsedge.train.config import TrainConfig
 
         base = TrainConfig.load(config) if config else TrainConfig()
@@ -318,12 +334,6 @@ def train(
             from marsedge.train.trainer import train as run_training
 
             metrics = run_training(settings, resume=resume)
-    except MarsEdgeError as exc:
-        _fail_with(exc)
-    except OSError as exc:
-        _fail_io(exc, out)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; continue with: marsedge train --out {out} --resume", 130)
     typer.echo(f"val mIoU {metrics['val']['mean_iou']:.4f} (best epoch {metrics['best_epoch']}); run directory: {out}")
 
 
@@ -500,25 +510,20 @@ def bench(
         )
     except ValueError as exc:
         _fail(str(exc))
-    try:
-        if profile_ops:
-            _profile_ops(settings, out, json_output, write_doc, doc_note)
-            return
-        result = benchmark.run_bench(settings, progress=_progress_bar())
-        failures = benchmark.check_results(result.report, min_miou, max_iou_drop)
-        written = report.write_outputs(result, out)
-        if write_doc is not None:
-            plot_link = os.path.relpath(written["plot"], write_doc.parent) if "plot" in written else None
-            section = report.doc_section(result.report, placeholder=doc_note, plot_link=plot_link)
-            written["doc"] = report.update_doc(write_doc, section)
-    except MarsEdgeError as exc:
-        _fail_with(exc)
-    except ModelError as exc:
-        _fail(str(exc), 1)
-    except OSError as exc:
-        _fail_io(exc, out)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    with _one_line_errors(out):
+        try:
+            if profile_ops:
+                _profile_ops(settings, out, json_output, write_doc, doc_note)
+                return
+            result = benchmark.run_bench(settings, progress=_progress_bar())
+            failures = benchmark.check_results(result.report, min_miou, max_iou_drop)
+            written = report.write_outputs(result, out)
+            if write_doc is not None:
+                plot_link = os.path.relpath(written["plot"], write_doc.parent) if "plot" in written else None
+                section = report.doc_section(result.report, placeholder=doc_note, plot_link=plot_link)
+                written["doc"] = report.update_doc(write_doc, section)
+        except ModelError as exc:
+            _fail(str(exc), 1)
     warning = result.report["settings"].get("warning")
     if warning:
         typer.echo(f"WARNING: {warning}", err=True)
@@ -655,7 +660,7 @@ def export(
 ) -> None:
     """Quantise a trained run (QAT int8 and comparison formats), export TFLite and print the accuracy table."""
     _setup_logging(verbose)
-    try:
+    with _one_line_errors(out or Path(run_dir) / "export"):
         from marsedge.export import AccuracyGateError, ExportOptions, export_run, format_table
         from marsedge.export.convert import INT8_FORMATS
 
@@ -685,12 +690,6 @@ def export(
         except AccuracyGateError as exc:
             typer.echo(format_table(exc.summary))
             _fail(str(exc), 1)
-    except MarsEdgeError as exc:
-        _fail_with(exc)
-    except OSError as exc:
-        _fail_io(exc, out or Path(run_dir) / "export")
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     typer.echo(format_table(summary))
     target = Path(out) if out else Path(run_dir) / "export"
     gate_line = summary["gate"]["message"]
@@ -765,7 +764,7 @@ def evaluate(
     if corruptions:
         _corruptions(model, data, split.value if split else None, config, frames, threads, json_output, plot, save_json)
         return
-    try:
+    with _one_line_errors(model):
         from marsedge.evaluation.evaluate import evaluate as run_evaluation
 
         if data is None:
@@ -779,12 +778,6 @@ def evaluate(
             confusion_png(
                 report["confusion_matrix"], plot, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)"
             )
-    except MarsEdgeError as exc:
-        _fail_with(exc)
-    except OSError as exc:
-        _fail_io(exc, model)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -830,16 +823,10 @@ def compare(
 ) -> None:
     """Are these models really different? Mean IoU of each, and its difference to the first with a 95% interval from a paired bootstrap over frames."""
     _setup_logging(verbose)
-    try:
+    with _one_line_errors(data or sources[0]):
         from marsedge.evaluation.compare import compare_markdown, compare_models
 
         report = compare_models(sources, data, split.value, resamples, seed, ensemble, threads, tta)
-    except MarsEdgeError as exc:
-        _fail_with(exc)
-    except OSError as exc:
-        _fail_io(exc, data or sources[0])
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     typer.echo(json.dumps(report, indent=2) if json_output else compare_markdown(report))
 
 
@@ -878,7 +865,7 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
             f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)",
             1,
         )
-    try:
+    with _one_line_errors(data):
         models = bench.precision_models(model)
         split = split or "test"
         if config is None and model.is_dir() and (model / "config.json").is_file():
@@ -893,12 +880,6 @@ def _corruptions(model, data, split, config, frames, threads, json_output, plot,
             bench.write_json(report, save_json)
         if plot:
             bench.plot(report["tables"], plot)
-    except MarsEdgeError as exc:
-        _fail_with(exc)
-    except OSError as exc:
-        _fail_io(exc, data)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -1010,18 +991,13 @@ def batch(
         batch_size=batch_size,
         segmenter=SegmenterOptions(model=model, tile_overlap=tile_overlap, frame_width=frame_width, scale=scale),
     )
-    try:
-        result = run_batch(options, progress=_progress_bar())
-    except ModelError as exc:
-        _fail(f"{model or 'bundled model'}: {exc}", 1)
-    except ValueError as exc:  # a resize or tiling option the model cannot take
-        _fail(str(exc), 2)
-    except MarsEdgeError as exc:
-        _fail_with(exc)
-    except OSError as exc:
-        _fail_io(exc, out)
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command again to finish the rest", 130)
+    with _one_line_errors(out, "interrupted; run the same command again to finish the rest"):
+        try:
+            result = run_batch(options, progress=_progress_bar())
+        except ModelError as exc:
+            _fail(f"{model or 'bundled model'}: {exc}", 1)
+        except ValueError as exc:  # a resize or tiling option the model cannot take
+            _fail(str(exc), 2)
     for source, message in result.problems:
         typer.echo(f"error: {source}: {message}", err=True)
     for row in result.rows:
