@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from marsedge.export.convert import ExportError, representative_dataset
+from tests._models import vary_batch_norm
 
 pytest.importorskip("tensorflow_model_optimization")
 
@@ -31,13 +32,7 @@ def attention_model():
         mean=60.0,
         std=25.0,
     )
-    rng = np.random.default_rng(0)
-    for layer in model.layers:  # non-trivial batch-norm statistics, so folding is tested
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights(
-                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2, n)]
-            )
+    vary_batch_norm(model, seed=0, offset=0.1, mean=0.1, variance=(0.5, 2.0))
     return model
 
 

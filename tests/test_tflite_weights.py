@@ -16,6 +16,7 @@ from marsedge.train.config import ModelConfig  # noqa: E402
 from marsedge.train.model import build_unet  # noqa: E402
 from marsedge.train.tf_env import keras  # noqa: E402
 from marsedge.train.tflite_weights import load_tflite_weights  # noqa: E402
+from tests._models import vary_batch_norm  # noqa: E402
 
 SHAPE = ModelConfig(base_filters=4, depth=2, dilation_rates=(1,), bottleneck_filters=8, stem_stride=1, max_filters=8)
 
@@ -24,13 +25,7 @@ def _trained_looking(seed: int):
     """A small U-Net whose batch norms hold non-trivial statistics, as after training."""
     keras.utils.set_random_seed(seed)
     model = build_unet(SHAPE, (16, 32), 4, mean=60.0, std=25.0)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights(
-                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.uniform(0.3, 2.0, n)]
-            )
+    vary_batch_norm(model, seed=seed, offset=0.3, mean=0.5, variance=(0.3, 2.0))
     return model
 
 
