@@ -1,0 +1,56 @@
+"""A run whose weights lie between a fine-tuned run and the float32 file it started from.
+
+    python tools/interpolate_weights.py runs/navcam_robust_ft --alpha 0.5 --out runs/navcam_robust_mix50
+
+Weight-space interpolation of a fine-tune with its starting point (WiSE-FT, Wortsman et
+al. 2022): ``(1 - alpha) * start + alpha * fine_tuned``, layer by layer. A run fine-tuned
+with ``init_from`` a float32 export stays in the basin of its start (batch normalisation
+fixed at the file's fold), so the two can be mixed: alpha 0 is the start, 1 the fine-tune.
+The start is the run's ``init_from`` file unless ``--start`` names another. The output is a
+run directory (the fine-tune's config, split and derived values, the mixed best weights)
+that `marsedge export` and `marsedge eval` take as they take any run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+
+def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = None) -> Path:
+    from marsedge.train import rundir
+    from marsedge.train.tflite_weights import load_tflite_weights
+
+    run = rundir.read_run(run_dir)
+    start = Path(start or run.config.init_from or "")
+    if start.suffix != ".tflite" or not start.is_file():
+        raise SystemExit(f"{run_dir}: its init_from is not a float32 .tflite file; give --start")
+    tuned = rundir.load_model(run)
+    base = rundir.load_model(run)
+    load_tflite_weights(base, start)
+    mixed = [(1.0 - alpha) * b + alpha * t for b, t in zip(base.get_weights(), tuned.get_weights())]
+    tuned.set_weights(mixed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (rundir.CONFIG_FILE, rundir.SPLIT_FILE):
+        shutil.copy2(run.path / name, out / name)
+    tuned.save_weights(str(out / rundir.BEST_WEIGHTS))
+    (out / "interpolation.json").write_text(
+        json.dumps({"fine_tuned": str(run_dir), "start": str(start), "alpha": alpha}, indent=2) + "\n"
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the fine-tuned run directory")
+    parser.add_argument("--alpha", type=float, required=True, help="share of the fine-tune (0..1)")
+    parser.add_argument("--start", type=Path, help="the float32 .tflite it started from (default: its init_from)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    print(interpolate(args.run, args.out, args.alpha, args.start))
+
+
+if __name__ == "__main__":
+    main()
