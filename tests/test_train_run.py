@@ -436,3 +436,40 @@ def test_ema_select_either_needs_weight_averaging():
         TrainConfig(ema_select="either")
     with pytest.raises(MarsEdgeError, match="ema_select"):
         TrainConfig(ema_decay=0.99, ema_select="raw")
+
+
+def test_interpolated_weights_lie_between_a_fine_tune_and_its_start(tiny_data, tmp_path):
+    """tools/interpolate_weights.py (WiSE-FT): (1 - alpha) * start + alpha * fine-tune, as a run directory."""
+    from conftest import load_tool
+
+    from marsedge.export.pipeline import ExportOptions, export_run
+    from marsedge.train import rundir
+    from marsedge.train.tflite_weights import load_tflite_weights
+
+    tool = load_tool("interpolate_weights")
+    source = tmp_path / "source"
+    train(_config(tiny_data, source, epochs=2), progress=False)
+    export_run(source, ExportOptions(formats=("float32",), out=str(tmp_path / "export"), gate=False))
+    start = tmp_path / "export" / "marsedge_float32.tflite"
+    tuned = tmp_path / "tuned"
+    train(_config(tiny_data, tuned, init_from=str(start), learning_rate=1e-2), progress=False)
+
+    weights = {}
+    for alpha in (0.0, 0.25, 1.0):
+        out = tool.interpolate(tuned, tmp_path / f"mix{alpha}", alpha)
+        weights[alpha] = rundir.load_model(rundir.read_run(out)).get_weights()
+        assert json.loads((out / "interpolation.json").read_text())["alpha"] == alpha
+    base = rundir.load_model(rundir.read_run(tuned))
+    fine = base.get_weights()
+    load_tflite_weights(base, start)
+    for s, f, w0, w1, mix in zip(base.get_weights(), fine, weights[0.0], weights[1.0], weights[0.25]):
+        np.testing.assert_allclose(w0, s, atol=1e-6)
+        np.testing.assert_allclose(w1, f, atol=1e-6)
+        np.testing.assert_allclose(mix, 0.75 * s + 0.25 * f, atol=1e-5)
+    assert any(not np.allclose(s, f) for s, f in zip(base.get_weights(), fine))
+
+    # the source run keeps its own batch-norm statistics: mixing it with the file is refused
+    with pytest.raises(SystemExit, match="batch normalisation"):
+        tool.interpolate(source, tmp_path / "bad", 0.5, start)
+    with pytest.raises(SystemExit, match="alpha"):
+        tool.interpolate(tuned, tmp_path / "bad", 1.5)

@@ -18,6 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 
 def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = None) -> Path:
     from marsedge.train import rundir
@@ -27,9 +29,21 @@ def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = Non
     start = Path(start or run.config.init_from or "")
     if start.suffix != ".tflite" or not start.is_file():
         raise SystemExit(f"{run_dir}: its init_from is not a float32 .tflite file; give --start")
+    if not 0.0 <= alpha <= 1.0:
+        raise SystemExit(f"--alpha must be in [0, 1], got {alpha}")
     tuned = rundir.load_model(run)
     base = rundir.load_model(run)
     load_tflite_weights(base, start)
+    # Layer-wise mixing is only meaningful when both hold the same batch-norm fold: a run
+    # fine-tuned from the file keeps the file's (fixed) normalisation.
+    for before, after in zip(base.layers, tuned.layers):
+        if "BatchNormalization" in type(before).__name__ and not all(
+            np.allclose(b, t) for b, t in zip(before.get_weights(), after.get_weights())
+        ):
+            raise SystemExit(
+                f"{run_dir}: its batch normalisation ({before.name}) differs from {start}'s; "
+                "interpolate a run fine-tuned from that file (init_from)"
+            )
     mixed = [(1.0 - alpha) * b + alpha * t for b, t in zip(base.get_weights(), tuned.get_weights())]
     tuned.set_weights(mixed)
     out.mkdir(parents=True, exist_ok=True)
