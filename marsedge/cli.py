@@ -736,7 +736,7 @@ def evaluate(
     config: Annotated[
         Optional[Path],
         typer.Option(
-            help="With --corruptions: the training config whose test split is scored (default: a run's config.json, or the recipe a .tflite names).",
+            help="With --corruptions: the training config whose test (or --split val) split is scored (default: a run's config.json, or the recipe a .tflite names).",
             rich_help_panel="Corruption benchmark",
         ),
     ] = None,

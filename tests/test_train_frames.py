@@ -85,6 +85,29 @@ def test_frames_inherit_the_split_of_the_tiles_cut_from_them(tmp_path):
     assert derived["input_shape"] == [64, 64] and derived["whole_frames"]
 
 
+def test_corruption_benchmark_scores_the_test_or_the_val_frames_of_a_frame_run(tmp_path):
+    """``marsedge eval --corruptions --split val`` chooses between models on val frames, never test ones."""
+    import json
+
+    from marsedge.benchmarks.corruptions import select_frames
+    from marsedge.errors import UsageError
+    from marsedge.train.config import TrainConfig
+    from marsedge.train.trainer import compute_split
+
+    write_ai4mars(tmp_path / "frames", count=40, size=64, seed=5)
+    config = TrainConfig(data=str(tmp_path / "frames"), frame_pixels=32, val_fraction=0.2, test_fraction=0.2)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    _, split, _, _ = compute_split(config)
+    picked = {name: select_frames(tmp_path / "run", tmp_path / "frames", name, path) for name in ("val", "test")}
+    for name, positions in picked.items():
+        assert sorted(positions) == sorted(split[name]), name
+    assert not set(picked["val"]) & set(picked["test"])
+    assert len(select_frames(tmp_path / "run", tmp_path / "frames", "val", path, count=3)) == 3
+    with pytest.raises(UsageError, match="not 'train'"):
+        select_frames(tmp_path / "run", tmp_path / "frames", "train", path)
+
+
 def test_split_from_a_file_of_other_frames_is_refused(tmp_path):
     from marsedge.errors import MarsEdgeError
     from marsedge.train.config import TrainConfig

@@ -234,8 +234,8 @@ def precision_models(model: str | Path) -> dict[str, Path]:
     return models
 
 
-def test_frames(model: str | Path, config: str | Path, root: str | Path) -> np.ndarray:
-    """Positions (sorted id order) of the frames behind ``config``'s test tiles, checked
+def test_frames(model: str | Path, config: str | Path, root: str | Path, split: str = "test") -> np.ndarray:
+    """Positions (sorted id order) of the frames behind ``config``'s test (or val) tiles, checked
     against the split the model records (``source_split``): frames a model trained on
     must not score it.
 
@@ -246,13 +246,13 @@ def test_frames(model: str | Path, config: str | Path, root: str | Path) -> np.n
     from marsedge.benchmarks.frames import split_test_frames
     from marsedge.core.metadata import read_metadata
 
-    frames, fingerprint = split_test_frames(config)
+    frames, fingerprint = split_test_frames(config, split)
     recorded = read_metadata(model).get("source_split") if Path(model).suffix == ".tflite" else None
-    if recorded and recorded.get("test") != fingerprint.get("test"):
-        raise DataError(f"{model}: was not trained on the split of {config}; its test frames are unknown")
+    if recorded and recorded.get(split) != fingerprint.get(split):
+        raise DataError(f"{model}: was not trained on the split of {config}; its {split} frames are unknown")
     count = len(list((Path(root) / "msl" / "ncam" / "images" / "edr").glob("*.JPG")))
     if count and frames.max() >= count:
-        raise DataError(f"{root}: {count} frames, but the test split of {config} names frame {frames.max()}")
+        raise DataError(f"{root}: {count} frames, but the {split} split of {config} names frame {frames.max()}")
     return frames
 
 
@@ -284,7 +284,8 @@ def select_frames(
     count: int | None = None,
 ) -> np.ndarray | None:
     """Positions of the frames to score: the model's test split (from ``config`` or its
-    recipe), or None for every frame with ``split="all"``; ``count`` keeps that many,
+    recipe; ``split="val"`` for its val split, to choose between models without touching
+    test), or None for every frame with ``split="all"``; ``count`` keeps that many,
     spread evenly over them.
 
     Raises:
@@ -293,14 +294,14 @@ def select_frames(
     """
     from marsedge.errors import UsageError
 
-    if split not in ("test", "all"):
-        raise UsageError(f"the corruption benchmark scores the test split or all frames, not {split!r}")
+    if split not in ("test", "val", "all"):
+        raise UsageError(f"the corruption benchmark scores the test or val split or all frames, not {split!r}")
     positions = None
-    if split == "test":
+    if split in ("test", "val"):
         config = config or recipe_config(model)
         if config is None:
-            raise UsageError(f"{model}: no training config names its test split; give --config, or --split all")
-        positions = test_frames(model, config, root)
+            raise UsageError(f"{model}: no training config names its {split} split; give --config, or --split all")
+        positions = test_frames(model, config, root, split)
     if count:
         if positions is None:
             positions = np.arange(count)

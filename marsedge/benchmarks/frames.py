@@ -175,9 +175,10 @@ def evaluate_frames(
     return report
 
 
-def split_test_frames(config_path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
+def split_test_frames(config_path: str | Path, split_name: str = "test") -> tuple[np.ndarray, dict[str, str]]:
     """Frame positions (in the AI4Mars folder's sorted order) of a training config's test
-    split, and that split's fingerprint (compare with a model's ``source_split``)."""
+    split (or ``split_name``: val), and the split's fingerprint (compare with a model's
+    ``source_split``)."""
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
     from marsedge.train.data import find_ai4mars
@@ -190,8 +191,8 @@ def split_test_frames(config_path: str | Path) -> tuple[np.ndarray, dict[str, st
     _, split, _, data_hash = trainer.compute_split(config)
     data = Path(config.data)
     if data.is_dir() and find_ai4mars(data) is not None:  # a run on whole frames: its split is of frames
-        return np.asarray(split["test"]), rundir.split_fingerprint(split, data_hash)
-    return np.unique(split["test"] // 2), rundir.split_fingerprint(split, data_hash)  # frame k gave tiles 2k, 2k+1
+        return np.asarray(split[split_name]), rundir.split_fingerprint(split, data_hash)
+    return np.unique(split[split_name] // 2), rundir.split_fingerprint(split, data_hash)  # frame k gave tiles 2k, 2k+1
 
 
 def main(argv: list[str] | None = None) -> None:
