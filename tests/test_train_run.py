@@ -452,7 +452,7 @@ def test_interpolated_weights_lie_between_a_fine_tune_and_its_start(tiny_data, t
     export_run(source, ExportOptions(formats=("float32",), out=str(tmp_path / "export"), gate=False))
     start = tmp_path / "export" / "marsedge_float32.tflite"
     tuned = tmp_path / "tuned"
-    train(_config(tiny_data, tuned, init_from=str(start), learning_rate=1e-2), progress=False)
+    train(_config(tiny_data, tuned, init_from=str(start), learning_rate=1e-2, ema_decay=0.9), progress=False)
 
     weights = {}
     for alpha in (0.0, 0.25, 1.0):
@@ -467,6 +467,12 @@ def test_interpolated_weights_lie_between_a_fine_tune_and_its_start(tiny_data, t
         np.testing.assert_allclose(w1, f, atol=1e-6)
         np.testing.assert_allclose(mix, 0.75 * s + 0.25 * f, atol=1e-5)
     assert any(not np.allclose(s, f) for s, f in zip(base.get_weights(), fine))
+
+    # --last: the last checkpoint's weight average (one epoch here, so the best weights)
+    last = tool.interpolate(tuned, tmp_path / "last", 1.0, last=True)
+    assert json.loads((last / "interpolation.json").read_text())["epoch"] == 1
+    for w, f in zip(rundir.load_model(rundir.read_run(last)).get_weights(), fine):
+        np.testing.assert_allclose(w, f, atol=1e-6)
 
     # the source run keeps its own batch-norm statistics: mixing it with the file is refused
     with pytest.raises(SystemExit, match="batch normalisation"):
