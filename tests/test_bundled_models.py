@@ -3,6 +3,8 @@ segment a whole frame; a file of that name in the working directory still wins."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,3 +30,33 @@ def test_a_local_file_of_that_name_wins(tmp_path, monkeypatch):
     assert model_path(None) == DEFAULT_MODEL and model_path("navcam") == DEFAULT_MODEL
     (tmp_path / "navcam").write_bytes(b"")
     assert model_path("navcam").resolve() == (tmp_path / "navcam").resolve()
+
+
+FRAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4mars-msl-256"
+
+
+def test_default_model_takes_a_whole_frame_and_records_how_it_was_made():
+    metadata = Segmenter(None, threads=1).metadata
+    assert (metadata["input"]["height"], metadata["input"]["width"]) == (128, 128)
+    assert metadata["recipe"] == "configs/navcam_frames_robust_ft.json"
+    assert metadata["interpolation"]["start"] == BUNDLED_MODELS["navcam-tiles"].name.replace("int8", "float32")
+    assert 0 < metadata["interpolation"]["alpha"] < 1
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not FRAMES.is_dir(), reason="needs ../shared/data/ai4mars-msl-256")
+def test_default_model_holds_up_under_blur_and_noise_where_the_tile_model_does_not():
+    """24 labelled test frames: the default keeps most of its clean mIoU under a radius-1
+    blur and noise of sigma 4; the tile model it started from loses about half."""
+    from marsedge.benchmarks.corruptions import corruption_table, select_frames
+    from marsedge.benchmarks.frames import read_ai4mars_frames
+
+    positions = select_frames(DEFAULT_MODEL, FRAMES, "test", count=24)
+    images, masks = read_ai4mars_frames(FRAMES, positions)
+    shares = {}
+    for name in ("navcam", "navcam-tiles"):
+        table = corruption_table(Segmenter(name, threads=1), images, masks, names=("noise", "blur"))
+        shares[name] = {(r["corruption"], r["level"]): r["share"] for r in table["rows"]}
+    for condition in (("noise", 4), ("blur", 1)):
+        assert shares["navcam"][condition] >= 0.75, (condition, shares)
+        assert shares["navcam"][condition] > shares["navcam-tiles"][condition] + 0.2, (condition, shares)

@@ -100,14 +100,14 @@ def test_bundled_model_records_the_split_it_was_trained_on_and_teaches_on_it():
 
     config = TrainConfig.load(ROOT / "configs" / "marsedge_navcam.json").replace(data=str(REAL_DATA))
     tiles, split, derived, data_hash = compute_split(config)
-    for name in ("marsedge_float32.tflite", "marsedge_int8.tflite"):
+    for name in ("marsedge_tiles_float32.tflite", "marsedge_tiles_int8.tflite"):
         metadata = read_metadata((BUNDLED / name).read_bytes())
         assert metadata["source_split"] == split_fingerprint(split, data_hash), name
         # the normalisation it carries is this split's training set's
         assert metadata["input"]["normalization"]["mean"] == pytest.approx(derived["mean"], rel=1e-12)
         assert metadata["input"]["normalization"]["std"] == pytest.approx(derived["std"], rel=1e-12)
 
-    teacher = (str(BUNDLED / "marsedge_float32.tflite"),)
+    teacher = (str(BUNDLED / "marsedge_tiles_float32.tflite"),)
     train = split["train"][:16]
     probs = teacher_targets(teacher, split, data_hash, [1, 2, 3, 4], tiles.images[train], 1.0)
     masks = tiles.masks[train]

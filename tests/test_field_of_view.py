@@ -30,7 +30,7 @@ from marsedge.edge_runtime.cli import app
 from marsedge.edge_runtime.resample import _resize_axis, resize_area, resize_nearest
 from marsedge.train.synthetic import generate_frame, generate_tiles
 
-BUNDLED = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models" / "marsedge_int8.tflite"
+BUNDLED = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models" / "marsedge_tiles_int8.tflite"
 
 
 def with_field_of_view(model: Path, folder: Path, pixels: float | None = 128) -> Path:
@@ -95,7 +95,9 @@ def test_a_tile_with_frame_width_128_is_segmented_as_in_training(tmp_path):
     for tile, expected in zip(tiles, direct):
         assert np.array_equal(cropped.segment(tile).mask, expected)
     image = save_png(tmp_path / "tile.png", tiles[0])
-    result = CliRunner().invoke(app, [str(image), "--out", str(tmp_path / "out"), "--json", "--frame-width", "128"])
+    result = CliRunner().invoke(
+        app, [str(image), "--model", str(BUNDLED), "--out", str(tmp_path / "out"), "--json", "--frame-width", "128"]
+    )
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["scale"] == 1.0 and record["model_pixels_per_frame"] == 128

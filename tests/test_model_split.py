@@ -18,7 +18,7 @@ from marsedge.cli import app
 from marsedge.core.errors import ModelError
 from marsedge.core.metadata import embed_metadata, read_metadata, read_split_recipe, split_recipe
 
-BUNDLED = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models" / "marsedge_int8.tflite"
+BUNDLED = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models" / "marsedge_tiles_int8.tflite"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mars_terrain_64x128.npz"
 QUICK = ["--threads", "1", "--runs", "1", "--warmup", "0", "--frame-runs", "0", "--no-rss", "--no-peak", "--json"]
 

@@ -1,6 +1,8 @@
 """Copy a run's QAT int8 (and float32) export into the package as the bundled model.
 
-    python tools/bundle_model.py runs/marsedge_navcam
+    python tools/bundle_model.py runs/navcam_robust_mix60        # the default model, navcam
+    python tools/bundle_model.py runs/navcam_robust_ft2_last --variant robust
+    python tools/bundle_model.py --stamp-names marsedge-navcam-tiles configs/marsedge_navcam.json --variant tiles
     python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json
     python tools/bundle_model.py --restamp [--model-pixels-per-frame 128]
     python tools/bundle_model.py --stamp-names marsedge-navcam configs/marsedge_navcam.json
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -50,11 +53,23 @@ def _write(target: Path, content: bytes, metadata: dict, source: str) -> None:
 
 
 MODEL_NAME = "marsedge-navcam"
-RECIPE = "configs/marsedge_navcam.json"
+RECIPE = "configs/navcam_frames_robust_ft.json"
 
 
-# A variant ships its int8 file only, beside the default model's pair.
-VARIANTS = {"robust": {"marsedge_qat.tflite": "marsedge_robust_int8.tflite"}}
+# Beside the default model's pair: the robust variant (its int8 file only) and the tile
+# model the default was fine-tuned from (its pair: the float32 file starts and teaches the
+# robust recipes, configs/navcam_frames_robust*.json).
+VARIANTS = {
+    "robust": {"marsedge_qat.tflite": "marsedge_robust_int8.tflite"},
+    "tiles": {
+        "marsedge_qat.tflite": "marsedge_tiles_int8.tflite",
+        "marsedge_float32.tflite": "marsedge_tiles_float32.tflite",
+    },
+}
+
+
+def _targets(variant: str | None) -> list[Path]:
+    return [MODELS / name for name in (VARIANTS[variant] if variant else BUNDLE).values()]
 
 
 def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE, variant: str | None = None) -> None:
@@ -65,13 +80,15 @@ def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE, varian
         metadata["name"] = f"marsedge-bundled-{variant + '-' if variant else ''}{metadata['precision']}"
         metadata["bundled_from"] = str(source)
         metadata.update(model_name=model_name, recipe=recipe)
+        if (run / "interpolation.json").is_file():  # a run tools/interpolate_weights.py mixed
+            mix = json.loads((run / "interpolation.json").read_text())
+            metadata["interpolation"] = {**mix, "start": Path(mix["start"]).name}
         _write(MODELS / target_name, content, metadata, str(source))
 
 
-def stamp_names(model_name: str, recipe: str) -> None:
+def stamp_names(model_name: str, recipe: str, variant: str | None = None) -> None:
     """Adds ``model_name`` and ``recipe`` to the bundled files' metadata, nothing else."""
-    for target_name in BUNDLE.values():
-        target = MODELS / target_name
+    for target in _targets(variant):
         content = target.read_bytes()
         flatbuffer = _strip_archive(content)
         _write(target, content, {**read_metadata(content), "model_name": model_name, "recipe": recipe}, str(target))
@@ -79,7 +96,7 @@ def stamp_names(model_name: str, recipe: str) -> None:
             raise SystemExit(f"{target}: flatbuffer changed")
 
 
-def stamp_split(config_path: Path) -> None:
+def stamp_split(config_path: Path, variant: str | None = None) -> None:
     from marsedge.core.metrics import score
     from marsedge.edge_runtime.tile_model import TileModel
     from marsedge.train import rundir, trainer
@@ -87,7 +104,7 @@ def stamp_split(config_path: Path) -> None:
 
     config = TrainConfig.load(config_path)
     tiles, split, derived, data_hash = trainer.compute_split(config)
-    reference = MODELS / "marsedge_float32.tflite"
+    reference = next(target for target in _targets(variant) if "float32" in target.name)
     model = TileModel.from_file(reference)
     norm, metrics = model.metadata["input"]["normalization"], model.metadata["metrics"]
     checks = {
@@ -104,8 +121,7 @@ def stamp_split(config_path: Path) -> None:
     fingerprint = rundir.split_fingerprint(split, data_hash)
     sizes = {name: len(split[name]) for name in ("train", "val", "test")}
     recipe = split_recipe(config.to_dict(), config.data, data_hash, sizes)
-    for target_name in BUNDLE.values():
-        target = MODELS / target_name
+    for target in _targets(variant):
         content = target.read_bytes()
         flatbuffer = _strip_archive(content)
         stamped = {**read_metadata(content), "source_split": fingerprint, "split": recipe}
@@ -114,9 +130,8 @@ def stamp_split(config_path: Path) -> None:
             raise SystemExit(f"{target}: flatbuffer changed")
 
 
-def restamp_bundled(model_pixels_per_frame: float) -> None:
-    for target_name in BUNDLE.values():
-        target = MODELS / target_name
+def restamp_bundled(model_pixels_per_frame: float, variant: str | None = None) -> None:
+    for target in _targets(variant):
         content = target.read_bytes()
         flatbuffer = _strip_archive(content)
         _write(target, content, restamp(read_metadata(content), model_pixels_per_frame), str(target))
@@ -140,14 +155,14 @@ def main() -> None:
     parser.add_argument("--stamp-names", nargs=2, metavar=("NAME", "RECIPE"), help="record model_name and recipe")
     parser.add_argument("--name", default=MODEL_NAME, help="model_name given to a bundled run")
     parser.add_argument("--recipe", default=RECIPE, help="recipe (config file) recorded for a bundled run")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), help="bundle the run as this variant (int8 only)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help="the variant's files, not the default model's")
     args = parser.parse_args()
     if args.stamp_names:
-        stamp_names(*args.stamp_names)
+        stamp_names(*args.stamp_names, args.variant)
     elif args.stamp_split:
-        stamp_split(args.stamp_split)
+        stamp_split(args.stamp_split, args.variant)
     elif args.restamp:
-        restamp_bundled(args.model_pixels_per_frame)
+        restamp_bundled(args.model_pixels_per_frame, args.variant)
     elif args.run:
         bundle(args.run, args.name, args.recipe, args.variant)
     else:

@@ -38,7 +38,7 @@ def run(
     model: Annotated[
         Optional[Path],
         typer.Option(
-            help="marsedge .tflite model, or a bundled model's name: navcam (the default) or navcam-robust (for noisy or blurred frames)."
+            help="marsedge .tflite model, or a bundled model's name: navcam (the default), navcam-robust (the most robust to noise and blur) or navcam-tiles (the tile model both started from)."
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Directory for <stem>_mask.png, <stem>_overlay.png, <stem>.json.")] = Path(

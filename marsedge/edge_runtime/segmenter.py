@@ -23,11 +23,13 @@ from .tiling import pad_to, ramp, tile_origins
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "marsedge_int8.tflite"
-# Models that ship in the package, by the name a user may give instead of a path: the
-# default, and a variant fine-tuned for noisy, blurred and badly exposed frames (MODEL_CARD.md).
+# Models that ship in the package, by the name a user may give instead of a path
+# (MODEL_CARD.md): the default; a variant that gives up clean accuracy for the most
+# robustness to noise and blur; and the tile model both were fine-tuned from.
 BUNDLED_MODELS = {
     "navcam": DEFAULT_MODEL,
     "navcam-robust": DEFAULT_MODEL.with_name("marsedge_robust_int8.tflite"),
+    "navcam-tiles": DEFAULT_MODEL.with_name("marsedge_tiles_int8.tflite"),
 }
 
 
