@@ -36,7 +36,7 @@ test-arm64: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m marsedge.cli bench $(MODELS)/marsedge_float32.tflite $(MODELS)/marsedge_int8.tflite \
-		--split test --threads 1,2 --out benchmarks --write-doc BENCHMARKS.md
+		--split test --threads 1,2 --corruption-frames 200 --out benchmarks --write-doc BENCHMARKS.md
 
 # The installable package: dist/marsedge-<version>-py3-none-any.whl (bundled models included).
 # `pip install dist/marsedge-*.whl` gives the board runtime; add `[train]` on a workstation.

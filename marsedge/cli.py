@@ -12,7 +12,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -132,14 +132,40 @@ def _one_line_errors(path: str | os.PathLike[str], interrupted: str = "interrupt
         _fail(interrupted, 130)
 
 
-def default_data_path() -> Path | None:
-    """``$MARSEDGE_DATA``, else ../shared/data/mars_terrain_64x128.npz beside the checkout when present."""
+def default_data_path(models: Sequence[Path] = ()) -> Path | None:
+    """``$MARSEDGE_DATA``; else the data a model's split recipe names (``split.data_file``:
+    the whole AI4Mars frames for a model trained on them) when it lies in ../shared/data
+    beside the checkout; else ../shared/data/mars_terrain_64x128.npz when present."""
     import os
 
     env = os.environ.get("MARSEDGE_DATA")
     if env:
         return Path(env)
-    return DEFAULT_DATA if DEFAULT_DATA.exists() else None
+    for model in models:
+        path = Path(model)
+        if path.suffix != ".tflite" or not path.is_file():
+            continue
+        from marsedge.core.metadata import read_metadata
+
+        try:
+            name = (read_metadata(path).get("split") or {}).get("data_file")
+        except Exception:  # an unreadable model is reported where it is opened
+            continue
+        if isinstance(name, str) and name and (DEFAULT_DATA.parent / name).exists():
+            return _shown_path(DEFAULT_DATA.parent / name)
+    return _shown_path(DEFAULT_DATA) if DEFAULT_DATA.exists() else None
+
+
+def _shown_path(path: Path) -> Path:
+    """``path`` relative to the working directory when it is near (../shared/data/...), as
+    reports and generated docs print it; else as it is."""
+    import os
+
+    try:
+        relative = Path(os.path.relpath(path))
+    except ValueError:  # another drive
+        return path
+    return relative if len(relative.parts) < len(path.parts) else path
 
 
 # Help panels: the options most runs need stay in "Options"; the rest are grouped.
@@ -493,7 +519,7 @@ def bench(
             sources=tuple(sources),
             data=str(data) if data else None,
             split=split.value if split else None,
-            default_data=str(default_data_path()) if default_data_path() else None,
+            default_data=str(default_data_path(sources)) if default_data_path(sources) else None,
             tiles=tiles,
             threads=benchmark.parse_threads(threads),
             runs=runs,
@@ -506,7 +532,7 @@ def bench(
             reference_kernels=reference_kernels,
             tta=tta,
             corruption_frames=corruption_frames,
-            frames_data=str(frames_data or DEFAULT_FRAMES) if corruption_frames else None,
+            frames_data=str(frames_data or _shown_path(DEFAULT_FRAMES)) if corruption_frames else None,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -768,7 +794,7 @@ def evaluate(
         from marsedge.evaluation.evaluate import evaluate as run_evaluation
 
         if data is None:
-            data = default_data_path()
+            data = default_data_path([model])
             if data is None:
                 _fail(_NO_DATA, 1)
         report = run_evaluation(model, data, split.value if split else None, threads, anatomy=anatomy)

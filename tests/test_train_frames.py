@@ -108,6 +108,37 @@ def test_corruption_benchmark_scores_the_test_or_the_val_frames_of_a_frame_run(t
         select_frames(tmp_path / "run", tmp_path / "frames", "train", path)
 
 
+def test_a_frame_models_inherited_split_is_recomputed_from_the_tile_file_beside_its_frames(tmp_path):
+    """`marsedge eval` / `bench` of a whole-frame .tflite: its recipe names the tile file its
+    split came from (split_from); found beside the frames, the split is the one it trained on."""
+    from marsedge.core.metadata import split_recipe
+    from marsedge.errors import MarsEdgeError
+    from marsedge.evaluation.evaluate import recipe_split
+    from marsedge.train.config import TrainConfig
+    from marsedge.train.data import file_sha256
+    from marsedge.train.rundir import split_fingerprint
+    from marsedge.train.trainer import compute_split
+
+    write_ai4mars(tmp_path / "frames", count=40, size=64, seed=5)
+    frames = load_ai4mars(tmp_path / "frames", frame_pixels=32)
+    tiles = np.stack([frames.images[:, :16], frames.images[:, 16:]], axis=1).reshape(-1, 16, 32)
+    masks = np.stack([frames.masks[:, :16], frames.masks[:, 16:]], axis=1).reshape(-1, 16, 32)
+    np.savez(tmp_path / "tiles.npz", training_set=np.stack([tiles, masks], axis=1))
+    config = TrainConfig(data=str(tmp_path / "frames"), split_from=str(tmp_path / "tiles.npz"), frame_pixels=32)
+    _, split, _, digest = compute_split(config)
+    metadata = {
+        "split": split_recipe(config.to_dict(), config.data, digest),
+        "source_split": split_fingerprint(split, digest),
+    }
+    assert metadata["split"]["split_from"] == "tiles.npz" and file_sha256(tmp_path / "frames") == digest
+    _, recomputed = recipe_split(metadata, tmp_path / "frames")
+    for name in ("train", "val", "test"):
+        assert list(recomputed[name]) == list(split[name]), name
+    (tmp_path / "tiles.npz").rename(tmp_path / "elsewhere.npz")
+    with pytest.raises(MarsEdgeError, match="inherited from tiles.npz, which is not beside"):
+        recipe_split(metadata, tmp_path / "frames")
+
+
 def test_split_from_a_file_of_other_frames_is_refused(tmp_path):
     from marsedge.errors import MarsEdgeError
     from marsedge.train.config import TrainConfig

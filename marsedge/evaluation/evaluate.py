@@ -78,7 +78,7 @@ def recipe_split(metadata: dict[str, Any], data: str | Path) -> tuple[TileSet, d
 
     Raises:
         MarsEdgeError: the model carries no recipe, or its split was inherited from
-            another file.
+            another file that is not beside ``data``.
         DataError: ``data`` is not the file the model was trained on, or the recomputed
             split is not the one the model recorded.
     """
@@ -97,15 +97,19 @@ def recipe_split(metadata: dict[str, Any], data: str | Path) -> tuple[TileSet, d
             f"{data}: not the data this model was trained on ({recipe['data_file']}, sha256 "
             f"{recipe['data_sha256'][:12]}…, this file {digest[:12]}…), so its splits do not apply"
         )
-    if recipe.get("split_from"):
-        raise MarsEdgeError(
-            f"the model's split was inherited from {recipe['split_from']}: score it through its run directory"
-        )
+    settings = {key: recipe.get(key, default) for key, default in SPLIT_SETTINGS.items()}
+    if recipe.get("split_from"):  # whole frames split as the tile file cut from them: that file, beside data
+        inherited = data.parent / recipe["split_from"]
+        if not inherited.is_file():
+            raise MarsEdgeError(
+                f"the model's split was inherited from {recipe['split_from']}, which is not beside {data}: "
+                "score it through its run directory"
+            )
+        settings["split_from"] = str(inherited)
     from marsedge.train.config import TrainConfig
     from marsedge.train.rundir import split_fingerprint
     from marsedge.train.trainer import compute_split
 
-    settings = {key: recipe.get(key, default) for key, default in SPLIT_SETTINGS.items()}
     tiles, split, _, _ = compute_split(TrainConfig(data=str(data), **settings))
     recorded = metadata.get("source_split")
     if isinstance(recorded, dict):
