@@ -196,7 +196,7 @@ def test_check_mode_exit_codes(tiles_npz, tiny_float32, tiny_int8, tmp_path):
 )
 def test_bad_input_is_one_error_line(args, message, code, tiles_npz, tiny_int8, tmp_path, monkeypatch):
     """Bad data or models exit 1, options that cannot apply exit 2; one line either way."""
-    monkeypatch.setattr("marsedge.cli.default_data_path", lambda: None)  # as on a machine without shared data
+    monkeypatch.setattr("marsedge.cli.default_data_path", lambda *models: None)  # as on a machine without shared data
     result = invoke(*[a.format(npz=tiles_npz, model=tiny_int8) for a in args], "--out", tmp_path)
     assert result.exit_code == code
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -126,7 +126,7 @@ def test_a_split_that_does_not_reproduce_is_refused(tiny_int8, tiles_npz, split_
 def test_bench_scores_the_models_test_split_of_the_default_data(
     stamped_model, tiles_npz, split_of, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("marsedge.cli.default_data_path", lambda: tiles_npz)
+    monkeypatch.setattr("marsedge.cli.default_data_path", lambda *models: tiles_npz)
     result = invoke("bench", stamped_model, "--out", tmp_path, *QUICK)
     assert result.exit_code == 0, result.stderr
     settings = json.loads(result.stdout)["settings"]
