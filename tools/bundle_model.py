@@ -1,11 +1,10 @@
 """Copy a run's QAT int8 (and float32) export into the package as the bundled model.
 
     python tools/bundle_model.py runs/navcam_robust_mix60        # the default model, navcam
-    python tools/bundle_model.py runs/navcam_robust_ft2_last --variant robust
+    python tools/bundle_model.py runs/navcam_robust_last --variant robust --name marsedge-navcam-robust
     python tools/bundle_model.py --stamp-names marsedge-navcam-tiles configs/marsedge_navcam.json --variant tiles
-    python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json
+    python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json --variant tiles
     python tools/bundle_model.py --restamp [--model-pixels-per-frame 128]
-    python tools/bundle_model.py --stamp-names marsedge-navcam configs/marsedge_navcam.json
 
 The AN2DL tiles were cut from 256x256 AI4Mars frames reduced 2x, so the bundled model's
 metadata says ``input.model_pixels_per_frame = 128`` (the export writes the run's
