@@ -145,11 +145,12 @@ def default_data_path(models: Sequence[Path] = ()) -> Path | None:
         path = Path(model)
         if path.suffix != ".tflite" or not path.is_file():
             continue
+        from marsedge.core.errors import ModelError
         from marsedge.core.metadata import read_metadata
 
         try:
             name = (read_metadata(path).get("split") or {}).get("data_file")
-        except Exception:  # an unreadable model is reported where it is opened
+        except ModelError:  # an unreadable model is reported where it is opened
             continue
         if isinstance(name, str) and name and (DEFAULT_DATA.parent / name).exists():
             return _shown_path(DEFAULT_DATA.parent / name)
@@ -159,8 +160,6 @@ def default_data_path(models: Sequence[Path] = ()) -> Path | None:
 def _shown_path(path: Path) -> Path:
     """``path`` relative to the working directory when it is near (../shared/data/...), as
     reports and generated docs print it; else as it is."""
-    import os
-
     try:
         relative = Path(os.path.relpath(path))
     except ValueError:  # another drive
@@ -514,12 +513,13 @@ def bench(
     from marsedge.benchmarks import report
     from marsedge.edge_runtime import ModelError
 
+    default_data = default_data_path(sources)
     try:  # option values the parser could not check: a usage error
         settings = benchmark.BenchSettings(
             sources=tuple(sources),
             data=str(data) if data else None,
             split=split.value if split else None,
-            default_data=str(default_data_path(sources)) if default_data_path(sources) else None,
+            default_data=str(default_data) if default_data else None,
             tiles=tiles,
             threads=benchmark.parse_threads(threads),
             runs=runs,

@@ -67,12 +67,17 @@ VARIANTS = {
 }
 
 
+def _files(variant: str | None) -> dict[str, str]:
+    """Export file name -> bundled file name, for the default model or a variant."""
+    return VARIANTS[variant] if variant else BUNDLE
+
+
 def _targets(variant: str | None) -> list[Path]:
-    return [MODELS / name for name in (VARIANTS[variant] if variant else BUNDLE).values()]
+    return [MODELS / name for name in _files(variant).values()]
 
 
 def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE, variant: str | None = None) -> None:
-    for source_name, target_name in (VARIANTS[variant] if variant else BUNDLE).items():
+    for source_name, target_name in _files(variant).items():
         source = run / "export" / source_name
         content = source.read_bytes()
         metadata = read_metadata(content)

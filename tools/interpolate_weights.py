@@ -44,6 +44,7 @@ def last_epoch_weights(run, model) -> int:
 
 def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = None, last: bool = False) -> Path:
     from marsedge.train import rundir
+    from marsedge.train.tf_env import keras
     from marsedge.train.tflite_weights import load_tflite_weights
 
     run = rundir.read_run(run_dir)
@@ -59,7 +60,7 @@ def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = Non
     # Layer-wise mixing is only meaningful when both hold the same batch-norm fold: a run
     # fine-tuned from the file keeps the file's (fixed) normalisation.
     for before, after in zip(base.layers, tuned.layers):
-        if "BatchNormalization" in type(before).__name__ and not all(
+        if isinstance(before, keras.layers.BatchNormalization) and not all(
             np.allclose(b, t) for b, t in zip(before.get_weights(), after.get_weights())
         ):
             raise SystemExit(

@@ -234,7 +234,7 @@ def _corruptions(settings: BenchSettings, tflites: list[Candidate]) -> dict | No
     for candidate in tflites:
         try:
             if split == "test":
-                corruptions.test_frames(candidate.path, config_of(first), settings.frames_data)
+                corruptions.split_frame_positions(candidate.path, config_of(first), settings.frames_data)
         except MarsEdgeError as exc:
             logger.warning("corruption table leaves out %s: %s", candidate.label, exc)
             continue

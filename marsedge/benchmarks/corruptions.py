@@ -234,8 +234,8 @@ def precision_models(model: str | Path) -> dict[str, Path]:
     return models
 
 
-def test_frames(model: str | Path, config: str | Path, root: str | Path, split: str = "test") -> np.ndarray:
-    """Positions (sorted id order) of the frames behind ``config``'s test (or val) tiles, checked
+def split_frame_positions(model: str | Path, config: str | Path, root: str | Path, split: str = "test") -> np.ndarray:
+    """Positions (sorted id order) of the frames behind ``config``'s ``split`` (test or val), checked
     against the split the model records (``source_split``): frames a model trained on
     must not score it.
 
@@ -243,10 +243,10 @@ def test_frames(model: str | Path, config: str | Path, root: str | Path, split: 
         DataError: the model was trained on another split, or the frame folder does not
             hold the frames the tile file was cut from.
     """
-    from marsedge.benchmarks.frames import split_test_frames
+    from marsedge.benchmarks.frames import split_frames
     from marsedge.core.metadata import read_metadata
 
-    frames, fingerprint = split_test_frames(config, split)
+    frames, fingerprint = split_frames(config, split)
     recorded = read_metadata(model).get("source_split") if Path(model).suffix == ".tflite" else None
     if recorded and recorded.get(split) != fingerprint.get(split):
         raise DataError(f"{model}: was not trained on the split of {config}; its {split} frames are unknown")
@@ -301,7 +301,7 @@ def select_frames(
         config = config or recipe_config(model)
         if config is None:
             raise UsageError(f"{model}: no training config names its {split} split; give --config, or --split all")
-        positions = test_frames(model, config, root, split)
+        positions = split_frame_positions(model, config, root, split)
     if count:
         if positions is None:
             positions = np.arange(count)
@@ -355,7 +355,7 @@ __all__ = [
     "precision_models",
     "recipe_config",
     "select_frames",
-    "test_frames",
+    "split_frame_positions",
     "write_json",
     "CORRUPTIONS",
     "NAMES",

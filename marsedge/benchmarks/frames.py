@@ -175,10 +175,10 @@ def evaluate_frames(
     return report
 
 
-def split_test_frames(config_path: str | Path, split_name: str = "test") -> tuple[np.ndarray, dict[str, str]]:
-    """Frame positions (in the AI4Mars folder's sorted order) of a training config's test
-    split (or ``split_name``: val), and the split's fingerprint (compare with a model's
-    ``source_split``)."""
+def split_frames(config_path: str | Path, split_name: str = "test") -> tuple[np.ndarray, dict[str, str]]:
+    """Frame positions (in the AI4Mars folder's sorted order) of a training config's
+    ``split_name`` split (test or val), and the split's fingerprint (compare with a
+    model's ``source_split``)."""
     from marsedge.train import rundir, trainer
     from marsedge.train.config import TrainConfig
     from marsedge.train.data import find_ai4mars
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from marsedge.core.metadata import read_metadata
 
-    frames, fingerprint = split_test_frames(args.config)
+    frames, fingerprint = split_frames(args.config)
     recorded = read_metadata(args.model).get("source_split")
     if recorded and recorded != fingerprint:
         print(f"warning: {args.model} was not trained on {args.config}'s split")
