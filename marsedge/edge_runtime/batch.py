@@ -1,4 +1,4 @@
-"""A batch of image files: expanding inputs and segmenting each file into its outputs."""
+"""A batch of frames: expanding inputs and segmenting each frame into its outputs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_gray, load_gray, mask_png, overlay_png, write_atomic
-from .segmenter import Segmenter
+import numpy as np
+
+from .imageio import DEFAULT_MAX_PIXELS, mask_png, overlay_png, write_atomic
+from .segmenter import Segmentation, Segmenter
+from .sources import SourceOptions, frame_stem, is_bag, is_frame_file, read_frame
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -30,8 +33,9 @@ class InputProblem:
 def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> tuple[list[Path], list[InputProblem]]:
     """Turns INPUT arguments (files, directories, globs) into image paths, in order.
 
-    A named file is always tried (a non-image fails later with a clear message); a
-    directory contributes its PNG/JPEG files, and with ``recursive`` those of its
+    A named file is always tried (a non-image fails later with a clear message); a bag
+    (a directory with ``metadata.yaml``) is one input; a directory contributes its frame
+    files (PNG/JPEG, PDS products, bag files), and with ``recursive`` those of its
     subfolders too (without, images found in subfolders are reported as a notice); a glob
     contributes what it matches, directories expanded the same way. Paths are listed once.
     """
@@ -46,7 +50,9 @@ def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> tuple[list[
             paths.append(path)
 
     for source in inputs:
-        if os.path.isdir(source):
+        if os.path.isdir(source) and is_bag(source):
+            add(Path(source))
+        elif os.path.isdir(source):
             images = _images_in(Path(source), recursive)
             nested = 0 if recursive else _images_below(Path(source))
             if nested:
@@ -74,9 +80,14 @@ def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> tuple[list[
 
 
 def unique_stem(path: str | os.PathLike[str], used: set[str]) -> str:
-    """``path``'s file stem, made unique among ``used`` (``x``, ``x-2``, ``x-3``...);
-    ``used`` is not changed. The one naming rule of batch and watch outputs."""
-    base = Path(path).stem
+    """``path``'s stem (a PDS product's id, else the file stem), made unique among ``used``
+    (``x``, ``x-2``, ``x-3``...); ``used`` is not changed. The one naming rule of batch and
+    watch outputs."""
+    return unique_name(frame_stem(path), used)
+
+
+def unique_name(base: str, used: set[str]) -> str:
+    """``base`` made unique among ``used`` as :func:`unique_stem` does (a bag message's stamp)."""
     stem, n = base, 1
     while stem in used:
         n += 1
@@ -99,12 +110,15 @@ def segment_file(
     overlay: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     data: bytes | None = None,
+    source: SourceOptions | None = None,
 ) -> dict[str, Any]:
-    """Segments one image file and writes ``<stem>_mask.png``, ``<stem>_overlay.png`` and
+    """Segments one frame file (PNG/JPEG or PDS product) and writes ``<stem>_mask.png``, ``<stem>_overlay.png`` and
     ``<stem>.json`` into ``out_dir``; returns the JSON record.
 
     ``data``, when given, is the file's contents already read (a cluster job reading from
     an object store): it is decoded instead of reading ``path``, which then only names it.
+    ``source`` says how to read archive files (``band``). A PDS product's record also
+    carries its identity under ``"source"`` (product id, instrument, sol, spacecraft clock).
 
     Each file is written atomically, the record last; if any write fails, the outputs
     already written for this image are removed, so an image has all its outputs or none.
@@ -114,13 +128,30 @@ def segment_file(
         OSError: an output cannot be written.
     """
     start = time.perf_counter()
-    if data is None:
-        gray = load_gray(path, max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
-    else:
-        gray = decode_gray(data, str(path), max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
+    gray, identity = read_frame(path, data, max_pixels, segmenter.work_pixels, source)
     load_ms = (time.perf_counter() - start) * 1e3
     result = segmenter.segment(gray)
+    return write_outputs(segmenter, gray, result, str(path), out_dir, stem, overlay, load_ms, identity)
 
+
+def write_outputs(
+    segmenter: Segmenter,
+    gray: np.ndarray,
+    result: Segmentation,
+    name: str,
+    out_dir: Path,
+    stem: str,
+    overlay: bool = True,
+    load_ms: float = 0.0,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Writes a segmented frame's ``<stem>_mask.png``, ``<stem>_overlay.png`` and
+    ``<stem>.json`` (``name`` as its ``"input"``, ``identity`` as its ``"source"``) as
+    :func:`segment_file` does, and returns the record.
+
+    Raises:
+        OSError: an output cannot be written (those already written are removed).
+    """
     tick = time.perf_counter()
     outputs: dict[str, bytes] = {f"{stem}_mask.png": mask_png(result.mask, result.classes)}
     if overlay:
@@ -128,7 +159,7 @@ def segment_file(
         outputs[f"{stem}_overlay.png"] = overlay_png(gray, result.mask, result.classes, result.class_fractions, shown)
     latency = {"load": load_ms, **result.timings}
     record: dict[str, Any] = {
-        "input": str(path),
+        "input": name,
         "size": {"width": int(gray.shape[1]), "height": int(gray.shape[0])},
         "class_fractions": {name: round(value, 6) for name, value in result.class_fractions.items()},
         "latency_ms": {},
@@ -143,11 +174,13 @@ def segment_file(
             "json": str(out_dir / f"{stem}.json"),
         },
     }
+    if identity:
+        record["source"] = identity
     written: list[Path] = []
     try:
-        for name, data in outputs.items():
-            write_atomic(out_dir / name, data)
-            written.append(out_dir / name)
+        for filename, content in outputs.items():
+            write_atomic(out_dir / filename, content)
+            written.append(out_dir / filename)
         latency["write"] = (time.perf_counter() - tick) * 1e3
         latency["total"] = sum(latency.values())
         record["latency_ms"] = {stage: round(ms, 3) for stage, ms in latency.items()}
@@ -174,12 +207,16 @@ def summary(latencies_ms: Sequence[float], failures: int) -> str:
 
 
 def _images_in(directory: Path, recursive: bool = False) -> list[Path]:
-    """PNG/JPEG files of ``directory`` (and its subfolders with ``recursive``), sorted."""
+    """Frame files of ``directory`` (and its subfolders with ``recursive``), sorted; bags
+    met on the way (directories with ``metadata.yaml``) are taken whole."""
     try:
         entries = sorted(directory.rglob("*") if recursive else directory.iterdir())
     except OSError:
         return []
-    return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    bags = [p for p in entries if p.is_dir() and is_bag(p)] if recursive else []
+    return sorted(
+        [p for p in entries if is_frame_file(p) and not any(b in p.parents for b in bags)] + bags,
+    )
 
 
 def _images_below(directory: Path, limit: int = 100_000) -> int:
@@ -188,7 +225,7 @@ def _images_below(directory: Path, limit: int = 100_000) -> int:
     try:
         for sub in (p for p in directory.iterdir() if p.is_dir()):
             for path in sub.rglob("*"):
-                if path.suffix.lower() in IMAGE_SUFFIXES:
+                if is_frame_file(path):
                     count += 1
                     if count >= limit:
                         return count

@@ -16,11 +16,12 @@ import typer
 
 from marsedge.core.errors import one_line
 
-from .batch import expand_inputs, output_stem, segment_file, summary
+from .batch import expand_inputs, output_stem, segment_file, summary, unique_name, write_outputs
 from .cliutil import USAGE_EXIT_CODE, OneLineErrorsCommand
 from .errors import ImageError, ModelError
 from .imageio import DEFAULT_MAX_PIXELS
 from .segmenter import DEFAULT_MODEL, DEFAULT_TILE_OVERLAP, Segmenter
+from .sources import MissingReaderError, SourceOptions, is_bag
 from .watch import DEFAULT_POLL_INTERVAL, JOURNAL_NAME, Journal, watch
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -28,12 +29,17 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 _RESIZE = "Frames of other sizes and cameras"
 _WATCH = "Watch a folder"
 _ADVANCED = "Advanced"
+_ARCHIVES = "PDS products and ROS bags"
 
 
 @app.command(cls=OneLineErrorsCommand)
 def run(
     inputs: Annotated[
-        Optional[list[str]], typer.Argument(metavar="INPUT", help="Image files, directories and globs (PNG/JPEG).")
+        Optional[list[str]],
+        typer.Argument(
+            metavar="INPUT",
+            help="Image files, directories and globs (PNG/JPEG), PDS products (.IMG, .LBL, .xml) and ROS bags.",
+        ),
     ] = None,
     model: Annotated[
         Optional[Path],
@@ -120,6 +126,31 @@ def run(
             "model pixel of the training frames). Not with --frame-width.",
         ),
     ] = None,
+    topic: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="TOPIC",
+            rich_help_panel=_ARCHIVES,
+            help="The image topic of a bag INPUT (sensor_msgs/Image or CompressedImage); default: its only one.",
+        ),
+    ] = None,
+    bag_out: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="DIR",
+            rich_help_panel=_ARCHIVES,
+            help="Also write a new bag DIR: per message, a mono8 mask on TOPIC/marsedge/mask with the same header.",
+        ),
+    ] = None,
+    band: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            metavar="N",
+            rich_help_panel=_ARCHIVES,
+            help="Band N (from 1) of multi-band PDS products; default: 1.",
+        ),
+    ] = None,
 ) -> None:
     """Segment Mars terrain images into soil, bedrock, sand and big rock.
 
@@ -133,6 +164,11 @@ def run(
         _fail(f"{_shown(watch_dir)}: --watch needs an existing directory")
     if frame_width is not None and scale is not None:
         _fail("give --frame-width or --scale, not both", USAGE_EXIT_CODE)
+    if bag_out is not None and watch_dir is not None:
+        _fail("--bag-out needs bag INPUTs, not --watch", USAGE_EXIT_CODE)
+    if bag_out is not None and os.path.lexists(bag_out):
+        _fail(f"{_shown(bag_out)}: exists already: give --bag-out a new directory", USAGE_EXIT_CODE)
+    source = SourceOptions(band=band, topic=topic)
     try:
         segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale)
     except ModelError as exc:
@@ -155,7 +191,7 @@ def run(
     names = [class_names[k] for k in segmenter.metadata["output_classes"]]
     report = _Report(names, json_lines)
     if watch_dir is not None:
-        _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report)
+        _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report, source)
         return
 
     paths, problems = expand_inputs(inputs or [], recursive)
@@ -164,12 +200,23 @@ def run(
             report.notice(problem.source, problem.message)
         else:
             report.failure(problem.source, problem.message)
+    if bag_out is not None and not any(is_bag(path) for path in paths):
+        _fail("--bag-out needs a bag INPUT (a rosbag2 directory, .mcap, .db3 or .bag)", USAGE_EXIT_CODE)
     report.header()
     used_stems: set[str] = set()
+    bags = _BagOutput(bag_out, next((p for p in paths if is_bag(p)), None))
     try:
         for path in paths:
+            if is_bag(path):
+                _segment_bag(segmenter, path, out, overlay, max_pixels or None, source, used_stems, report, bags)
+                continue
             try:
-                record = segment_file(segmenter, path, out, output_stem(path, used_stems), overlay, max_pixels or None)
+                record = segment_file(
+                    segmenter, path, out, output_stem(path, used_stems), overlay, max_pixels or None, source=source
+                )
+            except MissingReaderError as exc:
+                report.missing_extra(path, exc)
+                continue
             except ImageError as exc:
                 report.failure(path, str(exc))
                 continue
@@ -181,11 +228,103 @@ def run(
                 continue
             report.segmented(path, record)
     except KeyboardInterrupt:
+        bags.abort()
         report.summary("interrupted: ")
         raise typer.Exit(130) from None
+    bags.close(report)
     report.summary()
     if report.failures:
         raise typer.Exit(1)
+
+
+def _segment_bag(
+    segmenter: Segmenter,
+    path: Path,
+    out: Path,
+    overlay: bool,
+    max_pixels: int | None,
+    source: SourceOptions,
+    used_stems: set[str],
+    report: _Report,
+    bags: _BagOutput,
+) -> None:
+    """Segments every image message of ``source.topic`` in one bag; a bad message is one
+    line naming it, and the next message follows."""
+    from .sources.rosbag import read_bag
+
+    try:
+        for frame in read_bag(path, source.topic, max_pixels, segmenter.work_pixels):
+            where = f"{_shown(path)}: message {frame.index}"
+            if frame.gray is None:
+                report.failure(where, frame.error or "cannot read")
+                continue
+            try:
+                result = segmenter.segment(frame.gray)
+                stem = unique_name(frame.stem, used_stems)
+                used_stems.add(stem)
+                name = f"{path}#{frame.identity['topic']}/{frame.index}"
+                record = write_outputs(
+                    segmenter, frame.gray, result, name, out, stem, overlay, frame.load_ms, frame.identity
+                )
+                bags.add(frame, result.mask, report)
+            except ImageError as exc:
+                report.failure(where, str(exc))
+                continue
+            except OSError as exc:
+                report.failure(where, f"cannot write outputs to {_shown(out)}: {exc.strerror or exc}")
+                continue
+            except Exception as exc:  # never a traceback for one bad message; the bag goes on
+                report.failure(where, f"unexpected {type(exc).__name__}: {exc}")
+                continue
+            report.segmented(name, record)
+    except MissingReaderError as exc:
+        report.missing_extra(path, exc)
+    except ImageError as exc:  # the bag cannot be opened, or has no such topic
+        report.failure(path, str(exc))
+
+
+class _BagOutput:
+    """``--bag-out``: the bag of masks, opened at the first segmented message."""
+
+    def __init__(self, path: Path | None, first_bag: Path | None) -> None:
+        self.path = path
+        self.first_bag = first_bag
+        self.writer = None
+        self.failed = False
+
+    def add(self, frame, mask, report: _Report) -> None:
+        if self.path is None or self.failed:
+            return
+        from .sources.rosbag import MaskBagWriter, uses_mcap
+
+        try:
+            if self.writer is None:
+                self.writer = MaskBagWriter(self.path, mcap=uses_mcap(self.first_bag or ""))
+            self.writer.add(frame, mask)
+        except (ImageError, OSError) as exc:
+            self.failed = True
+            report.failure(self.path, f"cannot write the bag of masks: {getattr(exc, 'strerror', None) or exc}")
+        except Exception as exc:
+            self.failed = True
+            report.failure(self.path, f"cannot write the bag of masks: {type(exc).__name__}: {exc}")
+
+    def close(self, report: _Report) -> None:
+        if self.writer is None:
+            return
+        if self.failed:
+            self.writer.abort()
+            return
+        try:
+            written = self.writer.close()
+        except Exception as exc:
+            self.writer.abort()
+            report.failure(self.path or "", f"cannot write the bag of masks: {type(exc).__name__}: {exc}")
+            return
+        report.notice(written, f"bag of {self.writer.count} mask(s) written")
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
 
 
 def _watch(
@@ -196,6 +335,7 @@ def _watch(
     max_pixels: int | None,
     poll_interval: float,
     report: _Report,
+    source: SourceOptions | None = None,
 ) -> None:
     """Runs watch mode until SIGINT/SIGTERM; a second signal stops at once."""
     try:
@@ -214,7 +354,7 @@ def _watch(
     report.header()
     recovered = 0
     try:
-        for event in watch(segmenter, directory, out, stop, poll_interval, overlay, max_pixels, journal):
+        for event in watch(segmenter, directory, out, stop, poll_interval, overlay, max_pixels, journal, source):
             if event.kind == "segmented":
                 report.segmented(event.path, event.record or {})
             elif event.kind == "recovered":
@@ -241,6 +381,7 @@ class _Report:
         self.json_lines = json_lines
         self.latencies: list[float] = []
         self.failures = 0
+        self.missing_extras: set[str] = set()
 
     def header(self) -> None:
         if not self.json_lines:
@@ -259,6 +400,15 @@ class _Report:
     def failure(self, source: str | Path, message: str) -> None:
         self.failures += 1
         _error(f"{_shown(source)}: {message}")
+
+    def missing_extra(self, source: str | Path, exc: MissingReaderError) -> None:
+        """A frame whose reader is not installed: the first says which extra to install,
+        the others count as failures without repeating it."""
+        if exc.extra in self.missing_extras:
+            self.failures += 1
+            return
+        self.missing_extras.add(exc.extra)
+        self.failure(source, str(exc))
 
     def notice(self, source: str | Path, message: str) -> None:
         print(f"note: {_shown(source)}: {message}", file=sys.stderr, flush=True)

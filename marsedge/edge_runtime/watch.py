@@ -1,6 +1,7 @@
 """Watch mode: segment frames as they arrive in a directory, each frame exactly once.
 
-A frame is taken once it is complete: a regular, non-hidden PNG/JPEG file whose size and
+A frame is taken once it is complete: a regular, non-hidden PNG/JPEG file or PDS product
+(an ``.IMG`` with an attached label, a ``.LBL`` or PDS4 ``.xml`` label) whose size and
 modification time did not change between two polls. A writer that renames a finished
 file into place (writes ``.f.png`` or ``f.png.part``, then renames it to ``f.png``) is
 picked up right away on the next polls; the stability rule covers writers that write in
@@ -35,8 +36,10 @@ from typing import Any
 
 from .batch import segment_file, unique_stem
 from .errors import ImageError
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, write_atomic
+from .imageio import DEFAULT_MAX_PIXELS, write_atomic
 from .segmenter import Segmenter
+from .sources import FRAME_SUFFIXES, SourceOptions
+from .sources.pds import is_product_file
 
 logger = logging.getLogger(__name__)
 
@@ -155,23 +158,46 @@ class FrameTracker:
         current: dict[str, tuple[int, int]] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                if entry.name.startswith(".") or os.path.splitext(entry.name)[1].lower() not in FRAME_SUFFIXES:
                     continue
                 with suppress(OSError):  # vanished or unreadable since the listing
                     if entry.is_file():
                         stat = entry.stat()
                         current[entry.name] = (stat.st_size, stat.st_mtime_ns)
-        ready = [
-            (name, size, mtime)
-            for name, (size, mtime) in current.items()
-            if size > 0 and self._previous.get(name) == (size, mtime)
-        ]
+        stable = {
+            name for name, (size, mtime) in current.items() if size > 0 and self._previous.get(name) == (size, mtime)
+        }
+        ready = []
+        for name in stable:
+            if not self._is_frame(name):
+                continue
+            # A detached label is ready with its data file; a change to either is a new frame.
+            data_files = self._data_files(name, current)
+            if not set(data_files) <= stable:
+                continue
+            size, mtime = current[name]
+            for data_file in data_files:
+                size, mtime = size + current[data_file][0], max(mtime, current[data_file][1])
+            ready.append((name, size, mtime))
         self._previous = current
         ready.sort(key=lambda item: (item[2], item[0]))
         return [
             (self.directory / name, FrameKey(os.path.join(self._real, name), size, mtime))
             for name, size, mtime in ready
         ]
+
+    @staticmethod
+    def _data_files(name: str, current: dict[str, tuple[int, int]]) -> list[str]:
+        """The data files beside a PDS label (same stem, ``.IMG``), as listed."""
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() not in (".lbl", ".xml"):
+            return []
+        return [other for other in current if other[: len(stem)] == stem and other[len(stem) :].lower() == ".img"]
+
+    def _is_frame(self, name: str) -> bool:
+        """An ``.IMG`` without an attached label is the data of a detached label, read
+        through that label (when the label arrives), not a frame of its own."""
+        return not name.lower().endswith(".img") or is_product_file(self.directory / name)
 
 
 def watch(
@@ -183,6 +209,7 @@ def watch(
     overlay: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     journal: Journal | None = None,
+    source: SourceOptions | None = None,
 ) -> Iterator[WatchEvent]:
     """Segments frames arriving in ``directory`` into ``out`` until ``stop`` is set.
 
@@ -211,7 +238,7 @@ def watch(
             if journal.handled(key):
                 continue
             try:
-                event = _handle(segmenter, path, key, out, journal, overlay, max_pixels)
+                event = _handle(segmenter, path, key, out, journal, overlay, max_pixels, source)
             except OSError as exc:
                 # Outputs or journal line not written (disk full, read-only): not journaled,
                 # so retried later; the frames after it would fail alike, so wait first.
@@ -233,6 +260,7 @@ def _handle(
     journal: Journal,
     overlay: bool,
     max_pixels: int | None,
+    source: SourceOptions | None = None,
 ) -> WatchEvent:
     """Segments one new frame and journals it; OSError means nothing was journaled."""
     stem = journal.stem_for(key)
@@ -240,7 +268,7 @@ def _handle(
         journal.add(key, "done", stem)
         return WatchEvent("recovered", path)
     try:
-        record = segment_file(segmenter, path, out, stem, overlay, max_pixels)
+        record = segment_file(segmenter, path, out, stem, overlay, max_pixels, source=source)
     except ImageError as exc:
         message = str(exc)
     except OSError:

@@ -1,0 +1,420 @@
+"""PDS products as frames: PDS3 ``.IMG`` (attached label), ``.IMG`` + ``.LBL``, PDS4 ``.xml``.
+
+Read with ``pdr`` (the Planetary Data Reader, the ``[pds]`` extra), imported only when a
+product is read. ``pdr`` lays out the image object (record and byte offsets, line and
+sample order, band storage, line prefix and suffix bytes); this module picks the object
+and band, turns its samples into 8-bit grey (:mod:`.bitdepth`, honouring the label's
+sample bits), flips it upright when the label says it displays mirrored, and carries the
+product's identity (product id, instrument, sol, spacecraft clock) to the outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marsedge.core.errors import first_line
+
+from ..errors import ImageError
+from .bitdepth import samples_to_gray8
+
+LABEL_SUFFIXES = (".lbl", ".xml")
+DATA_SUFFIXES = (".img",)
+PDS_SUFFIXES = DATA_SUFFIXES + LABEL_SUFFIXES
+# How an attached PDS3 label starts (ODL_VERSION_ID: older products; CCSD: SFDU-wrapped ones).
+_PDS3_STARTS = (b"PDS_VERSION_ID", b"ODL_VERSION_ID", b"CCSD3Z")
+_SKIPPED_OBJECTS = re.compile(r"(^|_)(LABEL|HEADER|TABLE|HISTORY|PREFIX|SUFFIX|HISTOGRAM)($|_)", re.IGNORECASE)
+_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+# The identity fields a record carries, and where each standard keeps them. PDS4 names
+# are matched without their namespace prefix (msn:sol_number -> sol_number).
+IDENTITY_FIELDS = ("product_id", "instrument_id", "sol", "spacecraft_clock_start")
+_PDS3_KEYS = {
+    "product_id": ("PRODUCT_ID",),
+    "instrument_id": ("INSTRUMENT_ID",),
+    "sol": ("PLANET_DAY_NUMBER",),
+    "spacecraft_clock_start": ("SPACECRAFT_CLOCK_START_COUNT",),
+}
+_PDS4_KEYS = {
+    "sol": ("sol_number", "start_sol_number", "planet_day_number"),
+    "spacecraft_clock_start": (
+        "spacecraft_clock_start",
+        "spacecraft_clock_start_count",
+        "start_spacecraft_clock",
+        "spacecraft_clock_start_time",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Product:
+    """One PDS product read as a frame.
+
+    Attributes:
+        gray: uint8 (H, W) grey, upright.
+        identity: ``standard`` (PDS3/PDS4), ``object``, ``band``, ``bands``,
+            ``sample_bits`` and the label's :data:`IDENTITY_FIELDS` that it declares.
+        stem: the output stem the product id gives (file-safe), else the file stem.
+    """
+
+    gray: np.ndarray
+    identity: dict[str, Any]
+    stem: str
+
+
+def is_pds_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named like a PDS product file (``.IMG``, ``.LBL``, ``.xml``)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in PDS_SUFFIXES
+
+
+def is_product_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a file found in a folder is a product to segment: a label (``.LBL``,
+    ``.xml``), or an ``.IMG`` that starts with its own (attached) PDS3 label. An ``.IMG``
+    without one is the data file of a detached label, read through that label."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix in LABEL_SUFFIXES:
+        return True
+    if suffix not in DATA_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16).lstrip().startswith(_PDS3_STARTS)
+    except OSError:
+        return True  # unreadable: tried, and reported, like any other named frame
+
+
+def read_product(path: str | os.PathLike[str], band: int | None = None) -> Product:
+    """Reads a PDS3 or PDS4 product's image as 8-bit grey, with its identity.
+
+    Args:
+        path: an ``.IMG`` with an attached label, a detached ``.LBL`` (or its ``.IMG``),
+            or a PDS4 ``.xml`` label.
+        band: 1-based band of a multi-band image; None: the first.
+
+    Raises:
+        MissingReaderError: ``pdr`` is not installed.
+        ImageError: the label cannot be read, declares no image, the data is shorter
+            than the label says, the samples are not 8- to 16-bit integers, or ``band``
+            is out of range.
+    """
+    data = _open(path)
+    try:
+        return _product(data, path, band)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("not enough memory to read the product") from None
+    except Exception as exc:  # pdr reports malformed labels with many exception types
+        raise ImageError(f"cannot read the PDS product: {first_line(exc, name_unknown=True)}") from None
+
+
+def product_stem(path: str | os.PathLike[str]) -> str:
+    """The output stem of a product: its label's product id (file-safe), else the file
+    stem. Reads only the label; a product that cannot be read keeps its file stem (the
+    read itself reports the problem)."""
+    try:
+        data = _open(path)
+        return _stem(_identity(data), path)
+    except Exception:  # the file's own read reports what is wrong with it
+        return Path(path).stem
+
+
+# Reading --------------------------------------------------------------------------------
+
+_last: tuple[tuple[str, int, int], Any] | None = None  # the last product opened (its label parsed)
+
+
+def _open(path: str | os.PathLike[str]) -> Any:
+    """``pdr.read(path)`` (the label; data is read lazily), reusing the last product opened
+    when it is the same unchanged file: naming a frame's outputs and reading it open the
+    label once."""
+    global _last
+    from . import require
+
+    pdr = require("pdr", "pds", "reading PDS products")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"cannot open: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError("is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError("not a regular file (a FIFO, device or socket)")
+    key = (os.path.realpath(path), info.st_size, info.st_mtime_ns)
+    if _last is not None and _last[0] == key:
+        return _last[1]
+    with _quiet() as caught:
+        try:
+            data = pdr.read(os.fspath(path))
+        except Exception as exc:
+            raise ImageError(f"cannot read the PDS label: {_reason(exc, caught)}") from None
+    if getattr(data, "standard", None) not in ("PDS3", "PDS4"):
+        raise ImageError("no PDS3 or PDS4 label found")
+    _last = (key, data)
+    return data
+
+
+def _product(data: Any, path: str | os.PathLike[str], band: int | None) -> Product:
+    standard = data.standard
+    name = _image_object(data)
+    _check_length(data, name, path)
+    with _quiet() as caught:
+        array = data[name]
+    if not isinstance(array, np.ndarray):
+        raise ImageError(f"cannot read the {name} object: {_reason(None, caught)}")
+    if array.ndim == 2:
+        bands = 1
+        plane = array
+    elif array.ndim == 3:
+        bands = int(array.shape[0])
+        plane = array[(band or 1) - 1] if 1 <= (band or 1) <= bands else None
+    else:
+        raise ImageError(f"the {name} object has {array.ndim} dimensions, not an image")
+    if plane is None:
+        raise ImageError(f"has {bands} band(s); --band {band} is out of range")
+    if band is not None and bands == 1 and band != 1:
+        raise ImageError(f"has 1 band; --band {band} is out of range")
+    if plane.size == 0:
+        raise ImageError(f"the {name} object is empty ({'x'.join(map(str, plane.shape))})")
+    bits = _sample_bits(data, name)
+    gray = _upright(samples_to_gray8(plane, bits), data, name)
+    identity = {"standard": standard, "object": name, "band": (band or 1) if bands > 1 else 1, "bands": bands}
+    identity["sample_bits"] = bits or int(plane.dtype.itemsize * 8)
+    identity.update(_identity(data))
+    return Product(np.ascontiguousarray(gray), identity, _stem(identity, path))
+
+
+def _image_object(data: Any) -> str:
+    """The product's image object: PDS3 ``IMAGE`` (else the first ``*IMAGE*`` pointer),
+    PDS4 the first array the label describes."""
+    names = [n for n in data.keys() if not _SKIPPED_OBJECTS.search(n)]
+    if data.standard == "PDS3":
+        images = [n for n in names if n.upper() == "IMAGE"] or [n for n in names if "IMAGE" in n.upper()]
+        if images:
+            return images[0]
+        raise ImageError(f"the PDS3 label points to no IMAGE object (objects: {', '.join(data.keys()) or 'none'})")
+    for name in names:
+        with _quiet():
+            try:
+                if issubclass(data.type_of(name), np.ndarray):
+                    return name
+            except Exception:
+                continue
+    raise ImageError("the PDS4 label describes no image array (Array_2D_Image or Array_3D_Image)")
+
+
+def _check_length(data: Any, name: str, path: str | os.PathLike[str]) -> None:
+    """PDS3: the data file must hold what the label declares (FILE_RECORDS, and the image
+    object from its pointer on): a cut download is refused with the sizes, not read as a
+    shorter image."""
+    if data.standard != "PDS3":
+        return
+    block = data.metablock_(name) or {}
+    try:
+        target = data.file_mapping.get(name) or data._target_path(name)
+        size = os.path.getsize(target)
+    except Exception:
+        return  # no data file: the load reports it
+    record_bytes = _int(data.metaget_("RECORD_BYTES"))
+    file_records = _int(data.metaget_("FILE_RECORDS"))
+    attached = os.path.realpath(target) == os.path.realpath(path)
+    if record_bytes and file_records and attached and size < record_bytes * file_records:
+        raise ImageError(
+            f"truncated: the label declares {file_records} records of {record_bytes} bytes "
+            f"({file_records * record_bytes} bytes), the file has {size}"
+        )
+    lines, samples = _int(block.get("LINES")), _int(block.get("LINE_SAMPLES"))
+    bits, bands = _int(block.get("SAMPLE_BITS")) or 8, _int(block.get("BANDS")) or 1
+    if not (lines and samples):
+        return
+    line_bytes = (
+        samples * max(1, bits // 8) + _int(block.get("LINE_PREFIX_BYTES")) + _int(block.get("LINE_SUFFIX_BYTES"))
+    )
+    needed = lines * line_bytes * bands
+    try:
+        start = int(data.data_start_byte(name)) if hasattr(data, "data_start_byte") else None
+    except Exception:
+        start = None
+    if start is None:
+        start = _pointer_start(data.metaget_(f"^{name}"), record_bytes)
+    if start is not None and start + needed > size:
+        raise ImageError(
+            f"truncated: the {name} object needs {needed} bytes from byte {start} "
+            f"({lines} lines x {samples} samples x {bits} bits x {bands} band(s)), the file has {size}"
+        )
+
+
+def _pointer_start(pointer: Any, record_bytes: int) -> int | None:
+    """The byte offset a PDS3 ``^IMAGE`` pointer gives: a record number (1-based), a
+    ``<BYTES>`` value, or a (file, position) pair."""
+    if isinstance(pointer, (tuple, list)) and pointer:
+        pointer = pointer[-1]
+    if isinstance(pointer, dict):  # {"value": n, "units": "BYTES"}
+        units = str(pointer.get("units", "")).upper()
+        value = _int(pointer.get("value"))
+        return value - 1 if units == "BYTES" else (value - 1) * record_bytes if record_bytes else None
+    value = _int(pointer)
+    if not value:
+        return None
+    return (value - 1) * record_bytes if record_bytes else None
+
+
+def _sample_bits(data: Any, name: str) -> int | None:
+    """Significant bits per sample: the set bits of a SAMPLE_BIT_MASK, else SAMPLE_BITS
+    (PDS3, or a PDS4 ``sample_bits``/``sample_bit_mask``); None when not declared."""
+    if data.standard == "PDS3":
+        block = data.metablock_(name) or {}
+        mask, bits = block.get("SAMPLE_BIT_MASK"), block.get("SAMPLE_BITS")
+    else:
+        found = dict(_fields(data.metadata, ("sample_bit_mask", "sample_bits")))
+        mask, bits = found.get("sample_bit_mask"), found.get("sample_bits")
+    from_mask = _bit_mask(mask)
+    if from_mask:
+        return from_mask
+    bits = _int(bits)
+    return bits or None
+
+
+def _bit_mask(mask: Any) -> int | None:
+    """How many bits a PDS bit mask sets: an int, or ODL radix notation ``2#0000111111111111#``."""
+    if mask is None:
+        return None
+    if isinstance(mask, int):
+        return bin(mask).count("1") or None
+    text = str(mask).strip().strip('"')
+    found = re.fullmatch(r"(\d+)#([0-9A-Fa-f]+)#", text)
+    try:
+        value = int(found.group(2), int(found.group(1))) if found else int(text, 0)
+    except ValueError:
+        return None
+    return bin(value).count("1") or None
+
+
+def _upright(gray: np.ndarray, data: Any, name: str) -> np.ndarray:
+    """Flips the image the way the label says it displays (PDS3 SAMPLE/LINE_DISPLAY_DIRECTION,
+    PDS4 Display_2D_Image): masks line up with the frame as a viewer shows it."""
+    if data.standard == "PDS3":
+        block = data.metablock_(name) or {}
+        horizontal = str(block.get("SAMPLE_DISPLAY_DIRECTION", "RIGHT")).upper()
+        vertical = str(block.get("LINE_DISPLAY_DIRECTION", "DOWN")).upper()
+        mirrored, upside_down = horizontal == "LEFT", vertical == "UP"
+    else:
+        found = dict(_fields(data.metadata, ("horizontal_display_direction", "vertical_display_direction")))
+        mirrored = str(found.get("horizontal_display_direction", "")).lower().startswith("right to left")
+        upside_down = str(found.get("vertical_display_direction", "")).lower().startswith("bottom to top")
+    if mirrored:
+        gray = gray[:, ::-1]
+    if upside_down:
+        gray = gray[::-1]
+    return gray
+
+
+# Identity ----------------------------------------------------------------------------------
+
+
+def _identity(data: Any) -> dict[str, Any]:
+    """The label's product id, instrument, sol and spacecraft clock, those it declares."""
+    found: dict[str, Any] = {}
+    if data.standard == "PDS3":
+        for field, keys in _PDS3_KEYS.items():
+            value = next((v for v in (data.metaget_(k) for k in keys) if v not in (None, "", "N/A", "UNK")), None)
+            if value is not None:
+                found[field] = _plain(value)
+        return found
+    wanted = {name: field for field, names in _PDS4_KEYS.items() for name in names}
+    for key, value in _fields(data.metadata, tuple(wanted)):
+        found.setdefault(wanted[key], _plain(value))
+    if isinstance(found.get("sol"), str) and found["sol"].isdigit():
+        found["sol"] = int(found["sol"])  # XML text; PDS3 labels give a number
+    lid = data.metaget_("logical_identifier")
+    if lid:
+        found["product_id"] = str(lid).split(":")[-1]
+        found["logical_identifier"] = str(lid)
+    instrument = _pds4_instrument(data.metadata)
+    if instrument:
+        found["instrument_id"] = instrument
+    return {field: found[field] for field in (*IDENTITY_FIELDS, "logical_identifier") if field in found}
+
+
+def _pds4_instrument(metadata: Mapping) -> str | None:
+    for key, value in _walk(metadata):
+        if key.split(":")[-1] == "Observing_System_Component" and isinstance(value, Mapping):
+            if str(value.get("type", "")).lower() == "instrument" and value.get("name"):
+                return str(value["name"])
+    return None
+
+
+def _fields(metadata: Mapping, names: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """(name, value) of every scalar field whose name, without namespace, is in ``names``."""
+    for key, value in _walk(metadata):
+        bare = key.split(":")[-1].lower()
+        if bare in names and not isinstance(value, Mapping):
+            yield bare, value
+
+
+def _walk(mapping: Mapping) -> Iterator[tuple[str, Any]]:
+    items = mapping.items() if hasattr(mapping, "items") else []
+    for key, value in items:
+        yield str(key), value
+        if isinstance(value, Mapping):
+            yield from _walk(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, Mapping):
+                    yield from _walk(item)
+
+
+def _stem(identity: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
+    product_id = str(identity.get("product_id") or "").strip().strip('"')
+    safe = _STEM_UNSAFE.sub("_", product_id).strip("._")
+    return safe or Path(path).stem
+
+
+def _plain(value: Any) -> Any:
+    """A label value as JSON: numbers stay numbers, anything else its text."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value).strip().strip('"')
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+class _quiet(warnings.catch_warnings):
+    """Collects pdr's warnings (it reports unreadable objects as warnings) instead of
+    printing them; the messages explain a failed read."""
+
+    def __init__(self) -> None:
+        super().__init__(record=True)
+
+    def __enter__(self) -> list[warnings.WarningMessage]:
+        caught = super().__enter__()
+        warnings.simplefilter("always")
+        return caught  # type: ignore[return-value]
+
+
+def _reason(exc: BaseException | None, caught: list[warnings.WarningMessage]) -> str:
+    messages = [first_line(Exception(str(w.message))) for w in caught if "Unable" in str(w.message)]
+    if exc is not None:
+        return first_line(exc, name_unknown=True)
+    return messages[-1] if messages else "the label does not describe data this file holds"
