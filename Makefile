@@ -13,7 +13,7 @@ MODELS := marsedge/edge_runtime/models
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,dev,cluster]'
+	$(PY) -m pip install -q -e '.[train,dev,cluster,pds,ros]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -176,6 +176,7 @@ _CHECKS = "Checks (exit 1 when one fails)"
 _REPORTS = "Reports"
 _QAT = "Quantization-aware training"
 _BATCH_MODEL = "Model and resize (as marsedge-run)"
+_BATCH_ARCHIVES = "PDS products and ROS bags (as marsedge-run)"
 _GATE = "Accuracy gate"
 _VERBOSE_HELP = "Debug log, and the messages of TensorFlow and other libraries."
 
@@ -946,7 +947,7 @@ def batch(
         list[str],
         typer.Argument(
             metavar="SOURCE...",
-            help="Folders, globs, images, or text files of paths (one per line); local or s3:// and other URIs.",
+            help="Folders, globs, images, PDS products, ROS bags, or text files of paths (one per line); local or s3:// and other URIs.",
         ),
     ],
     out: Annotated[
@@ -997,14 +998,44 @@ def batch(
             rich_help_panel=_BATCH_MODEL,
         ),
     ] = None,
+    topic: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="TOPIC",
+            help="The image topic of bag SOURCEs (as marsedge-run).",
+            show_default="the bag's only image topic",
+            rich_help_panel=_BATCH_ARCHIVES,
+        ),
+    ] = None,
+    bag_out: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="DIR",
+            help="Also write a new bag DIR of the bag frames' masks (as marsedge-run).",
+            rich_help_panel=_BATCH_ARCHIVES,
+        ),
+    ] = None,
+    band: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Band N (from 1) of multi-band PDS products.",
+            show_default="1",
+            rich_help_panel=_BATCH_ARCHIVES,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra)."""
     _setup_logging(verbose)
     if frame_width is not None and scale is not None:
         _fail("give --frame-width or --scale, not both", 2)
+    if bag_out is not None and os.path.lexists(bag_out):
+        _fail(f"{bag_out}: exists already: give --bag-out a new directory", 2)
     from marsedge.cluster.batch import BatchOptions, run_batch
-    from marsedge.edge_runtime import ModelError, SegmenterOptions
+    from marsedge.edge_runtime import ImageError, ModelError, SegmenterOptions
+    from marsedge.edge_runtime.sources import SourceOptions
 
     options = BatchOptions(
         sources=tuple(sources),
@@ -1016,6 +1047,8 @@ def batch(
         max_pixels=max_pixels or None,
         batch_size=batch_size,
         segmenter=SegmenterOptions(model=model, tile_overlap=tile_overlap, frame_width=frame_width, scale=scale),
+        source=SourceOptions(band=band, topic=topic),
+        bag_out=bag_out,
     )
     with _one_line_errors(out, "interrupted; run the same command again to finish the rest"):
         try:
@@ -1024,6 +1057,8 @@ def batch(
             _fail(f"{model or 'bundled model'}: {exc}", 1)
         except ValueError as exc:  # a resize or tiling option the model cannot take
             _fail(str(exc), 2)
+        except ImageError as exc:  # the bag of masks (--bag-out) cannot be written
+            _fail(f"{bag_out}: {exc}", 1)
     for source, message in result.problems:
         typer.echo(f"error: {source}: {message}", err=True)
     for row in result.rows:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("tensorflow", "tf_keras", "marsedge.train", "marsedge.export", "marsedge.benchmarks")
+FORBIDDEN = ("tensorflow", "tf_keras", "marsedge.train", "marsedge.export", "marsedge.benchmarks", "pdr", "rosbags")
 
 SCRIPT = """
 import json, sys
@@ -18,7 +18,7 @@ from marsedge.edge_runtime import cli  # the console script too
 segmenter = edge.Segmenter(sys.argv[1])
 mask = segmenter.segment(np.random.default_rng(0).integers(0, 256, (200, 300), dtype=np.uint8)).mask
 edge.Segmenter(reference_kernels=True).segment(np.zeros((64, 128), np.uint8))
-forbidden = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras")
+forbidden = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "pdr", "rosbags", "pandas")
                    or m.startswith(("marsedge.train", "marsedge.export", "marsedge.benchmarks")))
 print(json.dumps({"shape": list(mask.shape), "forbidden": forbidden}))
 """

@@ -1,8 +1,9 @@
 """``marsedge batch``: segment a mission archive on a Ray instance.
 
 The frames are listed on the driver (a folder, a glob, or a text file of paths; paths
-may be URIs of any filesystem pyarrow reads, e.g. ``s3://``), each given the output stem
-``marsedge-run`` would give it in the same order. Frames whose outputs are already
+may be URIs of any filesystem pyarrow reads, e.g. ``s3://``; PDS products; ROS bags, one
+frame per image message of ``--topic``), each given the output stem ``marsedge-run`` would
+give it in the same order. Frames whose outputs are already
 complete are skipped (resume); the rest become a Ray dataset of paths, and
 ``map_batches`` hands them to a pool of actors. Each actor holds one edge-runtime
 :class:`~marsedge.edge_runtime.Segmenter` (one interpreter, ``threads`` CPU threads) and
@@ -34,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from marsedge.cluster import LOCAL, cluster_cpus, connect, require_ray, sizing
-from marsedge.edge_runtime.batch import expand_inputs, output_stem, segment_file
+from marsedge.edge_runtime.batch import expand_inputs, output_stem, segment_file, unique_name, write_outputs
 from marsedge.edge_runtime.errors import ImageError
 from marsedge.edge_runtime.imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, write_atomic
 from marsedge.edge_runtime.segmenter import DEFAULT_MODEL, Segmenter, SegmenterOptions
+from marsedge.edge_runtime.sources import FRAME_SUFFIXES, SourceOptions, is_bag
 from marsedge.errors import DataError, MarsEdgeError
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ class BatchOptions:
         max_pixels: refuse larger frames (as ``marsedge-run --max-pixels``); None: off.
         batch_size: frames per ``map_batches`` call.
         segmenter: model and resize options (``threads`` is set per actor).
+        source: how PDS products and bags are read (``band``, ``topic``).
+        bag_out: also write a bag of the bag frames' masks here (as ``marsedge-run
+            --bag-out``), after the job, in listing order.
     """
 
     sources: tuple[str, ...]
@@ -79,15 +84,23 @@ class BatchOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     batch_size: int = DEFAULT_BATCH_SIZE
     segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
+    source: SourceOptions = field(default_factory=SourceOptions)
+    bag_out: Path | None = None
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame of the job: its path (or URI), output stem and place in the listing."""
+    """One frame of the job: its path (or URI), output stem and place in the listing; for
+    a bag message, ``path`` is ``BAG#TOPIC/INDEX`` (the record's ``input``), ``bag`` the
+    bag, ``message`` its index, ``timestamp`` and ``rank`` where it is in the bag."""
 
     index: int
     path: str
     stem: str
+    bag: str | None = None
+    message: int | None = None
+    timestamp: int | None = None
+    rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,15 +129,20 @@ def is_uri(path: str) -> bool:
     return bool(sep) and scheme.isidentifier() and scheme != "file"
 
 
-def list_frames(sources: Sequence[str]) -> tuple[list[Frame], list[tuple[str, str]]]:
+def list_frames(
+    sources: Sequence[str], source: SourceOptions | None = None
+) -> tuple[list[Frame], list[tuple[str, str]]]:
     """The frames named by ``sources``, in order, each with the output stem ``marsedge-run``
     gives it, and the sources that yield nothing (source, why).
 
     A local folder, glob or image file is expanded as ``marsedge-run`` expands it; a
     local file that is not a PNG/JPEG is a list of paths, one per line (blank lines and
-    ``#`` comments skipped, relative paths relative to the working directory); a URI
+    ``#`` comments skipped, relative paths relative to the working directory); a bag gives
+    one frame per image message of ``source.topic`` (its only image topic by default),
+    named by header stamp; a URI
     (``s3://bucket/frames/``, ``gs://...``) is listed with pyarrow's filesystems.
     """
+    options = source or SourceOptions()
     names: list[str] = []
     problems: list[tuple[str, str]] = []
     for source in sources:
@@ -137,7 +155,7 @@ def list_frames(sources: Sequence[str]) -> tuple[list[Frame], list[tuple[str, st
             if not found:
                 problems.append((source, "no PNG or JPEG images here"))
             names.extend(found)
-        elif os.path.isfile(source) and Path(source).suffix.lower() not in IMAGE_SUFFIXES:
+        elif os.path.isfile(source) and Path(source).suffix.lower() not in FRAME_SUFFIXES and not is_bag(source):
             try:
                 listed = _read_list(Path(source))
             except (OSError, UnicodeDecodeError) as exc:
@@ -158,9 +176,28 @@ def list_frames(sources: Sequence[str]) -> tuple[list[Frame], list[tuple[str, st
         if key in seen:
             continue
         seen.add(key)
+        if not is_uri(name) and is_bag(name):
+            problems.extend(_add_bag_frames(name, options.topic, frames, used))
+            continue
         stem = output_stem(Path(name.split("://", 1)[-1]), used)
         frames.append(Frame(len(frames), name, stem))
     return frames, problems
+
+
+def _add_bag_frames(bag: str, topic: str | None, frames: list[Frame], used: set[str]) -> list[tuple[str, str]]:
+    """Appends a frame per image message of ``topic`` in ``bag``; the problem if none."""
+    from marsedge.edge_runtime.sources.rosbag import list_messages
+
+    try:
+        topic, messages = list_messages(bag, topic)
+    except ImageError as exc:
+        return [(bag, str(exc))]
+    for message in messages:
+        stem = unique_name(message.stem, used)
+        used.add(stem)
+        name = f"{bag}#{topic}/{message.index}"
+        frames.append(Frame(len(frames), name, stem, bag, message.index, message.timestamp, message.rank))
+    return [] if messages else [(bag, f"no messages on {topic}")]
 
 
 def is_complete(frame: Frame, out: Path, overlay: bool) -> bool:
@@ -174,7 +211,8 @@ def is_complete(frame: Frame, out: Path, overlay: bool) -> bool:
             return False
         if overlay and not (out / f"{frame.stem}_overlay.png").is_file():
             return False
-        if not is_uri(frame.path) and os.stat(frame.path).st_mtime_ns > record_path.stat().st_mtime_ns:
+        local = frame.bag or frame.path
+        if not is_uri(local) and os.stat(local).st_mtime_ns > record_path.stat().st_mtime_ns:
             return False  # the frame changed since it was segmented
     except (OSError, ValueError, AttributeError):
         return False
@@ -193,7 +231,7 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchR
             written so far are kept: a rerun finishes the rest).
         OSError: the output directory or the table cannot be written.
     """
-    frames, problems = list_frames(options.sources)
+    frames, problems = list_frames(options.sources, options.source)
     if not frames:
         detail = "; ".join(f"{s}: {m}" for s, m in problems) or "no sources given"
         raise DataError(f"no frames to segment ({detail})")
@@ -228,6 +266,10 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchR
     ordered = [rows[f.index] for f in frames]
     table = out / TABLE_NAME
     write_table(table, ordered, class_names)
+    if options.bag_out is not None:
+        written = write_mask_bag(options.bag_out, frames, ordered, out)
+        if written is not None:
+            log.info("wrote %s", written)
     counts = {status: sum(1 for r in ordered if r["status"] == status) for status in (SEGMENTED, EARLIER, FAILED)}
     return BatchResult(
         table, ordered, counts[SEGMENTED], counts[EARLIER], counts[FAILED], problems, workers, threads, seconds
@@ -253,7 +295,18 @@ def _segment_on_ray(
     batch = max(1, options.batch_size)
     # Blocks of a few batches: enough of them to keep every actor busy and to show progress.
     per_block = max(batch, min(batch * 16, math.ceil(len(todo) / (workers * 4))))
-    items = [{"index": f.index, "path": f.path, "stem": f.stem} for f in todo]
+    items = [
+        {
+            "index": f.index,
+            "path": f.path,
+            "stem": f.stem,
+            "bag": f.bag or "",
+            "message": -1 if f.message is None else f.message,
+            "timestamp": f.timestamp or 0,
+            "rank": f.rank,
+        }
+        for f in todo
+    ]
     dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(todo) / per_block)).map_batches(
         SegmentFrames,
         batch_size=batch,
@@ -268,6 +321,7 @@ def _segment_on_ray(
             "overlay": options.overlay,
             "max_pixels": options.max_pixels,
             "class_names": class_names,
+            "source": options.source,
         },
     )
     done = 0
@@ -302,6 +356,7 @@ class SegmentFrames:
         overlay: bool,
         max_pixels: int | None,
         class_names: list[str],
+        source: SourceOptions | None = None,
     ) -> None:
         sha256, content = model
         self.segmenter = Segmenter.from_options(replace(options, model=_local_model(options.model, sha256, content)))
@@ -313,16 +368,22 @@ class SegmentFrames:
         self.class_names = class_names
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.sha256 = self.segmenter.model_info["sha256"]
+        self.source = source or SourceOptions()
+        self.bags: dict[str, Any] = {}  # bag path -> BagMessages held open
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        rows = [
-            self.one(int(index), str(path), str(stem))
-            for index, path, stem in zip(
-                batch.column("index").to_pylist(), batch.column("path").to_pylist(), batch.column("stem").to_pylist()
-            )
-        ]
+        columns = {name: batch.column(name).to_pylist() for name in batch.column_names}
+        rows = []
+        for i, (index, path, stem) in enumerate(zip(columns["index"], columns["path"], columns["stem"])):
+            bag = columns.get("bag", [""] * len(columns["index"]))[i]
+            if bag:
+                where = Frame(int(index), str(path), str(stem), str(bag), int(columns["message"][i]),
+                              int(columns["timestamp"][i]), int(columns["rank"][i]))  # fmt: skip
+                rows.append(self.one_message(where))
+            else:
+                rows.append(self.one(int(index), str(path), str(stem)))
         return pa.Table.from_pylist(rows, schema=result_schema(self.class_names))
 
     def one(self, index: int, path: str, stem: str) -> dict[str, Any]:
@@ -331,7 +392,9 @@ class SegmentFrames:
         row.update(worker=self.worker, model_sha256=self.sha256)
         try:
             data = _read_uri(path) if is_uri(path) else None
-            record = segment_file(self.segmenter, Path(path), self.out, stem, self.overlay, self.max_pixels, data)
+            record = segment_file(
+                self.segmenter, Path(path), self.out, stem, self.overlay, self.max_pixels, data, self.source
+            )
         except ImageError as exc:
             row.update(status=FAILED, error=str(exc))
         except OSError as exc:
@@ -341,6 +404,65 @@ class SegmentFrames:
         else:
             row.update(_record_row(record, self.class_names), status=SEGMENTED)
         return row
+
+    def one_message(self, frame: Frame) -> dict[str, Any]:
+        """Segments one bag message into its outputs (as ``marsedge-run`` does); a result row."""
+        from marsedge.edge_runtime.sources.rosbag import BagMessage, BagMessages
+
+        row = _empty_row(frame.index, frame.path, frame.stem, self.class_names)
+        row.update(worker=self.worker, model_sha256=self.sha256)
+        try:
+            bag = self.bags.get(frame.bag or "")
+            if bag is None:
+                bag = self.bags[frame.bag or ""] = BagMessages(frame.bag or "", self.source.topic)
+            message = BagMessage(frame.message or 0, frame.stem, frame.timestamp or 0, frame.rank)
+            read = bag.read(message, self.max_pixels, self.segmenter.work_pixels)
+            if read.gray is None:
+                raise ImageError(f"message {read.index}: {read.error}")
+            result = self.segmenter.segment(read.gray)
+            record = write_outputs(
+                self.segmenter, read.gray, result, frame.path, self.out, frame.stem, self.overlay, read.load_ms,
+                read.identity,
+            )  # fmt: skip
+        except ImageError as exc:
+            row.update(status=FAILED, error=str(exc))
+        except OSError as exc:
+            row.update(status=FAILED, error=f"cannot write outputs to {self.out}: {exc.strerror or exc}")
+        except Exception as exc:  # never a failed job for one bad message
+            row.update(status=FAILED, error=f"unexpected {type(exc).__name__}: {exc}")
+        else:
+            row.update(_record_row(record, self.class_names), status=SEGMENTED)
+        return row
+
+
+def write_mask_bag(path: Path, frames: Sequence[Frame], rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
+    """Writes the masks of the bag frames segmented (now or earlier) into a new bag at
+    ``path``, in listing order, each with its message's header (``marsedge-run --bag-out``).
+    None when no bag frame has a mask.
+
+    Raises:
+        ImageError: ``path`` exists, or ``rosbags`` is missing.
+        OSError: a mask or record cannot be read, or the bag cannot be written.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from marsedge.edge_runtime.sources.rosbag import BagFrame, MaskBagWriter, uses_mcap
+
+    done = [(f, r) for f, r in zip(frames, rows) if f.bag and r["status"] in (SEGMENTED, EARLIER)]
+    if not done:
+        return None
+    writer = MaskBagWriter(path, mcap=uses_mcap(done[0][0].bag or ""))
+    try:
+        for frame, _ in done:
+            record = json.loads((out / f"{frame.stem}.json").read_text(encoding="utf-8"))
+            with Image.open(out / f"{frame.stem}_mask.png") as image:
+                mask = np.asarray(image)
+            writer.add(BagFrame(frame.message or 0, frame.stem, None, record.get("source", {})), mask)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def result_schema(class_names: Sequence[str]) -> Any:
@@ -365,8 +487,23 @@ def result_schema(class_names: Sequence[str]) -> Any:
             ("record", pa.string()),
             ("model_sha256", pa.string()),
             ("worker", pa.string()),
+            *[(name, kind) for name, kind in _identity_columns(pa)],
         ]
     )
+
+
+def _identity_columns(pa: Any) -> list[tuple[str, Any]]:
+    """The frame's identity: a PDS product's label fields, a bag message's topic and header."""
+    return [
+        ("product_id", pa.string()),
+        ("instrument_id", pa.string()),
+        ("sol", pa.int64()),
+        ("spacecraft_clock_start", pa.string()),
+        ("topic", pa.string()),
+        ("message", pa.int64()),
+        ("stamp", pa.string()),
+        ("frame_id", pa.string()),
+    ]
 
 
 def write_table(path: Path, rows: list[dict[str, Any]], class_names: Sequence[str]) -> None:
@@ -401,7 +538,27 @@ def _record_row(record: dict[str, Any], class_names: Sequence[str]) -> dict[str,
         "overlay": outputs.get("overlay"),
         "record": outputs.get("json"),
         "model_sha256": record.get("model", {}).get("sha256"),
+        **_identity_row(record.get("source") or {}),
     }
+
+
+def _identity_row(source: dict[str, Any]) -> dict[str, Any]:
+    stamp = source.get("stamp")
+    sol = source.get("sol")
+    return {
+        "product_id": _text(source.get("product_id")),
+        "instrument_id": _text(source.get("instrument_id")),
+        "sol": int(sol) if isinstance(sol, int) or (isinstance(sol, str) and sol.isdigit()) else None,
+        "spacecraft_clock_start": _text(source.get("spacecraft_clock_start")),
+        "topic": _text(source.get("topic")),
+        "message": source.get("index") if isinstance(source.get("index"), int) else None,
+        "stamp": f"{stamp['sec']}.{stamp['nanosec']:09d}" if isinstance(stamp, dict) else None,
+        "frame_id": _text(source.get("frame_id")),
+    }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _earlier_row(frame: Frame, out: Path, class_names: Sequence[str]) -> dict[str, Any]:

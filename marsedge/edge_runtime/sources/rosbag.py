@@ -97,23 +97,8 @@ def read_bag(
         ImageError: the bag cannot be opened, or ``topic`` is not one of its image
             topics (the message lists those it has), or it has none.
     """
-    from . import require
-
-    require("rosbags", "ros", "reading ROS bags")
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    bag = Path(path)
-    if not bag.exists():
-        raise ImageError("no such file or directory")
-    try:
-        reader = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
-        reader.open()
-    except Exception as exc:  # rosbags reports unreadable storage with many types
-        raise ImageError(f"cannot open the bag: {first_line(exc, name_unknown=True)}") from None
-    try:
-        connections = _topic_connections(reader, topic)
-        messages = reader.messages(connections=connections)
+    with BagMessages(path, topic) as bag:
+        messages = bag.reader.messages(connections=bag.connections)
         index = 0
         while True:
             start = time.perf_counter()
@@ -122,22 +107,12 @@ def read_bag(
             except StopIteration:
                 return
             except Exception as exc:  # corrupt storage past this point: the rest cannot be read
-                yield BagFrame(
-                    index,
-                    f"message-{index}",
-                    None,
-                    {},
-                    f"cannot read the bag from here on: {first_line(exc, name_unknown=True)}",
-                )
+                reason = f"cannot read the bag from here on: {first_line(exc, name_unknown=True)}"
+                yield BagFrame(index, f"message-{index}", None, {}, reason)
                 return
             connection, timestamp, raw = item
-            yield _frame(reader, connection, timestamp, raw, index, bag, max_pixels, work_pixels, start)
+            yield _frame(bag.reader, connection, timestamp, raw, index, bag.path, max_pixels, work_pixels, start)
             index += 1
-    finally:
-        try:
-            reader.close()
-        except Exception:
-            pass
 
 
 def image_topics(reader: Any) -> dict[str, tuple[str, int]]:
@@ -328,3 +303,104 @@ def uses_mcap(path: str | os.PathLike[str]) -> bool:
     if bag.is_dir():
         return any(bag.glob("*.mcap"))
     return bag.suffix.lower() == ".mcap"
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """Where one image message of a bag is, as a listing gives it (no pixels decoded).
+
+    Attributes:
+        index: its place among the topic's messages (0-based).
+        stem: output stem from its header stamp.
+        timestamp: the bag's log time (ns); ``rank``: how many earlier messages of the
+            topic share it (a message is found again by the two).
+    """
+
+    index: int
+    stem: str
+    timestamp: int
+    rank: int = 0
+
+
+def list_messages(path: str | os.PathLike[str], topic: str | None = None) -> tuple[str, list[BagMessage]]:
+    """The image topic read (``topic``, or the bag's only one) and its messages, in order.
+
+    Raises:
+        MissingReaderError, ImageError: as :func:`read_bag`.
+    """
+    with BagMessages(path, topic) as bag:
+        found: list[BagMessage] = []
+        previous, rank = None, 0
+        for index, (connection, timestamp, raw) in enumerate(bag.reader.messages(connections=bag.connections)):
+            rank = rank + 1 if timestamp == previous else 0
+            previous = timestamp
+            try:
+                header = bag.reader.deserialize(raw, connection.msgtype).header
+                stem = f"{int(header.stamp.sec)}.{int(header.stamp.nanosec):09d}"
+            except Exception:  # read (and reported) when the message itself is segmented
+                stem = f"message-{index}"
+            found.append(BagMessage(index, stem, timestamp, rank))
+        return bag.topic, found
+
+
+class BagMessages:
+    """A bag held open to read single messages of one image topic (a worker reading the
+    messages a job gave it)."""
+
+    def __init__(self, path: str | os.PathLike[str], topic: str | None = None) -> None:
+        from . import require
+
+        require("rosbags", "ros", "reading ROS bags")
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ImageError("no such file or directory")
+        try:
+            self.reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+            self.reader.open()
+        except Exception as exc:
+            raise ImageError(f"cannot open the bag: {first_line(exc, name_unknown=True)}") from None
+        try:
+            self.connections = _topic_connections(self.reader, topic)
+        except BaseException:
+            self.close()
+            raise
+        self.topic = self.connections[0].topic
+
+    def read(
+        self,
+        message: BagMessage,
+        max_pixels: int | None = None,
+        work_pixels: Callable[[int, int], int] | None = None,
+    ) -> BagFrame:
+        """The frame of one listed message (``error`` set when it cannot be read)."""
+        start = time.perf_counter()
+        try:
+            found = self.reader.messages(
+                connections=self.connections, start=message.timestamp, stop=message.timestamp + 1
+            )
+            for rank, item in enumerate(found):
+                if rank == message.rank:
+                    connection, timestamp, raw = item
+                    break
+            else:
+                return BagFrame(message.index, message.stem, None, {}, "the message is no longer in the bag")
+        except Exception as exc:
+            return BagFrame(
+                message.index, message.stem, None, {}, f"cannot read the message: {first_line(exc, name_unknown=True)}"
+            )
+        return _frame(self.reader, connection, timestamp, raw, message.index, self.path, max_pixels, work_pixels, start)
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> BagMessages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
