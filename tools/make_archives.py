@@ -88,9 +88,15 @@ def samples_of(image: np.ndarray, sample_bits: int = 8) -> np.ndarray:
 
 
 def pds3_attached(
-    path: Path, image: np.ndarray, product_id: str | None = None, sample_bits: int = 8, line_prefix_bytes: int = 0
+    path: Path,
+    image: np.ndarray,
+    product_id: str | None = None,
+    sample_bits: int = 8,
+    line_prefix_bytes: int = 0,
+    image_extra: str = "",
 ) -> Path:
-    """An ``.IMG`` with an attached PDS3 label; ``image`` is (H, W) or (bands, H, W) 8-bit."""
+    """An ``.IMG`` with an attached PDS3 label; ``image`` is (H, W) or (bands, H, W) 8-bit;
+    ``image_extra``: more lines for the IMAGE object."""
     planes = image if image.ndim == 3 else image[None]
     bands, lines, samples = planes.shape
     stored = samples_of(planes, sample_bits)
@@ -102,6 +108,7 @@ def pds3_attached(
         text = pds3_label(
             lines, samples, product_id=product_id, sample_bits=sample_bits, bands=bands,
             record_bytes=record_bytes, label_records=label_records, line_prefix_bytes=line_prefix_bytes,
+            image_extra=image_extra,
         )  # fmt: skip
         needed = -(-len(text) // record_bytes)
         if needed <= label_records:

@@ -241,12 +241,10 @@ def _load_folder(path: Path) -> TileSet:
     from PIL import Image, UnidentifiedImageError
 
     if (path / "images").is_dir() and (path / "masks").is_dir():
-        image_files = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        image_files = sorted(p for p in (path / "images").iterdir() if _is_image_file(p))
         pairs = [(p, _find_mask(path / "masks", p.stem)) for p in image_files]
     else:
-        image_files = sorted(
-            p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask")
-        )
+        image_files = sorted(p for p in path.iterdir() if _is_image_file(p) and not p.stem.endswith("_mask"))
         pairs = [(p, _find_mask(path, p.stem + "_mask")) for p in image_files]
     if not pairs:
         raise DataError(f"{path}: no image files (expected images/ + masks/ or NAME.png + NAME_mask.png)")
@@ -255,8 +253,7 @@ def _load_folder(path: Path) -> TileSet:
         if mask_path is None:
             raise DataError(f"{image_path}: no matching mask file")
         try:
-            with Image.open(image_path) as img:
-                image = np.asarray(img.convert("L"))
+            image = _read_image(image_path)
             with Image.open(mask_path) as img:
                 if img.mode not in ("L", "P", "I", "I;16"):
                     raise DataError(f"{mask_path}: mask must be a single-channel class-id image, got mode {img.mode}")
@@ -273,6 +270,39 @@ def _load_folder(path: Path) -> TileSet:
         masks.append(_as_masks(mask[None], mask_path)[0])
         names.append(image_path.name)
     return TileSet(np.stack(images), np.stack(masks), str(path), names)
+
+
+def _is_image_file(path: Path) -> bool:
+    """An image of a labelled folder: a PNG/JPEG/TIFF/BMP, or a PDS product (a label, or an
+    ``.IMG`` with its label attached), whose mask is the PNG of the same file stem."""
+    from marsedge.edge_runtime.sources.pds import PDS_SUFFIXES, is_product_file
+
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_SUFFIXES or (suffix in PDS_SUFFIXES and path.is_file() and is_product_file(path))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """An image as uint8 grey; a PDS product through the edge runtime's reader (its sample
+    bits honoured, as ``marsedge-run`` reads it).
+
+    Raises:
+        DataError: a PDS product that cannot be read (or the [pds] extra is missing).
+        OSError: an image file that cannot be read.
+    """
+    from PIL import Image
+
+    from marsedge.edge_runtime.sources.pds import is_pds_path
+
+    if is_pds_path(path):
+        from marsedge.edge_runtime.errors import ImageError
+        from marsedge.edge_runtime.sources.pds import read_product
+
+        try:
+            return read_product(path).gray
+        except ImageError as exc:
+            raise DataError(f"{path}: {exc}") from None
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L"))
 
 
 def _find_mask(folder: Path, stem: str) -> Path | None:

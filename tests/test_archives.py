@@ -1,0 +1,354 @@
+"""Frames from PDS products and ROS 2 bags: the masks are byte-identical to those of the
+same pixels given as PNG, outputs carry the product's or message's identity, and bad
+archives are one line each.
+
+The products and bags are built here (tools/make_archives.py) from the sample NavCam
+frames in ../shared/data/samples, or from a generated frame where that is absent. Tests
+needing ``pdr`` (the [pds] extra) or ``rosbags`` (the [ros] extra) skip without them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA, SAMPLES, load_tool, save_png
+from PIL import Image
+from typer.testing import CliRunner
+
+from marsedge.edge_runtime.cli import app
+from marsedge.edge_runtime.sources.bitdepth import samples_to_gray8
+
+archives = load_tool("make_archives")
+TINY = DATA / "tiny_int8.tflite"
+TOPIC = archives.TOPIC
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[tuple[str, np.ndarray]]:
+    """Two NavCam frames (name, uint8 grey): samples, or generated terrain."""
+    found = sorted(SAMPLES.glob("*.png"))[:2] if SAMPLES.is_dir() else []
+    if found:
+        return [(p.stem, np.asarray(Image.open(p).convert("L"))) for p in found]
+    rng = np.random.default_rng(35)
+    y, x = np.mgrid[0:96, 0:128]
+    made = []
+    for i in range(2):
+        base = 110 + 50 * np.sin(x / (7.0 + i)) * np.cos(y / 11.0) + rng.normal(0, 12, (96, 128))
+        made.append((f"NLB_TEST_{i:04d}", np.clip(base, 0, 255).astype(np.uint8)))
+    return made
+
+
+@pytest.fixture
+def pdr():
+    return pytest.importorskip("pdr")
+
+
+@pytest.fixture
+def rosbags():
+    return pytest.importorskip("rosbags")
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args] + ["--model", str(TINY), "--no-overlay"])
+
+
+def errors(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+def png_masks(frames, folder: Path, out: Path) -> dict[str, bytes]:
+    """Masks of the frames given as PNG: name -> mask PNG bytes."""
+    folder.mkdir()
+    for name, image in frames:
+        save_png(folder / f"{name}.png", image)
+    result = run(folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    return {name: (out / f"{name}_mask.png").read_bytes() for name, _ in frames}
+
+
+# PDS products ------------------------------------------------------------------------------
+
+
+def _attached(folder, name, image):
+    return archives.pds3_attached(folder / f"{name}.IMG", image)
+
+
+def _attached_12bit(folder, name, image):
+    return archives.pds3_attached(folder / f"{name}.IMG", image, sample_bits=12)
+
+
+def _attached_16bit(folder, name, image):
+    return archives.pds3_attached(folder / f"{name}.IMG", image, sample_bits=16)
+
+
+def _prefixed(folder, name, image):
+    return archives.pds3_attached(folder / f"{name}.IMG", image, line_prefix_bytes=12)
+
+
+def _detached(folder, name, image):
+    return archives.pds3_detached(folder / f"{name}.LBL", image)
+
+
+def _pds4(folder, name, image):
+    return archives.pds4_pair(folder / f"{name}.xml", image, product_id=name)
+
+
+def _pds4_16bit(folder, name, image):
+    return archives.pds4_pair(folder / f"{name}.xml", image, product_id=name, sample_bits=16)
+
+
+PRODUCTS = {
+    "pds3-attached": _attached,
+    "pds3-12bit-in-16": _attached_12bit,
+    "pds3-16bit": _attached_16bit,
+    "pds3-line-prefix": _prefixed,
+    "pds3-detached": _detached,
+    "pds4": _pds4,
+    "pds4-16bit": _pds4_16bit,
+}
+
+
+@pytest.mark.parametrize("kind", list(PRODUCTS))
+def test_a_folder_of_products_gives_the_masks_of_the_same_pngs(pdr, frames, tmp_path, kind):
+    expected = png_masks(frames, tmp_path / "png", tmp_path / "png-out")
+    folder = tmp_path / kind
+    folder.mkdir()
+    for name, image in frames:
+        PRODUCTS[kind](folder, name, image)
+    out = tmp_path / "out"
+    result = run(folder, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == len(frames)  # a detached pair or a PDS4 pair is one frame, not two
+    for name, _ in frames:
+        stem = name.lower() if kind.startswith("pds4") else name  # PDS4 ids are lower-case LIDs
+        assert (out / f"{stem}_mask.png").read_bytes() == expected[name], f"{kind}: {name}"
+        source = json.loads((out / f"{stem}.json").read_text())["source"]
+        assert source["product_id"] == stem
+        assert (source["instrument_id"], source["sol"]) == ("NAV_LEFT_B", 1234)
+        assert source["spacecraft_clock_start"] == "439225290.123"
+        assert source["standard"] == ("PDS4" if kind.startswith("pds4") else "PDS3")
+    assert records[0]["source"]["sample_bits"] == {"pds3-12bit-in-16": 12, "pds3-16bit": 16, "pds4-16bit": 16}.get(
+        kind, 8
+    )
+
+
+def test_a_multiband_product_segments_band_1_or_the_band_asked(pdr, frames, tmp_path):
+    (name, image), (_, other) = frames
+    if other.shape != image.shape:
+        other = np.resize(other, image.shape)
+    product = archives.pds3_attached(tmp_path / "rgb.IMG", np.stack([image, other, 255 - image]), product_id=name)
+    expected = png_masks([(name, image), ("second", other)], tmp_path / "png", tmp_path / "png-out")
+    first = run(product, "--out", tmp_path / "a")
+    second = run(product, "--out", tmp_path / "b", "--band", "2")
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    assert (tmp_path / "a" / f"{name}_mask.png").read_bytes() == expected[name]
+    assert (tmp_path / "b" / f"{name}_mask.png").read_bytes() == expected["second"]
+    beyond = run(product, "--out", tmp_path / "c", "--band", "4")
+    assert beyond.exit_code == 1 and errors(beyond) == [f"error: {product}: has 3 band(s); --band 4 is out of range"]
+
+
+def test_a_label_that_displays_mirrored_is_flipped_upright(pdr, frames, tmp_path):
+    name, image = frames[0]
+    expected = png_masks([(name, image)], tmp_path / "png", tmp_path / "png-out")
+    display = "  SAMPLE_DISPLAY_DIRECTION = LEFT\r\n  LINE_DISPLAY_DIRECTION = UP\r\n"
+    flipped = archives.pds3_attached(tmp_path / "f.IMG", image[::-1, ::-1], product_id=name, image_extra=display)
+    result = run(flipped, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / f"{name}_mask.png").read_bytes() == expected[name]
+
+
+def test_twelve_bits_fill_the_grey_range():
+    words = np.array([[0, 1, 2048, 4095, 5000]], dtype=">u2")
+    assert samples_to_gray8(words, 12).tolist() == [[0, 0, 128, 255, 255]]
+    assert samples_to_gray8(words, None).tolist() == samples_to_gray8(words, 16).tolist() == [[0, 0, 8, 16, 19]]
+    assert samples_to_gray8(np.array([[-5, 300]], np.int16), 12).tolist() == [[0, 19]]
+    with pytest.raises(Exception, match="float32 samples are not supported"):
+        samples_to_gray8(np.zeros((2, 2), np.float32))
+
+
+def test_without_pdr_one_line_names_the_extra(frames, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pdr", None)  # import pdr raises ImportError
+    for name, image in frames:
+        archives.pds3_attached(tmp_path / f"{name}.IMG", image)
+    save_png(tmp_path / "plain.png", frames[0][1])
+    result = run(tmp_path, "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = errors(result)
+    assert len(lines) == 1 and "needs the [pds] extra" in lines[0] and "pip install 'marsedge[pds]'" in lines[0]
+    assert f"1 image segmented, {len(frames)} failures" in result.stdout
+
+
+def test_without_rosbags_one_line_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rosbags", None)
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    result = run(bag, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert errors(result) == [
+        f"error: {bag}: reading ROS bags needs the [ros] extra (rosbags is not installed): pip install 'marsedge[ros]'"
+    ]
+
+
+def test_eval_reads_a_labelled_folder_of_products(pdr, frames, tmp_path):
+    from marsedge.train.data import load_tiles
+
+    png, pds = tmp_path / "png", tmp_path / "pds"
+    png.mkdir(), pds.mkdir()
+    for name, image in frames:
+        mask = (image // 64).astype(np.uint8)  # any class ids 0..3
+        save_png(png / f"{name}.png", image)
+        save_png(png / f"{name}_mask.png", mask)
+        save_png(pds / f"{name}_mask.png", mask)
+        archives.pds3_detached(pds / f"{name}.LBL", image)
+    a, b = load_tiles(png), load_tiles(pds)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks)
+    assert b.names == [f"{name}.LBL" for name, _ in frames]
+
+
+def test_a_watched_folder_takes_a_detached_pair_once_both_are_complete(pdr, frames, tmp_path):
+    from marsedge.edge_runtime.watch import FrameTracker
+
+    name, image = frames[0]
+    archives.pds3_detached(tmp_path / f"{name}.LBL", image)
+    archives.pds3_attached(tmp_path / "attached.IMG", image)
+    tracker = FrameTracker(tmp_path)
+    assert tracker.poll() == []  # nothing is stable yet
+    ready = sorted(path.name for path, _ in tracker.poll())
+    assert ready == sorted([f"{name}.LBL", "attached.IMG"])  # the detached .IMG is not a frame of its own
+
+
+# ROS 2 bags --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_bag_gives_the_masks_of_the_same_pngs_and_a_bag_of_masks(rosbags, frames, tmp_path, storage):
+    images = [image for _, image in frames]
+    encodings = ("mono8", "mono16", "rgb8", "bgra8", "png", "jpeg")
+    sequence = [images[i % len(images)] for i in range(len(encodings))]
+    bag = archives.write_bag(tmp_path / "bag", sequence, encodings, storage=storage)
+    # the same pixels as files: PNG for the raw encodings, the very JPEG bytes for jpeg
+    pngs = tmp_path / "png"
+    pngs.mkdir()
+    for i, (image, encoding) in enumerate(zip(sequence, encodings)):
+        if encoding == "jpeg":
+            message = archives.image_message(rosbags_typestore(), image, "jpeg", 0)
+            (pngs / f"{i}.jpg").write_bytes(bytes(message.data))
+        else:
+            save_png(pngs / f"{i}.png", image)
+    assert run(pngs, "--out", tmp_path / "png-out").exit_code == 0
+    result = run(bag, "--topic", TOPIC, "--out", tmp_path / "out", "--bag-out", tmp_path / "masks", "--json")
+    # CompressedImage messages are on TOPIC/compressed: a second run reads them
+    assert result.exit_code == 0, result.output
+    compressed = run(bag, "--topic", TOPIC + "/compressed", "--out", tmp_path / "out")
+    assert compressed.exit_code == 0, compressed.output
+    for i, encoding in enumerate(encodings):
+        stem = f"{1_700_000_000 + i}.000000005"
+        png_name = f"{i}_mask.png"
+        assert (tmp_path / "out" / f"{stem}_mask.png").read_bytes() == (tmp_path / "png-out" / png_name).read_bytes(), (
+            encoding
+        )
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["source"]["encoding"] for r in records] == ["mono8", "mono16", "rgb8", "bgra8"]
+    assert records[0]["source"]["stamp"] == {"sec": 1_700_000_000, "nanosec": 5}
+    assert records[0]["source"]["frame_id"] == "navcam_left" and records[0]["input"] == f"{bag}#{TOPIC}/0"
+    # the bag of masks: one mono8 Image per message, same header and log time
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([tmp_path / "masks"]) as reader:
+        assert [c.topic for c in reader.connections] == [TOPIC + "/marsedge/mask"]
+        written = [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages()]
+    assert storage == "mcap" or any((tmp_path / "masks").glob("*.db3"))
+    assert storage == "sqlite3" or any((tmp_path / "masks").glob("*.mcap"))
+    assert len(written) == 4
+    for i, (timestamp, message) in enumerate(written):
+        assert timestamp == (1_700_000_000 + i) * 10**9 + 5
+        assert (message.header.stamp.sec, message.header.stamp.nanosec) == (1_700_000_000 + i, 5)
+        assert message.header.frame_id == "navcam_left" and message.encoding == "mono8"
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{1_700_000_000 + i}.000000005_mask.png"))
+        assert np.array_equal(message.data.reshape(message.height, message.width), mask)
+
+
+def rosbags_typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_HUMBLE)
+
+
+def test_a_missing_topic_lists_the_image_topics_in_one_line(rosbags, frames, tmp_path):
+    bag = archives.write_bag(tmp_path / "bag", [frames[0][1]], ("mono8", "png"), extra_topics=True)
+    result = run(bag, "--topic", "/nope", "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert errors(result) == [
+        f"error: {bag}: no image topic /nope in this bag; its image topics: {TOPIC} (Image, 1 messages), "
+        "/navcam/right/image_raw (Image, 1 messages)"
+    ]
+    several = run(bag, "--out", tmp_path / "out")
+    assert "several image topics, choose one with --topic" in errors(several)[0]
+
+
+def test_a_corrupt_message_is_one_line_and_the_bag_goes_on(rosbags, frames, tmp_path):
+    images = [frames[i % len(frames)][1] for i in range(4)]
+    bag = archives.write_bag(tmp_path / "bag", images, ("mono8",), storage="mcap", corrupt=(1,))
+    result = run(bag, "--out", tmp_path / "out", "--bag-out", tmp_path / "masks")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = errors(result)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bag}: message 1: cannot deserialise the message")
+    assert "3 images segmented, 1 failure" in result.stdout
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 3
+    assert (tmp_path / "masks" / "metadata.yaml").is_file()
+
+
+def test_bag_out_must_be_new_and_needs_a_bag(rosbags, frames, tmp_path):
+    save_png(tmp_path / "a.png", frames[0][1])
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    exists = run(tmp_path / "a.png", "--out", tmp_path / "out", "--bag-out", taken)
+    assert exists.exit_code == 2 and "exists already" in errors(exists)[0]
+    no_bag = run(tmp_path / "a.png", "--out", tmp_path / "out", "--bag-out", tmp_path / "new")
+    assert no_bag.exit_code == 2 and "--bag-out needs a bag INPUT" in errors(no_bag)[0]
+
+
+# marsedge batch: listing and actors (Ray itself is exercised by tests/test_cluster.py) --------
+
+
+def test_batch_lists_a_bag_per_message_and_an_actor_segments_one(rosbags, pdr, frames, tmp_path):
+    pytest.importorskip("pyarrow")
+    import hashlib
+
+    from marsedge.cluster.batch import SegmentFrames, list_frames, write_mask_bag
+    from marsedge.edge_runtime import SegmenterOptions
+
+    images = [image for _, image in frames]
+    bag = archives.write_bag(tmp_path / "bag", images * 2, ("mono8",))
+    product = archives.pds3_attached(tmp_path / "p.IMG", images[0], product_id="NLB_PRODUCT")
+    listed, problems = list_frames([str(bag), str(product)])
+    assert problems == []
+    assert [f.stem for f in listed] == [f"{1_700_000_000 + i}.000000005" for i in range(4)] + ["NLB_PRODUCT"]
+    assert [f.message for f in listed] == [0, 1, 2, 3, None]
+    content = TINY.read_bytes()
+    names = ["unlabeled", "soil", "bedrock", "sand", "big_rock"]
+    actor = SegmentFrames(
+        SegmenterOptions(model=TINY, threads=1), [hashlib.sha256(content).hexdigest(), content],
+        str(tmp_path / "out"), False, None, names,
+    )  # fmt: skip
+    (tmp_path / "out").mkdir()
+    rows = [actor.one_message(f) for f in listed[:4]] + [actor.one(4, listed[4].path, listed[4].stem)]
+    assert [r["status"] for r in rows] == ["segmented"] * 5, rows
+    assert rows[2]["topic"] == TOPIC and rows[2]["message"] == 2 and rows[2]["stamp"] == "1700000002.000000005"
+    assert (rows[4]["product_id"], rows[4]["instrument_id"], rows[4]["sol"]) == ("NLB_PRODUCT", "NAV_LEFT_B", 1234)
+    expected = png_masks([("p", images[0])], tmp_path / "png", tmp_path / "png-out")
+    assert (tmp_path / "out" / "NLB_PRODUCT_mask.png").read_bytes() == expected["p"]
+    assert (tmp_path / "out" / "1700000002.000000005_mask.png").read_bytes() == expected["p"]
+    written = write_mask_bag(tmp_path / "masks", listed, rows, tmp_path / "out")
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([written]) as reader:
+        assert sum(1 for _ in reader.messages()) == 4
+    shutil.rmtree(tmp_path / "out")
