@@ -124,6 +124,59 @@ def test_corpus_in_a_real_process_with_a_timeout(tiny_int8, tmp_path, record_pro
 
 def test_corpus_stays_small():
     assert sum(p.stat().st_size for p in NASTY.iterdir()) < 200_000
+    assert sum(p.stat().st_size for p in ARCHIVES.rglob("*") if p.is_file()) < 200_000
+
+
+# Broken PDS products and bags (tests/data/nasty_archives) ----------------------------------
+
+ARCHIVES = DATA / "nasty_archives"
+
+
+def archive_cases() -> dict[str, dict]:
+    return json.loads((ARCHIVES / "MANIFEST.json").read_text(encoding="utf-8"))["cases"]
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["in-process", "real-process"])
+def test_archive_corpus_each_problem_is_one_line_and_the_rest_goes_on(tiny_int8, tmp_path, record_property, process):
+    """Broken labels, wrong record counts, truncated data, missing data files, corrupt and
+    unreadable bags: the error lines the manifest lists (naming the file, and the message
+    for a bag), no traceback or library warning, and every good frame still segmented."""
+    pytest.importorskip("pdr")
+    pytest.importorskip("rosbags")
+    cases = archive_cases()
+    inputs = [str(ARCHIVES / name) for name in cases]
+    out = tmp_path / "out"
+    args = [GOLDEN / "tile0.png", *inputs, "--out", out, "--json", "--no-overlay", "--model", tiny_int8]
+    if process:
+        proc = subprocess.run(
+            [sys.executable, "-m", "marsedge.edge_runtime.cli", *map(str, args)],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+    else:
+        result = run_cli(*args)
+        stdout, stderr, code = result.stdout, result.stderr, result.exit_code
+    assert "Traceback" not in stdout + stderr and "Warning" not in stderr, stderr
+    errors = error_lines(stderr)
+    records = [json.loads(line) for line in stdout.splitlines()]
+    problems = {}
+    for name, expect in cases.items():
+        record_property("tried", "corpus.archives")
+        source = str(ARCHIVES / name)
+        mine = [e for e in errors if e.startswith(f"error: {source}: ")]
+        fragments = expect["errors"]
+        segmented = [r for r in records if r["input"] == source or r["input"].startswith(source + "#")]
+        if len(mine) != len(fragments) or not all(f in line for f, line in zip(fragments, mine)):
+            problems[name] = f"expected {fragments}, got {mine}"
+        elif len(segmented) != expect["segmented"]:
+            problems[name] = f"{len(segmented)} frames segmented, expected {expect['segmented']}"
+        else:
+            record_property("passed", "corpus.archives")
+    assert not problems, problems
+    assert len(errors) == sum(len(e["errors"]) for e in cases.values())
+    assert len(records) == 1 + sum(e["segmented"] for e in cases.values())
+    assert code == 1
+    assert not leftovers(out)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Run explicitly (numpy and Pillow only; the output is a function of this script):
 
-    python tools/make_nasty_corpus.py            # rewrites tests/data/nasty/
+    python tools/make_nasty_corpus.py            # rewrites tests/data/nasty/ and tests/data/nasty_archives/
 
 Each file is listed in ``MANIFEST.json`` with what ``marsedge-run --max-pixels 1000000``
 must do with it: ``"ok"`` (segmented; ``size`` is the expected ``[width, height]``)
@@ -10,6 +10,11 @@ or ``"error"`` (one ``error:`` line containing ``fragment``). Cases that depend 
 file system (FIFOs, symlink loops, newlines in names, read-only or full output
 directories) are made at test time by tests/test_reliability_corpus.py instead.
 The corpus stays under 200 KB.
+
+``tests/data/nasty_archives/`` holds broken PDS products and ROS 2 bags (written with
+``rosbags``, the [ros] extra; skipped without it), each listed in its ``MANIFEST.json``
+with the ``error:`` lines ``marsedge-run`` must print for it (a fragment each, in order)
+and how many of its frames must still be segmented.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import shutil
 import struct
 import sys
@@ -28,6 +34,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "nasty"
+ARCHIVES = ROOT / "tests" / "data" / "nasty_archives"
 MAX_PIXELS = 1_000_000  # the --max-pixels the corpus test runs with
 BUDGET_BYTES = 200_000
 
@@ -163,9 +170,145 @@ def cases() -> dict[str, tuple[bytes, dict]]:
     return out
 
 
+def archive_cases(folder: Path) -> dict[str, dict]:
+    """Writes the broken PDS products and bags into ``folder``; name -> manifest entry
+    (``errors``: fragments of the error lines, in order; ``segmented``: frames that must
+    still be segmented)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import make_archives as archives
+
+    frame = terrain(24, 32)
+    cases: dict[str, dict] = {}
+
+    def case(name: str, errors: list[str], segmented: int, why: str) -> None:
+        cases[name] = {"errors": errors, "segmented": segmented, "why": why}
+
+    def label_product(name: str, label: str, data: bytes) -> None:
+        (folder / name).write_bytes(label.encode("ascii") + data)
+
+    good = archives.pds3_attached(folder / "good.IMG", frame, product_id="GOOD_PRODUCT")
+    case("good.IMG", [], 1, "a valid product among the broken ones")
+    text = good.read_bytes()
+    header = text[: len(text) - frame.size]
+
+    label_product(
+        "broken_label.IMG", "PDS_VERSION_ID = PDS3\r\nOBJECT = IMAGE\r\n  LINES = = (\r\nEND_OB", frame.tobytes()
+    )
+    case("broken_label.IMG", ["cannot read the PDS label"], 0, "a label cut mid-statement")
+    label_product(
+        "no_image_pointer.IMG", "PDS_VERSION_ID = PDS3\r\nRECORD_BYTES = 32\r\nEND\r\n".ljust(64), frame.tobytes()
+    )
+    case("no_image_pointer.IMG", ["the PDS3 label points to no IMAGE object"], 0, "no ^IMAGE pointer")
+    (folder / "wrong_file_records.IMG").write_bytes(
+        re.sub(rb"FILE_RECORDS = \d\d", b"FILE_RECORDS = 99", header) + frame.tobytes()
+    )
+    case("wrong_file_records.IMG", ["truncated: the label declares 99 records"], 0, "FILE_RECORDS past the end")
+    (folder / "wrong_lines.IMG").write_bytes(header.replace(b"LINES = 24", b"LINES = 48") + frame.tobytes())
+    case("wrong_lines.IMG", ["truncated: the IMAGE object needs"], 0, "LINES twice what the file holds")
+    (folder / "truncated.IMG").write_bytes(text[: len(header) + frame.size // 2])
+    case("truncated.IMG", ["truncated: the label declares"], 0, "data cut in half")
+
+    def float_label(records: int) -> str:
+        text = archives.pds3_label(24, 8, product_id="FLOAT", record_bytes=32, label_records=records)
+        return text.replace("MSB_UNSIGNED_INTEGER", "IEEE_REAL").replace("SAMPLE_BITS = 8", "SAMPLE_BITS = 32")
+
+    records = next(n for n in range(1, 99) if len(float_label(n)) <= n * 32)
+    floats = np.linspace(0, 1, 24 * 8, dtype=">f4").tobytes()
+    (folder / "float_samples.IMG").write_bytes(float_label(records).encode("ascii").ljust(records * 32) + floats)
+    case("float_samples.IMG", ["float32 samples are not supported"], 0, "32-bit float samples")
+    archives.pds3_detached(folder / "missing_data.LBL", frame)
+    (folder / "missing_data.IMG").unlink()
+    case("missing_data.LBL", ["the data file of the IMAGE object is missing (missing_data.IMG)"], 0, "no data file")
+    archives.pds4_pair(folder / "pds4_cut.xml", frame)
+    (folder / "pds4_cut.img").write_bytes((folder / "pds4_cut.img").read_bytes()[:100])
+    case("pds4_cut.xml", ["truncated: the image array needs 768 bytes, pds4_cut.img has 100"], 0, "PDS4 data cut short")
+    (folder / "pds4_broken.xml").write_text(
+        "<?xml version='1.0'?>\n<Product_Observational><Identification_Area>", encoding="utf-8"
+    )
+    case("pds4_broken.xml", ["cannot read the PDS label"], 0, "XML cut mid-element")
+
+    try:
+        import rosbags  # noqa: F401
+    except ImportError:
+        print("rosbags is not installed: the corpus has no bags", file=sys.stderr)
+        return cases
+    frames = [frame, 255 - frame, frame[::-1], frame[:, ::-1]]
+    archives.write_bag(folder / "bag_corrupt_message", frames, ("mono8",), corrupt=(1,))
+    case("bag_corrupt_message", ["message 1: cannot deserialise the message"], 3, "one message cut short (sqlite3)")
+    archives.write_bag(folder / "bag_corrupt_mcap", frames, ("mono8",), storage="mcap", corrupt=(2,))
+    case("bag_corrupt_mcap", ["message 2: cannot deserialise the message"], 3, "one message cut short (mcap)")
+    _rewrite_messages(folder / "bag_bad_images", frames)
+    case(
+        "bag_bad_images",
+        ["message 1: unsupported encoding 'yuv422'", "message 2: data holds", "message 3: not a PNG or JPEG image"],
+        1,
+        "an unknown encoding, data shorter than step x height, a CompressedImage of noise",
+    )
+    archives.write_bag(folder / "bag_cut.mcap.d", frames, ("mono8",), storage="mcap")
+    data = next((folder / "bag_cut.mcap.d").glob("*.mcap")).read_bytes()
+    shutil.rmtree(folder / "bag_cut.mcap.d")
+    (folder / "bag_cut.mcap").write_bytes(data[: len(data) // 2])
+    case("bag_cut.mcap", ["cannot open the bag"], 0, "an MCAP file cut in half (no summary, no footer)")
+    (folder / "bag_bad_metadata").mkdir()
+    (folder / "bag_bad_metadata" / "metadata.yaml").write_text("rosbag2_bagfile_information: [\n", encoding="utf-8")
+    case("bag_bad_metadata", ["cannot open the bag"], 0, "metadata.yaml that is not YAML")
+    return cases
+
+
+def _rewrite_messages(path: Path, frames: list[np.ndarray]) -> None:
+    """A bag of four messages: a good mono8 frame, then one each with an unsupported
+    encoding, too little data, and a CompressedImage of random bytes."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    types = typestore.types
+    image, compressed = types["sensor_msgs/msg/Image"], types["sensor_msgs/msg/CompressedImage"]
+    height, width = frames[0].shape
+
+    def header(i: int):
+        return types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=10 + i, nanosec=0), frame_id="cam"
+        )
+
+    def raw(i: int, encoding: str, data: np.ndarray, step: int):
+        return image(
+            header=header(i), height=height, width=width, encoding=encoding, is_bigendian=0, step=step, data=data
+        )
+
+    topic = "/navcam/left/image_raw"
+    with Writer(path, version=9) as writer:
+        plain = writer.add_connection(topic, image.__msgtype__, typestore=typestore)
+        squeezed = writer.add_connection(topic, compressed.__msgtype__, typestore=typestore)
+        messages = [
+            (plain, raw(0, "mono8", frames[0].ravel(), width)),
+            (plain, raw(1, "yuv422", np.zeros(height * width * 2, np.uint8), width * 2)),
+            (plain, raw(2, "mono8", frames[2].ravel()[: width * 3], width)),
+            (squeezed, compressed(header=header(3), format="png", data=_rng.integers(0, 256, 300, dtype=np.uint8))),
+        ]
+        for i, (connection, message) in enumerate(messages):
+            writer.write(connection, (10 + i) * 10**9, typestore.serialize_cdr(message, connection.msgtype))
+
+
+def write_archives(folder: Path) -> int:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    cases = archive_cases(folder)
+    manifest = {
+        "max_pixels": MAX_PIXELS,
+        "made_by": "python tools/make_nasty_corpus.py",
+        "cases": dict(sorted(cases.items())),
+    }
+    (folder / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    print(f"wrote {len(cases)} archive cases ({total} bytes) to {folder}")
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=CORPUS, help="corpus directory (replaced)")
+    parser.add_argument("--archives-out", type=Path, default=ARCHIVES, help="archive corpus directory (replaced)")
     args = parser.parse_args(argv)
     corpus = cases()
     total = sum(len(data) for data, _ in corpus.values())
@@ -183,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {len(corpus)} files ({total} bytes) to {args.out}")
+    if write_archives(args.archives_out) > BUDGET_BYTES:
+        print(f"the archive corpus is over the {BUDGET_BYTES} budget", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -33,6 +33,7 @@ CATEGORIES = {
     "corpus.ok": "nasty corpus: unusual valid images (1x1, 16-bit, palette, CMYK, alpha, EXIF...)",
     "corpus.error": "nasty corpus: broken files, non-images, decompression bombs",
     "corpus.process": "nasty corpus through a real process with a timeout",
+    "corpus.archives": "nasty archives: broken PDS labels, wrong record counts, truncated data, corrupt bag messages",
     "filesystem": "FIFO, symlink loop, directory named .png, newline/tab/non-UTF-8 names, /dev/zero",
     "output_dir": "read-only and full output directories (tmpfs and simulated)",
     "fuzz.random_bytes": "hypothesis: random bytes with image names, in batches",

@@ -216,17 +216,24 @@ def _image_object(data: Any) -> str:
 
 
 def _check_length(data: Any, name: str, path: str | os.PathLike[str]) -> None:
-    """PDS3: the data file must hold what the label declares (FILE_RECORDS, and the image
-    object from its pointer on): a cut download is refused with the sizes, not read as a
-    shorter image."""
-    if data.standard != "PDS3":
+    """The data file must exist and hold what the label declares (PDS3: FILE_RECORDS of an
+    attached label, and the image object from its pointer on; PDS4: the array from its
+    offset on): a cut download is refused with the sizes, not read as a shorter image."""
+    try:
+        target = data._target_path(name)
+    except Exception:
+        target = None
+    if target is None:
+        raise ImageError(f"the data file of the {name} object is missing ({_expected_file(data, name)})")
+    if not isinstance(target, (str, os.PathLike)):
+        return
+    size = os.path.getsize(target)
+    if data.standard == "PDS4":
+        needed = _pds4_bytes(data.metadata, name)
+        if needed is not None and needed > size:
+            raise ImageError(f"truncated: the {name} array needs {needed} bytes, {Path(target).name} has {size}")
         return
     block = data.metablock_(name) or {}
-    try:
-        target = data.file_mapping.get(name) or data._target_path(name)
-        size = os.path.getsize(target)
-    except Exception:
-        return  # no data file: the load reports it
     record_bytes = _int(data.metaget_("RECORD_BYTES"))
     file_records = _int(data.metaget_("FILE_RECORDS"))
     attached = os.path.realpath(target) == os.path.realpath(path)
@@ -243,17 +250,42 @@ def _check_length(data: Any, name: str, path: str | os.PathLike[str]) -> None:
         samples * max(1, bits // 8) + _int(block.get("LINE_PREFIX_BYTES")) + _int(block.get("LINE_SUFFIX_BYTES"))
     )
     needed = lines * line_bytes * bands
-    try:
-        start = int(data.data_start_byte(name)) if hasattr(data, "data_start_byte") else None
-    except Exception:
-        start = None
-    if start is None:
-        start = _pointer_start(data.metaget_(f"^{name}"), record_bytes)
+    start = _pointer_start(data.metaget_(f"^{name}"), record_bytes)
     if start is not None and start + needed > size:
         raise ImageError(
             f"truncated: the {name} object needs {needed} bytes from byte {start} "
             f"({lines} lines x {samples} samples x {bits} bits x {bands} band(s)), the file has {size}"
         )
+
+
+def _expected_file(data: Any, name: str) -> str:
+    try:
+        if data.standard == "PDS4":
+            return Path(data._pds4_structures[name].parent_filename).name
+        names = data._object_to_filename(name)
+        return Path(str(names[0] if isinstance(names, (list, tuple)) else names)).name
+    except Exception:
+        return "not found beside the label"
+
+
+_PDS4_TYPE_BYTES = {"byte": 1, "2": 2, "4": 4, "8": 8, "single": 4, "double": 8}
+
+
+def _pds4_bytes(metadata: Mapping, name: str) -> int | None:
+    """Bytes a PDS4 array needs in its file: offset + elements x element size."""
+    for key, block in _walk(metadata):
+        if not key.split(":")[-1].startswith("Array") or not isinstance(block, Mapping):
+            continue
+        if str(block.get("local_identifier", "")).replace(" ", "_") != name:
+            continue
+        axes = [v for k, v in block.items() if k == "Axis_Array" and isinstance(v, Mapping)]
+        kind = str((block.get("Element_Array") or {}).get("data_type", "")).lower()
+        size = next((n for suffix, n in _PDS4_TYPE_BYTES.items() if kind.endswith(suffix)), None)
+        if not axes or size is None:
+            return None
+        count = int(np.prod([_int(axis.get("elements")) for axis in axes]))
+        return _int(block.get("offset")) + count * size
+    return None
 
 
 def _pointer_start(pointer: Any, record_bytes: int) -> int | None:

@@ -107,7 +107,7 @@ def read_bag(
             except StopIteration:
                 return
             except Exception as exc:  # corrupt storage past this point: the rest cannot be read
-                reason = f"cannot read the bag from here on: {first_line(exc, name_unknown=True)}"
+                reason = f"cannot read the bag from here on: {_why(exc)}"
                 yield BagFrame(index, f"message-{index}", None, {}, reason)
                 return
             connection, timestamp, raw = item
@@ -165,9 +165,7 @@ def _frame(
         identity["frame_id"] = str(header.frame_id)
         stem = f"{int(header.stamp.sec)}.{int(header.stamp.nanosec):09d}"
     except Exception as exc:
-        return BagFrame(
-            index, stem, None, identity, f"cannot deserialise the message: {first_line(exc, name_unknown=True)}"
-        )
+        return BagFrame(index, stem, None, identity, f"cannot deserialise the message: {_why(exc)}")
     try:
         if connection.msgtype.endswith("CompressedImage"):
             identity["encoding"] = str(message.format)
@@ -297,6 +295,11 @@ class MaskBagWriter:
         shutil.rmtree(self._partial, ignore_errors=True)
 
 
+def _why(exc: BaseException) -> str:
+    """An exception as one line; rosbags' own errors explain themselves without their type."""
+    return first_line(exc, name_unknown=not type(exc).__module__.startswith("rosbags"))
+
+
 def uses_mcap(path: str | os.PathLike[str]) -> bool:
     """Whether a bag is stored as MCAP (a ``.mcap`` file, or a directory holding one)."""
     bag = Path(path)
@@ -361,7 +364,7 @@ class BagMessages:
             self.reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
             self.reader.open()
         except Exception as exc:
-            raise ImageError(f"cannot open the bag: {first_line(exc, name_unknown=True)}") from None
+            raise ImageError(f"cannot open the bag: {_why(exc)}") from None
         try:
             self.connections = _topic_connections(self.reader, topic)
         except BaseException:
@@ -388,9 +391,7 @@ class BagMessages:
             else:
                 return BagFrame(message.index, message.stem, None, {}, "the message is no longer in the bag")
         except Exception as exc:
-            return BagFrame(
-                message.index, message.stem, None, {}, f"cannot read the message: {first_line(exc, name_unknown=True)}"
-            )
+            return BagFrame(message.index, message.stem, None, {}, f"cannot read the message: {_why(exc)}")
         return _frame(self.reader, connection, timestamp, raw, message.index, self.path, max_pixels, work_pixels, start)
 
     def close(self) -> None:
