@@ -138,6 +138,20 @@ def test_a_folder_of_products_gives_the_masks_of_the_same_pngs(pdr, frames, tmp_
     )
 
 
+@pytest.mark.parametrize("kind", [k for k in PRODUCTS if k.startswith("pds3")])
+def test_the_plain_layout_reader_gives_the_pixels_pdr_gives(pdr, frames, tmp_path, kind):
+    from marsedge.edge_runtime.sources.pds import plain_pds3_image
+
+    name, image = frames[0]
+    products = [PRODUCTS[kind](tmp_path, name, image)]
+    products.append(archives.pds3_attached(tmp_path / "bands.IMG", np.stack([image, 255 - image]), sample_bits=12))
+    for product in products:
+        data = pdr.read(str(product))
+        fast = plain_pds3_image(data, "IMAGE")
+        assert fast is not None
+        assert fast.dtype == data["IMAGE"].dtype and np.array_equal(fast, data["IMAGE"]), product.name
+
+
 def test_a_multiband_product_segments_band_1_or_the_band_asked(pdr, frames, tmp_path):
     (name, image), (_, other) = frames
     if other.shape != image.shape:

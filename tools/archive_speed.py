@@ -1,0 +1,115 @@
+"""Throughput of frames read from PDS products and ROS 2 bags against the same frames as PNG.
+
+    python tools/archive_speed.py                         # ../shared/data/samples, 8 copies
+    python tools/archive_speed.py FRAME.png ... --copies 4 --rounds 5
+
+Writes the frames (tools/make_archives.py) as PNG files, PDS3 ``.IMG`` with attached
+labels, ``.LBL`` + ``.IMG`` pairs, PDS4 pairs, 12-bit PDS3 products, and one bag per
+storage (sqlite3, mcap), then segments each source the way ``marsedge-run`` does
+(``segment_file`` per file, ``read_bag`` + ``write_outputs`` per message; no overlay) with
+one Segmenter, the sources interleaved round by round. Prints frames/s (the median round)
+per source and its ratio to PNG, and the CPU (``lscpu``). The readers' one-time import
+(``pdr`` pulls pandas) is timed apart and not in the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import make_archives  # noqa: E402
+
+SAMPLES = ROOT.parent / "shared" / "data" / "samples"
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return "unknown CPU"
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("frames", nargs="*", type=Path, help="8-bit grey PNG frames (default: the shared samples)")
+    parser.add_argument("--copies", type=int, default=8, help="each frame this many times")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every source; the median is reported")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    parser.add_argument("--model", type=Path, default=None, help="model (default: the bundled int8 model)")
+    args = parser.parse_args(argv)
+    frames = args.frames or sorted(SAMPLES.glob("*.png"))
+    if not frames:
+        print("error: no frames given and ../shared/data/samples is absent", file=sys.stderr)
+        return 1
+
+    start = time.perf_counter()
+    import pdr  # noqa: F401
+    import rosbags.highlevel  # noqa: F401
+
+    imports_s = time.perf_counter() - start
+
+    from marsedge.edge_runtime import Segmenter
+    from marsedge.edge_runtime.batch import segment_file, write_outputs
+    from marsedge.edge_runtime.sources.rosbag import read_bag
+
+    segmenter = Segmenter(args.model, threads=args.threads)
+    with tempfile.TemporaryDirectory(prefix="marsedge-archive-speed-") as tmp:
+        root = Path(tmp) / "archives"
+        make_archives.main([*map(str, frames), "--out", str(root), "--copies", str(args.copies)])
+        files = {
+            "PNG": sorted((root / "png").glob("*.png")),
+            "PDS3 .IMG (attached)": sorted((root / "pds3").glob("*.IMG")),
+            "PDS3 .LBL + .IMG": sorted((root / "pds3-detached").glob("*.LBL")),
+            "PDS4 .xml + .img": sorted((root / "pds4").glob("*.xml")),
+            "PDS3 12-bit": sorted((root / "pds3-16bit").glob("*.IMG")),
+        }
+        bags = {"bag sqlite3 (mono8)": root / "bag-sqlite3", "bag mcap (mono8)": root / "bag-mcap"}
+        count = len(files["PNG"])
+        out = Path(tmp) / "out"
+        out.mkdir()
+
+        def run_files(paths: list[Path]) -> float:
+            tick = time.perf_counter()
+            for i, path in enumerate(paths):
+                segment_file(segmenter, path, out, f"f{i}", overlay=False)
+            return time.perf_counter() - tick
+
+        def run_bag(bag: Path) -> float:
+            tick = time.perf_counter()
+            for frame in read_bag(bag):
+                result = segmenter.segment(frame.gray)
+                write_outputs(segmenter, frame.gray, result, str(bag), out, f"m{frame.index}", False, frame.load_ms)
+            return time.perf_counter() - tick
+
+        jobs = {name: (lambda p=paths: run_files(p)) for name, paths in files.items()}
+        jobs.update({name: (lambda b=bag: run_bag(b)) for name, bag in bags.items()})
+        for job in jobs.values():  # warm caches and the interpreter once
+            job()
+        seconds: dict[str, list[float]] = {name: [] for name in jobs}
+        for _ in range(args.rounds):
+            for name, job in jobs.items():
+                seconds[name].append(job())
+
+    png = count / statistics.median(seconds["PNG"])
+    print(f"{count} frames of {frames[0].name} and {len(frames) - 1} more, {args.rounds} rounds; {cpu_name()}")
+    print(f"readers' import (once per process): {imports_s:.2f} s")
+    print(f"{'source':<24}{'frames/s':>10}{'vs PNG':>9}")
+    for name, values in seconds.items():
+        rate = count / statistics.median(values)
+        print(f"{name:<24}{rate:>10.1f}{rate / png:>9.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
