@@ -366,3 +366,38 @@ def test_batch_lists_a_bag_per_message_and_an_actor_segments_one(rosbags, pdr, f
     with AnyReader([written]) as reader:
         assert sum(1 for _ in reader.messages()) == 4
     shutil.rmtree(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_marsedge_batch_on_ray_segments_a_bag_and_products_as_marsedge_run(rosbags, pdr, frames, tmp_path):
+    pytest.importorskip("ray")
+    import os
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    images = [image for _, image in frames]
+    bag = archives.write_bag(tmp_path / "bag", images, ("mono8", "rgb8"), storage="mcap")
+    products = tmp_path / "products"
+    products.mkdir()
+    for name, image in frames:
+        archives.pds3_detached(products / f"{name}.LBL", image)
+    reference = run(bag, products, "--out", tmp_path / "reference")
+    assert reference.exit_code == 0, reference.output
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "marsedge.cli", "batch", str(bag), str(products), "--out", str(tmp_path / "out"),
+               "--model", str(TINY), "--address", "local", "--workers", "1", "--bag-out", str(tmp_path / "masks")]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    masks = sorted(p.name for p in (tmp_path / "reference").glob("*_mask.png"))
+    assert len(masks) == 2 * len(frames)
+    for name in masks:
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    rows = pq.read_table(tmp_path / "out" / "marsedge-batch.parquet").to_pylist()
+    assert [r["topic"] for r in rows] == [TOPIC] * len(frames) + [None] * len(frames)
+    assert [r["product_id"] for r in rows[len(frames) :]] == [name for name, _ in frames]
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([tmp_path / "masks"]) as reader:
+        assert sum(1 for _ in reader.messages()) == len(frames)

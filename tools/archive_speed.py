@@ -7,8 +7,9 @@ Writes the frames (tools/make_archives.py) as PNG files, PDS3 ``.IMG`` with atta
 labels, ``.LBL`` + ``.IMG`` pairs, PDS4 pairs, 12-bit PDS3 products, and one bag per
 storage (sqlite3, mcap), then segments each source the way ``marsedge-run`` does
 (``segment_file`` per file, ``read_bag`` + ``write_outputs`` per message; no overlay) with
-one Segmenter, the sources interleaved round by round. Prints frames/s (the median round)
-per source and its ratio to PNG, and the CPU (``lscpu``). The readers' one-time import
+one Segmenter, frame by frame across the sources so that all see the same machine load.
+Prints frames/s (the median round) per source, its ratio to PNG, the median time to read
+a frame (the record's ``load`` latency: label, pixels, decoding) and the CPU (``lscpu``). The readers' one-time import
 (``pdr`` pulls pandas) is timed apart and not in the rates.
 """
 
@@ -79,35 +80,56 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp) / "out"
         out.mkdir()
 
-        def run_files(paths: list[Path]) -> float:
-            tick = time.perf_counter()
+        def file_steps(paths: list[Path]):
             for i, path in enumerate(paths):
-                segment_file(segmenter, path, out, f"f{i}", overlay=False)
-            return time.perf_counter() - tick
+                yield lambda i=i, path=path: segment_file(segmenter, path, out, f"f{i}", overlay=False)["latency_ms"]
 
-        def run_bag(bag: Path) -> float:
-            tick = time.perf_counter()
-            for frame in read_bag(bag):
+        def bag_steps(bag: Path):
+            frames = read_bag(bag)
+
+            def step() -> dict[str, float]:
+                frame = next(frames)
                 result = segmenter.segment(frame.gray)
-                write_outputs(segmenter, frame.gray, result, str(bag), out, f"m{frame.index}", False, frame.load_ms)
-            return time.perf_counter() - tick
+                return write_outputs(
+                    segmenter, frame.gray, result, str(bag), out, f"m{frame.index}", False, frame.load_ms
+                )["latency_ms"]
 
-        jobs = {name: (lambda p=paths: run_files(p)) for name, paths in files.items()}
-        jobs.update({name: (lambda b=bag: run_bag(b)) for name, bag in bags.items()})
-        for job in jobs.values():  # warm caches and the interpreter once
-            job()
-        seconds: dict[str, list[float]] = {name: [] for name in jobs}
-        for _ in range(args.rounds):
-            for name, job in jobs.items():
-                seconds[name].append(job())
+            for _ in range(count):
+                yield step
+
+        def sources():
+            steps = {name: file_steps(paths) for name, paths in files.items()}
+            steps.update({name: bag_steps(bag) for name, bag in bags.items()})
+            return steps
+
+        # Frame by frame across the sources (the order rotating), so that every source sees
+        # the same load from whatever else the machine runs; the sum per source is its time.
+        seconds: dict[str, list[float]] = {name: [] for name in sources()}
+        loads: dict[str, list[float]] = {name: [] for name in seconds}  # ms to read each frame
+        for round_ in range(args.rounds + 1):  # round 0 warms caches and the interpreter
+            steps = sources()
+            names = list(steps)
+            spent = dict.fromkeys(names, 0.0)
+            for i in range(count):
+                shift = (i + round_) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    step = next(steps[name])
+                    tick = time.perf_counter()
+                    latency = step()
+                    spent[name] += time.perf_counter() - tick
+                    if round_:
+                        loads[name].append(latency["load"])
+            if round_:
+                for name in names:
+                    seconds[name].append(spent[name])
 
     png = count / statistics.median(seconds["PNG"])
     print(f"{count} frames of {frames[0].name} and {len(frames) - 1} more, {args.rounds} rounds; {cpu_name()}")
     print(f"readers' import (once per process): {imports_s:.2f} s")
-    print(f"{'source':<24}{'frames/s':>10}{'vs PNG':>9}")
+    print("| source | frames/s | vs PNG | read ms/frame (median) |\n|---|---|---|---|")
     for name, values in seconds.items():
         rate = count / statistics.median(values)
-        print(f"{name:<24}{rate:>10.1f}{rate / png:>9.1%}")
+        print(f"| {name} | {rate:.1f} | {rate / png:.1%} | {statistics.median(loads[name]):.2f} |")
     return 0
 
 
