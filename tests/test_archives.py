@@ -210,6 +210,29 @@ def test_without_rosbags_one_line_names_the_extra(tmp_path, monkeypatch):
     ]
 
 
+def test_the_edge_install_pulls_neither_reader_and_make_test_installs_both():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith(("pdr", "rosbags"))]
+    extras = project["optional-dependencies"]
+    assert [d for d in extras["pds"] if d.startswith("pdr")] and [d for d in extras["ros"] if d.startswith("rosbags")]
+    install = next(line for line in (root / "Makefile").read_text().splitlines() if "pip install -q -e" in line)
+    assert "pds" in install and "ros" in install
+
+
+def test_a_label_declaring_too_many_pixels_is_refused_before_reading(pdr, frames, tmp_path):
+    name, image = frames[0]
+    product = archives.pds3_attached(tmp_path / f"{name}.IMG", image)
+    result = run(product, "--out", tmp_path / "out", "--max-pixels", "1000")
+    height, width = image.shape
+    assert result.exit_code == 1
+    assert errors(result) == [
+        f"error: {product}: {width}x{height} image has {width * height} pixels, above the limit of 1000 (--max-pixels)"
+    ]
+
+
 def test_eval_reads_a_labelled_folder_of_products(pdr, frames, tmp_path):
     from marsedge.train.data import load_tiles
 
@@ -244,7 +267,8 @@ def test_a_watched_folder_takes_a_detached_pair_once_both_are_complete(pdr, fram
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_a_bag_gives_the_masks_of_the_same_pngs_and_a_bag_of_masks(rosbags, frames, tmp_path, storage):
     images = [image for _, image in frames]
-    encodings = ("mono8", "mono16", "rgb8", "bgra8", "png", "jpeg")
+    encodings = ("mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8", "png", "jpeg")
+    raw = len(encodings) - 2
     sequence = [images[i % len(images)] for i in range(len(encodings))]
     bag = archives.write_bag(tmp_path / "bag", sequence, encodings, storage=storage)
     # the same pixels as files: PNG for the raw encodings, the very JPEG bytes for jpeg
@@ -254,6 +278,8 @@ def test_a_bag_gives_the_masks_of_the_same_pngs_and_a_bag_of_masks(rosbags, fram
         if encoding == "jpeg":
             message = archives.image_message(rosbags_typestore(), image, "jpeg", 0)
             (pngs / f"{i}.jpg").write_bytes(bytes(message.data))
+        elif encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):  # the bag holds the RGB frame colour_of makes
+            save_png(pngs / f"{i}.png", archives.colour_of(image))
         else:
             save_png(pngs / f"{i}.png", image)
     assert run(pngs, "--out", tmp_path / "png-out").exit_code == 0
@@ -269,7 +295,7 @@ def test_a_bag_gives_the_masks_of_the_same_pngs_and_a_bag_of_masks(rosbags, fram
             encoding
         )
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["source"]["encoding"] for r in records] == ["mono8", "mono16", "rgb8", "bgra8"]
+    assert [r["source"]["encoding"] for r in records] == list(encodings[:raw])
     assert records[0]["source"]["stamp"] == {"sec": 1_700_000_000, "nanosec": 5}
     assert records[0]["source"]["frame_id"] == "navcam_left" and records[0]["input"] == f"{bag}#{TOPIC}/0"
     # the bag of masks: one mono8 Image per message, same header and log time
@@ -280,7 +306,7 @@ def test_a_bag_gives_the_masks_of_the_same_pngs_and_a_bag_of_masks(rosbags, fram
         written = [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages()]
     assert storage == "mcap" or any((tmp_path / "masks").glob("*.db3"))
     assert storage == "sqlite3" or any((tmp_path / "masks").glob("*.mcap"))
-    assert len(written) == 4
+    assert len(written) == raw
     for i, (timestamp, message) in enumerate(written):
         assert timestamp == (1_700_000_000 + i) * 10**9 + 5
         assert (message.header.stamp.sec, message.header.stamp.nanosec) == (1_700_000_000 + i, 5)

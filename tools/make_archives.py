@@ -182,16 +182,23 @@ def pds4_pair(label_path: Path, image: np.ndarray, product_id: str | None = None
     return label_path
 
 
+def colour_of(image: np.ndarray) -> np.ndarray:
+    """An RGB frame made from a grey one (three different channels), for colour encodings."""
+    return np.stack([image, np.roll(image, 7, axis=1), 255 - image], axis=-1)
+
+
 def image_message(
     typestore, image: np.ndarray, encoding: str, sec: int, nanosec: int = 0, frame_id: str = "navcam_left"
 ):
     """A sensor_msgs/Image (``encoding``: mono8, mono16, rgb8, bgr8, rgba8, bgra8) or, for
-    ``jpeg``/``png``, a sensor_msgs/CompressedImage of the 8-bit grey ``image``."""
+    ``jpeg``/``png``, a sensor_msgs/CompressedImage of the 8-bit ``image``: grey (H, W) for
+    mono and compressed encodings, RGB (H, W, 3) for the colour ones (laid out in the
+    encoding's channel order, with an opaque alpha channel where it has one)."""
     types = typestore.types
     header = types["std_msgs/msg/Header"](
         stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
     )
-    height, width = image.shape
+    height, width = image.shape[:2]
     if encoding in ("jpeg", "png"):
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format=encoding.upper(), **({"quality": 95} if encoding == "jpeg" else {}))
@@ -200,22 +207,16 @@ def image_message(
     if encoding == "mono16":
         pixels = (image.astype(">u2") * 257).view(np.uint8)
         return types["sensor_msgs/msg/Image"](
-            header=header,
-            height=height,
-            width=width,
-            encoding=encoding,
-            is_bigendian=1,
-            step=width * 2,
-            data=pixels.ravel(),
-        )
-    channels = {
-        "mono8": [image],
-        "rgb8": [image] * 3,
-        "bgr8": [image] * 3,
-        "rgba8": [image] * 3 + [np.full_like(image, 255)],
-    }
-    channels["bgra8"] = channels["rgba8"]
-    pixels = np.stack(channels[encoding], axis=-1)
+            header=header, height=height, width=width, encoding=encoding, is_bigendian=1,
+            step=width * 2, data=pixels.ravel(),
+        )  # fmt: skip
+    if encoding == "mono8":
+        pixels = image[..., None]
+    else:
+        rgb = image if image.ndim == 3 else colour_of(image)
+        pixels = rgb[..., ::-1] if encoding.startswith("bgr") else rgb
+        if encoding.endswith("a8"):
+            pixels = np.concatenate([pixels, np.full((height, width, 1), 255, np.uint8)], axis=-1)
     return types["sensor_msgs/msg/Image"](
         header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
         step=width * pixels.shape[-1], data=np.ascontiguousarray(pixels).ravel(),

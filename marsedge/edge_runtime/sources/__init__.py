@@ -87,7 +87,7 @@ def read_frame(
         return decode_gray(data, str(path), max_pixels=max_pixels, work_pixels=work_pixels), None
     if data is not None:
         raise ImageError("PDS products are read from a local path (their labels point to files beside them)")
-    product = read_product(path, (options or SourceOptions()).band)
+    product = read_product(path, (options or SourceOptions()).band, max_pixels)
     height, width = product.gray.shape
     if max_pixels:
         if width * height > max_pixels:

@@ -91,13 +91,15 @@ def is_product_file(path: str | os.PathLike[str]) -> bool:
         return True  # unreadable: tried, and reported, like any other named frame
 
 
-def read_product(path: str | os.PathLike[str], band: int | None = None) -> Product:
+def read_product(path: str | os.PathLike[str], band: int | None = None, max_pixels: int | None = None) -> Product:
     """Reads a PDS3 or PDS4 product's image as 8-bit grey, with its identity.
 
     Args:
         path: an ``.IMG`` with an attached label, a detached ``.LBL`` (or its ``.IMG``),
             or a PDS4 ``.xml`` label.
         band: 1-based band of a multi-band image; None: the first.
+        max_pixels: refuse a PDS3 image whose label declares more pixels per band, before
+            reading it (None: no limit here; the caller checks the size read).
 
     Raises:
         MissingReaderError: ``pdr`` is not installed.
@@ -107,7 +109,7 @@ def read_product(path: str | os.PathLike[str], band: int | None = None) -> Produ
     """
     data = _open(path)
     try:
-        return _product(data, path, band)
+        return _product(data, path, band, max_pixels)
     except ImageError:
         raise
     except MemoryError:
@@ -166,9 +168,16 @@ def _open(path: str | os.PathLike[str]) -> Any:
     return data
 
 
-def _product(data: Any, path: str | os.PathLike[str], band: int | None) -> Product:
+def _product(data: Any, path: str | os.PathLike[str], band: int | None, max_pixels: int | None) -> Product:
     standard = data.standard
     name = _image_object(data)
+    block = data.metablock_(name) if standard == "PDS3" else None
+    if max_pixels and isinstance(block, Mapping):
+        lines, samples = _int(block.get("LINES")), _int(block.get("LINE_SAMPLES"))
+        if lines * samples > max_pixels:
+            raise ImageError(
+                f"{samples}x{lines} image has {lines * samples} pixels, above the limit of {max_pixels} (--max-pixels)"
+            )
     _check_length(data, name, path)
     array = plain_pds3_image(data, name)
     if array is None:
