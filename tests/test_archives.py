@@ -121,6 +121,7 @@ def test_a_folder_of_products_gives_the_masks_of_the_same_pngs(pdr, frames, tmp_
     for name, image in frames:
         PRODUCTS[kind](folder, name, image)
     out = tmp_path / "out"
+    (folder / "notes.xml").write_text("<notes>not a PDS4 label</notes>\n")  # a folder's other XML is no frame
     result = run(folder, "--out", out, "--json")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -259,6 +260,49 @@ def test_a_watched_folder_takes_a_detached_pair_once_both_are_complete(pdr, fram
     assert tracker.poll() == []  # nothing is stable yet
     ready = sorted(path.name for path, _ in tracker.poll())
     assert ready == sorted([f"{name}.LBL", "attached.IMG"])  # the detached .IMG is not a frame of its own
+
+
+def test_a_watch_segments_products_named_by_their_ids_and_again_when_the_data_changes(pdr, frames, tmp_path):
+    import threading
+
+    from marsedge.edge_runtime import Segmenter
+    from marsedge.edge_runtime.watch import JOURNAL_NAME, FrameTracker, Journal, watch
+
+    (name, image), (_, other) = frames
+    incoming, out = tmp_path / "incoming", tmp_path / "out"
+    incoming.mkdir(), out.mkdir()
+    archives.pds3_detached(incoming / "pair.LBL", image, product_id=name)
+    archives.pds4_pair(incoming / "four.xml", image, product_id="nlb_pds4_frame")
+    segmenter = Segmenter(TINY)
+
+    def run_for(polls: int) -> list:
+        """The events of a watch stopped at its ``polls``-th look at the folder (a frame
+        is ready at the second look): deterministic, no sleeping."""
+        stop, count = threading.Event(), 0
+        original = FrameTracker.poll
+
+        def poll(tracker):
+            nonlocal count
+            count += 1
+            if count >= polls:
+                stop.set()
+            return original(tracker)
+
+        FrameTracker.poll = poll  # type: ignore[method-assign]
+        try:
+            return list(
+                watch(segmenter, incoming, out, stop, poll_interval=0, journal=Journal.open(out / JOURNAL_NAME))
+            )
+        finally:
+            FrameTracker.poll = original  # type: ignore[method-assign]
+
+    first = run_for(3)
+    assert sorted((e.kind, e.path.name) for e in first) == [("segmented", "four.xml"), ("segmented", "pair.LBL")]
+    assert (out / f"{name}_mask.png").is_file() and (out / "nlb_pds4_frame_mask.png").is_file()
+    assert run_for(3) == []  # journaled: not segmented again
+    (incoming / "pair.IMG").write_bytes(archives.samples_of(other).tobytes())  # new data, same label
+    again = run_for(3)
+    assert [(e.kind, e.path.name) for e in again] == [("segmented", "pair.LBL")]
 
 
 # ROS 2 bags --------------------------------------------------------------------------------

@@ -148,6 +148,7 @@ class FrameTracker:
         self.directory = Path(directory)
         self._real = os.path.realpath(self.directory)
         self._previous: dict[str, tuple[int, int]] = {}
+        self._attached: dict[tuple[str, int, int], bool] = {}  # .IMG version -> starts with a label
 
     def poll(self) -> list[tuple[Path, FrameKey]]:
         """Complete frames, oldest first.
@@ -169,7 +170,7 @@ class FrameTracker:
         }
         ready = []
         for name in stable:
-            if not self._is_frame(name):
+            if not self._is_frame(name, current[name]):
                 continue
             # A detached label is ready with its data file; a change to either is a new frame.
             data_files = self._data_files(name, current)
@@ -194,10 +195,19 @@ class FrameTracker:
             return []
         return [other for other in current if other[: len(stem)] == stem and other[len(stem) :].lower() == ".img"]
 
-    def _is_frame(self, name: str) -> bool:
-        """An ``.IMG`` without an attached label is the data of a detached label, read
-        through that label (when the label arrives), not a frame of its own."""
-        return not name.lower().endswith(".img") or is_product_file(self.directory / name)
+    def _is_frame(self, name: str, version: tuple[int, int]) -> bool:
+        """PDS files as :func:`.sources.pds.is_product_file` says: an ``.IMG`` without an
+        attached label is the data of a detached label, read through that label (when the
+        label arrives), and XML that is not a PDS4 label is no frame. Each version of a file
+        is looked at once."""
+        if not name.lower().endswith((".img", ".lbl", ".xml")):
+            return True
+        key = (name, *version)
+        if key not in self._attached:
+            if len(self._attached) > 100_000:
+                self._attached.clear()
+            self._attached[key] = is_product_file(self.directory / name)
+        return self._attached[key]
 
 
 def watch(

@@ -76,19 +76,21 @@ def is_pds_path(path: str | os.PathLike[str]) -> bool:
 
 
 def is_product_file(path: str | os.PathLike[str]) -> bool:
-    """Whether a file found in a folder is a product to segment: a label (``.LBL``,
-    ``.xml``), or an ``.IMG`` that starts with its own (attached) PDS3 label. An ``.IMG``
-    without one is the data file of a detached label, read through that label."""
+    """Whether a file found in a folder is a product to segment: a PDS3 label (a ``.LBL``,
+    or an ``.IMG`` that starts with its attached label) or a PDS4 ``.xml`` label (its
+    root names the PDS4 namespace). An ``.IMG`` without a label of its own is the data
+    file of a detached label, read through that label; other XML files are not products."""
     suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix in LABEL_SUFFIXES:
-        return True
-    if suffix not in DATA_SUFFIXES:
+    if suffix not in PDS_SUFFIXES:
         return False
     try:
         with open(path, "rb") as handle:
-            return handle.read(16).lstrip().startswith(_PDS3_STARTS)
+            head = handle.read(4096 if suffix == ".xml" else 64)
     except OSError:
         return True  # unreadable: tried, and reported, like any other named frame
+    if suffix == ".xml":
+        return b"pds.nasa.gov/pds4" in head
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(_PDS3_STARTS)
 
 
 def read_product(path: str | os.PathLike[str], band: int | None = None, max_pixels: int | None = None) -> Product:
