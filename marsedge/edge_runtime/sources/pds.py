@@ -109,7 +109,9 @@ def read_product(path: str | os.PathLike[str], band: int | None = None, max_pixe
             than the label says, the samples are not 8- to 16-bit integers, or ``band``
             is out of range.
     """
+    global _last
     data = _open(path)
+    _last = None  # the label parse is shared with product_stem only: a later read sees new data
     try:
         return _product(data, path, band, max_pixels)
     except ImageError:
@@ -133,13 +135,13 @@ def product_stem(path: str | os.PathLike[str]) -> str:
 
 # Reading --------------------------------------------------------------------------------
 
-_last: tuple[tuple[str, int, int], Any] | None = None  # the last product opened (its label parsed)
+_last: tuple[tuple[str, int, int], Any] | None = None  # the label product_stem parsed last
 
 
 def _open(path: str | os.PathLike[str]) -> Any:
-    """``pdr.read(path)`` (the label; data is read lazily), reusing the last product opened
-    when it is the same unchanged file: naming a frame's outputs and reading it open the
-    label once."""
+    """``pdr.read(path)`` (the label; data is read lazily), reusing the label
+    :func:`product_stem` parsed when it is the same unchanged file: naming a frame's
+    outputs and reading it parse the label once."""
     global _last
     from . import require
 
