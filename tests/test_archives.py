@@ -183,6 +183,10 @@ def test_twelve_bits_fill_the_grey_range():
     assert samples_to_gray8(words, 12).tolist() == [[0, 0, 128, 255, 255]]
     assert samples_to_gray8(words, None).tolist() == samples_to_gray8(words, 16).tolist() == [[0, 0, 8, 16, 19]]
     assert samples_to_gray8(np.array([[-5, 300]], np.int16), 12).tolist() == [[0, 19]]
+    from marsedge.edge_runtime.grey import to_gray8
+
+    every = np.arange(65536, dtype=np.uint32).astype(np.uint16).reshape(256, 256)
+    assert np.array_equal(samples_to_gray8(every), to_gray8(every))  # 16 bits: as a 16-bit PNG
     with pytest.raises(Exception, match="float32 samples are not supported"):
         samples_to_gray8(np.zeros((2, 2), np.float32))
 
