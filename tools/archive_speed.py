@@ -2,6 +2,7 @@
 
     python tools/archive_speed.py                         # ../shared/data/samples, 8 copies
     python tools/archive_speed.py FRAME.png ... --copies 4 --rounds 5
+    python tools/archive_speed.py --upscale 4 --copies 4    # the samples at NavCam's 1024x1024
 
 Writes the frames (tools/make_archives.py) as PNG files, PDS3 ``.IMG`` with attached
 labels, ``.LBL`` + ``.IMG`` pairs, PDS4 pairs, 12-bit PDS3 products, and one bag per
@@ -23,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
@@ -41,11 +45,23 @@ def cpu_name() -> str:
     return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
 
 
+def upscaled(frames: list[Path], factor: int, folder: Path) -> list[Path]:
+    """The frames enlarged ``factor`` times (each pixel a block), as grey PNGs in ``folder``."""
+    folder.mkdir()
+    made = []
+    for path in frames:
+        pixels = np.asarray(Image.open(path).convert("L"))
+        made.append(folder / path.name)
+        Image.fromarray(np.kron(pixels, np.ones((factor, factor), np.uint8))).save(made[-1])
+    return made
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("frames", nargs="*", type=Path, help="8-bit grey PNG frames (default: the shared samples)")
     parser.add_argument("--copies", type=int, default=8, help="each frame this many times")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every source; the median is reported")
+    parser.add_argument("--upscale", type=int, default=1, help="enlarge each frame N times (4: NavCam's 1024x1024)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads")
     parser.add_argument("--model", type=Path, default=None, help="model (default: the bundled int8 model)")
     args = parser.parse_args(argv)
@@ -67,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = Segmenter(args.model, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="marsedge-archive-speed-") as tmp:
         root = Path(tmp) / "archives"
+        if args.upscale > 1:
+            frames = upscaled(frames, args.upscale, Path(tmp) / "frames")
+        size = "x".join(map(str, Image.open(frames[0]).size))
         make_archives.main([*map(str, frames), "--out", str(root), "--copies", str(args.copies)])
         files = {
             "PNG": sorted((root / "png").glob("*.png")),
@@ -124,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                     seconds[name].append(spent[name])
 
     png = count / statistics.median(seconds["PNG"])
-    print(f"{count} frames of {frames[0].name} and {len(frames) - 1} more, {args.rounds} rounds; {cpu_name()}")
+    print(f"{count} frames ({len(frames)} distinct, {size}), {args.rounds} rounds; {cpu_name()}")
     print(f"readers' import (once per process): {imports_s:.2f} s")
     print("| source | frames/s | vs PNG | read ms/frame (median) |\n|---|---|---|---|")
     for name, values in seconds.items():
