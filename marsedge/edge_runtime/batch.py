@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_gray, load_gray, mask_png, overlay_png, write_atomic
+from .imageio import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    confidence_png,
+    decode_frame,
+    load_frame,
+    mask_png,
+    overlay_png,
+    write_atomic,
+)
 from .segmenter import Segmenter
 
 _GLOB_CHARS = frozenset("*?[")
@@ -99,8 +108,10 @@ def segment_file(
     overlay: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     data: bytes | None = None,
+    confidence: bool = False,
 ) -> dict[str, Any]:
-    """Segments one image file and writes ``<stem>_mask.png``, ``<stem>_overlay.png`` and
+    """Segments one image file and writes ``<stem>_mask.png``, ``<stem>_overlay.png``,
+    ``<stem>_confidence.png`` (with ``confidence``: uint8 grey, 255 = 1.0) and
     ``<stem>.json`` into ``out_dir``; returns the JSON record.
 
     ``data``, when given, is the file's contents already read (a cluster job reading from
@@ -115,9 +126,11 @@ def segment_file(
     """
     start = time.perf_counter()
     if data is None:
-        gray = load_gray(path, max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
+        frame = load_frame(path, max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
     else:
-        gray = decode_gray(data, str(path), max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
+        frame = decode_frame(data, str(path), max_pixels=max_pixels, work_pixels=segmenter.work_pixels)
+    gray, bit_depth = segmenter.to_gray8(frame)
+    del frame
     load_ms = (time.perf_counter() - start) * 1e3
     result = segmenter.segment(gray)
 
@@ -126,6 +139,8 @@ def segment_file(
     if overlay:
         shown = segmenter.metadata["output_classes"]
         outputs[f"{stem}_overlay.png"] = overlay_png(gray, result.mask, result.classes, result.class_fractions, shown)
+    if confidence:
+        outputs[f"{stem}_confidence.png"] = confidence_png(result.confidence)
     latency = {"load": load_ms, **result.timings}
     record: dict[str, Any] = {
         "input": str(path),
@@ -136,13 +151,24 @@ def segment_file(
         # the resize used: model pixels per input pixel, and the model's field of view
         "model_pixels_per_frame": segmenter.field_of_view.model_pixels_per_frame,
         "scale": round(result.scale, 9),
+        "bit_depth": bit_depth,
+        "confidence": {
+            "mean": round(result.mean_confidence, 6),
+            "threshold": result.confidence_threshold,
+            "below_threshold": round(result.below_threshold, 6),
+        },
+        "ignored_fraction": round(result.ignored_fraction, 6),
         "model": segmenter.model_info,
+        # what decides the mask: a frame whose record holds other settings is not done (batch, watch)
+        "mask_settings": segmenter.mask_settings(),
         "outputs": {
             "mask": str(out_dir / f"{stem}_mask.png"),
             "overlay": str(out_dir / f"{stem}_overlay.png") if overlay else None,
             "json": str(out_dir / f"{stem}.json"),
         },
     }
+    if confidence:
+        record["outputs"]["confidence"] = str(out_dir / f"{stem}_confidence.png")
     written: list[Path] = []
     try:
         for name, data in outputs.items():
