@@ -20,6 +20,7 @@ from typing import Annotated, NoReturn, Optional
 import typer
 
 from marsedge import __version__
+from marsedge.edge_runtime.cli import BIT_DEPTH_HELP, IGNORE_MASK_HELP, MIN_CONFIDENCE_HELP, BitDepth
 from marsedge.edge_runtime.cliutil import OneLineErrorsGroup
 from marsedge.errors import MarsEdgeError, UsageError
 from marsedge.export.convert import FORMATS
@@ -969,7 +970,12 @@ def batch(
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the overlay PNGs.")] = False,
     model: Annotated[
         Optional[Path],
-        typer.Option(help="marsedge .tflite model.", show_default="bundled int8", rich_help_panel=_BATCH_MODEL),
+        typer.Option(
+            help="marsedge .tflite model, or a bundled model's name: navcam, navcam-robust, navcam-tiles (as "
+            "marsedge-run).",
+            show_default="navcam",
+            rich_help_panel=_BATCH_MODEL,
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per actor call.")] = 4,
     max_pixels: Annotated[
@@ -997,14 +1003,34 @@ def batch(
             rich_help_panel=_BATCH_MODEL,
         ),
     ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Also segment the mirrored frame and average (as marsedge-run).")
+    ] = False,
+    confidence: Annotated[
+        bool, typer.Option("--confidence", help="Also write <stem>_confidence.png (as marsedge-run).")
+    ] = False,
+    min_confidence: Annotated[
+        Optional[float],
+        typer.Option(metavar="C", min=0.0, max=1.0, help=MIN_CONFIDENCE_HELP, rich_help_panel=_BATCH_MODEL),
+    ] = None,
+    ignore_mask: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="PNG", help=IGNORE_MASK_HELP + " Every worker must read it.", rich_help_panel=_BATCH_MODEL
+        ),
+    ] = None,
+    bit_depth: Annotated[BitDepth, typer.Option(help=BIT_DEPTH_HELP, rich_help_panel=_BATCH_MODEL)] = BitDepth.auto,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
-    """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra)."""
+    """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra).
+
+    A frame counts as done only under the same model and mask options; a rerun with others segments it again.
+    """
     _setup_logging(verbose)
     if frame_width is not None and scale is not None:
         _fail("give --frame-width or --scale, not both", 2)
     from marsedge.cluster.batch import BatchOptions, run_batch
-    from marsedge.edge_runtime import ModelError, SegmenterOptions
+    from marsedge.edge_runtime import ImageError, ModelError, SegmenterOptions
 
     options = BatchOptions(
         sources=tuple(sources),
@@ -1015,15 +1041,44 @@ def batch(
         overlay=overlay,
         max_pixels=max_pixels or None,
         batch_size=batch_size,
-        segmenter=SegmenterOptions(model=model, tile_overlap=tile_overlap, frame_width=frame_width, scale=scale),
+        segmenter=SegmenterOptions(
+            model=model,
+            tile_overlap=tile_overlap,
+            tta=tta,
+            frame_width=frame_width,
+            scale=scale,
+            bit_depth=bit_depth.value,
+            ignore_mask=ignore_mask,
+            min_confidence=min_confidence,
+        ),
+        confidence=confidence,
     )
     with _one_line_errors(out, "interrupted; run the same command again to finish the rest"):
         try:
             result = run_batch(options, progress=_progress_bar())
         except ModelError as exc:
-            _fail(f"{model or 'bundled model'}: {exc}", 1)
+            _fail(f"{model or 'navcam'}: {exc}", 1)
+        except ImageError as exc:  # the ignore mask
+            _fail(f"{ignore_mask}: --ignore-mask: {str(exc).removeprefix('ignore mask: ')}", 1)
         except ValueError as exc:  # a resize or tiling option the model cannot take
             _fail(str(exc), 2)
+    if result.other_settings:
+        typer.echo(
+            f"note: {result.other_settings} frame(s) in {out} had been segmented with another model or mask "
+            "options: segmented again",
+            err=True,
+        )
+    told: set[int] = set()
+    for row in result.rows:
+        depth = row.get("bit_depth")
+        if row["status"] == "segmented" and row.get("option_bit_depth") == "auto" and depth in (10, 12):
+            if depth not in told:
+                told.add(depth)
+                typer.echo(
+                    f"note: {row['path']}: 16-bit frames with no value above {(1 << depth) - 1} are read as "
+                    f"{depth}-bit (this one and any others; --bit-depth 16 reads them as full 16-bit)",
+                    err=True,
+                )
     for source, message in result.problems:
         typer.echo(f"error: {source}: {message}", err=True)
     for row in result.rows:

@@ -137,7 +137,7 @@ def test_an_actor_turns_a_bad_frame_into_a_row(tmp_path):
     )
     ok, failed = actor.one(0, str(good), "good"), actor.one(1, str(bad), "bad")
     assert ok["status"] == "segmented" and ok["error"] is None and (ok["width"], ok["height"]) == (50, 40)
-    assert ok["model_sha256"] == hashlib.sha256(content).hexdigest()[:16]
+    assert ok["model_sha256"] == hashlib.sha256(content).hexdigest()  # the full hash
     assert sum(ok[f"fraction_{n}"] for n in names) == pytest.approx(1.0)
     assert (tmp_path / "good_mask.png").is_file() and (tmp_path / "good.json").is_file()
     assert failed["status"] == "failed" and "corrupt PNG header" in failed["error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import time
@@ -184,6 +185,12 @@ def segment_file(
                 done.unlink()
         raise
     return record
+
+
+def settings_digest(settings: dict[str, Any] | None) -> str:
+    """A short digest of :meth:`.Segmenter.mask_settings` (what a watch journal keeps)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def summary(latencies_ms: Sequence[float], failures: int) -> str:

@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import threading
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -28,6 +29,21 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 _RESIZE = "Frames of other sizes and cameras"
 _WATCH = "Watch a folder"
 _ADVANCED = "Advanced"
+_TRUST = "Confidence, hardware in view, bit depth"
+
+BitDepth = Enum("BitDepth", {name: name for name in ("auto", "8", "10", "12", "16")}, type=str)
+BIT_DEPTH_HELP = (
+    "Significant bits of 16-bit frames; auto reads one whose maximum is <= 4095 as 12-bit (<= 1023: 10-bit) "
+    "and says so once. 8-bit frames are read as they are."
+)
+IGNORE_MASK_HELP = (
+    "PNG of the pixels that are not terrain (the rover's deck, mast, wheels in a fixed camera's view), any size "
+    "(resized to each frame), non-zero = not terrain: class 0 in the mask, left out of the class shares."
+)
+MIN_CONFIDENCE_HELP = (
+    "Paint pixels whose calibrated confidence is under C (0-1) as class 0 (unknown) and leave them out of the "
+    "class shares."
+)
 
 
 @app.command(cls=OneLineErrorsCommand)
@@ -120,6 +136,21 @@ def run(
             "model pixel of the training frames). Not with --frame-width.",
         ),
     ] = None,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            rich_help_panel=_TRUST,
+            help="Also write <stem>_confidence.png: each pixel's calibrated confidence (255 = 1.0).",
+        ),
+    ] = False,
+    min_confidence: Annotated[
+        Optional[float], typer.Option(metavar="C", min=0.0, max=1.0, rich_help_panel=_TRUST, help=MIN_CONFIDENCE_HELP)
+    ] = None,
+    ignore_mask: Annotated[
+        Optional[Path], typer.Option(metavar="PNG", rich_help_panel=_TRUST, help=IGNORE_MASK_HELP)
+    ] = None,
+    bit_depth: Annotated[BitDepth, typer.Option(rich_help_panel=_TRUST, help=BIT_DEPTH_HELP)] = BitDepth.auto,
 ) -> None:
     """Segment Mars terrain images into soil, bedrock, sand and big rock.
 
@@ -134,9 +165,14 @@ def run(
     if frame_width is not None and scale is not None:
         _fail("give --frame-width or --scale, not both", USAGE_EXIT_CODE)
     try:
-        segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale)
+        segmenter = Segmenter(
+            model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale,
+            bit_depth.value, ignore_mask, min_confidence,
+        )  # fmt: skip
     except ModelError as exc:
         _fail(f"{_shown(model or DEFAULT_MODEL)}: {exc}")
+    except ImageError as exc:  # the ignore mask
+        _fail(f"{_shown(ignore_mask or '')}: --ignore-mask: {str(exc).removeprefix('ignore mask: ')}")
     except ValueError as exc:
         option = next((o for o in ("frame_width", "scale") if str(exc).startswith(o)), None)
         if option:  # a resize override the model cannot take: a usage error
@@ -155,7 +191,7 @@ def run(
     names = [class_names[k] for k in segmenter.metadata["output_classes"]]
     report = _Report(names, json_lines)
     if watch_dir is not None:
-        _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report)
+        _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report, confidence)
         return
 
     paths, problems = expand_inputs(inputs or [], recursive)
@@ -169,7 +205,9 @@ def run(
     try:
         for path in paths:
             try:
-                record = segment_file(segmenter, path, out, output_stem(path, used_stems), overlay, max_pixels or None)
+                record = segment_file(
+                    segmenter, path, out, output_stem(path, used_stems), overlay, max_pixels or None, None, confidence
+                )
             except ImageError as exc:
                 report.failure(path, str(exc))
                 continue
@@ -196,12 +234,19 @@ def _watch(
     max_pixels: int | None,
     poll_interval: float,
     report: _Report,
+    confidence: bool = False,
 ) -> None:
     """Runs watch mode until SIGINT/SIGTERM; a second signal stops at once."""
     try:
         journal = Journal.open(out / JOURNAL_NAME)
     except OSError as exc:
         _fail(f"{_shown(out / JOURNAL_NAME)}: cannot use the watch journal: {exc.strerror or exc}")
+    settings = segmenter.mask_settings()
+    stale = journal.other_settings(settings)
+    if stale:
+        report.notice(
+            journal.path, f"{stale} frame(s) were handled with another model or options: segmenting them again"
+        )
     stop = threading.Event()
     stopped_by: list[str] = []
 
@@ -214,7 +259,7 @@ def _watch(
     report.header()
     recovered = 0
     try:
-        for event in watch(segmenter, directory, out, stop, poll_interval, overlay, max_pixels, journal):
+        for event in watch(segmenter, directory, out, stop, poll_interval, overlay, max_pixels, journal, confidence):
             if event.kind == "segmented":
                 report.segmented(event.path, event.record or {})
             elif event.kind == "recovered":
@@ -241,6 +286,7 @@ class _Report:
         self.json_lines = json_lines
         self.latencies: list[float] = []
         self.failures = 0
+        self.depths_told: set[int] = set()
 
     def header(self) -> None:
         if not self.json_lines:
@@ -248,6 +294,7 @@ class _Report:
 
     def segmented(self, path: Path, record: dict) -> None:
         self.latencies.append(record["latency_ms"]["total"])
+        self.bit_depth_notice(path, record)
         if self.json_lines:
             print(json.dumps(record), flush=True)
         else:
@@ -255,6 +302,18 @@ class _Report:
             shares = [f"{100 * record['class_fractions'][n]:.1f}%" for n in self.class_names]
             ms = f"{record['latency_ms']['total']:.1f}"
             print(_row(size, str(record["tiles"]), ms, shares, _shown(path)), flush=True)
+
+    def bit_depth_notice(self, path: Path, record: dict) -> None:
+        """Once per run and depth: 16-bit frames auto-read as 10- or 12-bit."""
+        depth = record.get("bit_depth")
+        settings = record.get("mask_settings") or {}
+        if settings.get("bit_depth") == "auto" and depth in (10, 12) and depth not in self.depths_told:
+            self.depths_told.add(depth)
+            self.notice(
+                path,
+                f"16-bit frames with no value above {(1 << depth) - 1} are read as {depth}-bit "
+                "(this one and any others; --bit-depth 16 reads them as full 16-bit)",
+            )
 
     def failure(self, source: str | Path, message: str) -> None:
         self.failures += 1

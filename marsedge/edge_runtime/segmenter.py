@@ -231,6 +231,7 @@ class Segmenter:
         self._lock = threading.Lock()
         self.model_info = {
             "name": self.metadata["name"],
+            "model_name": self.metadata.get("model_name") or self.metadata["name"],
             "version": self.metadata.get("marsedge_version"),
             "precision": self.metadata.get("precision"),
             "tensor_type": tensor_type,
