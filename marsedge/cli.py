@@ -752,6 +752,13 @@ def evaluate(
             help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra)."
         ),
     ] = None,
+    reliability: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="PNG",
+            help="Also draw the reliability diagram: accuracy against calibrated confidence (needs matplotlib).",
+        ),
+    ] = None,
     corruptions: Annotated[
         bool,
         typer.Option(
@@ -805,6 +812,12 @@ def evaluate(
             confusion_png(
                 report["confusion_matrix"], plot, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)"
             )
+        if reliability is not None:
+            from marsedge.plots import reliability_png
+
+            reliability_png(
+                report["calibration"], reliability, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)"
+            )
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -813,8 +826,9 @@ def evaluate(
         from marsedge.evaluation.anatomy import anatomy_markdown
 
         typer.echo("\n" + anatomy_markdown(report["anatomy"]))
-    if plot is not None:
-        typer.echo(f"wrote {plot}", err=True)
+    for path in (plot, reliability):
+        if path is not None:
+            typer.echo(f"wrote {path}", err=True)
 
 
 @app.command()
@@ -933,6 +947,10 @@ def format_report(report: dict) -> str:
     ]
     for name, value in report["class_iou"].items():
         lines.append(f"  {name:<10} {'-' if value is None else f'{value:.4f}'}")
+    if report.get("calibration"):
+        from marsedge.evaluation.calibration import calibration_lines
+
+        lines += calibration_lines(report["calibration"])
     width = max(max(len(n) for n in names), max(len(str(v)) for row in report["confusion_matrix"] for v in row)) + 1
     lines.append("confusion matrix (rows: truth, columns: prediction; unlabeled truth ignored)")
     lines.append(" " * width + "".join(n.rjust(width) for n in names))

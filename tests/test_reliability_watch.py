@@ -262,3 +262,21 @@ def test_watch_refuses_inputs_and_missing_directories(tiny_int8, tmp_path):
     assert result.exit_code == 1 and "--watch needs an existing directory" in result.stderr
     result = runner.invoke(app, ["--model", str(tiny_int8)])
     assert result.exit_code == 2 and "nothing to segment" in result.stderr
+
+
+def test_a_watch_restarted_with_another_model_segments_again(segmenter, tiny_float32, dirs, tmp_path):
+    incoming, out = dirs
+    shutil.copy(GOLDEN / "frame0.png", incoming / "a.png")
+    events, journal = step(segmenter, incoming, out)
+    assert kinds(events) == [("segmented", "a.png")]
+    other = watch.Segmenter(tiny_float32)
+    journal = Journal.open(out / JOURNAL_NAME)
+    assert journal.other_settings(batch.settings_digest(other.mask_settings())) == 1
+    events, journal = step(other, incoming, out, journal)
+    assert kinds(events) == [("segmented", "a.png")]  # the other model's mask, not the first one's
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    batch.segment_file(other, incoming / "a.png", reference, "a")
+    assert (out / "a_mask.png").read_bytes() == (reference / "a_mask.png").read_bytes()
+    assert step(other, incoming, out, journal)[0] == []  # done under these settings
+    assert json.loads((out / "a.json").read_text())["mask_settings"] == other.mask_settings()

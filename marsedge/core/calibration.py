@@ -13,6 +13,7 @@ labelled pixels (truth not class 0) count in the fit and the figures.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,3 +171,39 @@ class Reliability:
                 for i in range(self.bins)
             ],
         }
+
+
+def calibrate_tiles(
+    logits_of: Callable[[np.ndarray], np.ndarray],
+    output_classes: Sequence[int],
+    images: np.ndarray,
+    truth: np.ndarray,
+    limit: int = DEFAULT_FIT_PIXELS,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Runs every tile once: its predicted mask, and a temperature fitted on the labelled
+    pixels (what ``marsedge export`` writes as ``calibration`` in the metadata, with the
+    expected calibration error of those pixels before and after).
+
+    Args:
+        logits_of: float logits ``(H, W, C)`` of one uint8 tile.
+        output_classes: class id of each output channel.
+        images, truth: uint8 tiles ``(N, H, W)`` and their class-id masks.
+
+    Raises:
+        ValueError: no labelled pixel among the tiles.
+    """
+    classes = np.asarray(output_classes, dtype=np.uint8)
+    sample = PixelSample(classes, int(np.count_nonzero(truth)), limit, seed)
+    masks = np.empty(images.shape, dtype=np.uint8)
+    for index, tile in enumerate(images):
+        logits = logits_of(tile)
+        masks[index] = classes[np.argmax(logits, axis=-1)]
+        sample.add(logits, truth[index])
+    calibration = sample.fit()
+    logits, labels = np.concatenate(sample.logits), np.concatenate(sample.labels)
+    for key, temperature in (("ece_before", 1.0), ("ece_after", calibration["temperature"])):
+        reliability = Reliability()
+        reliability.add(confidence(logits, temperature), logits.argmax(axis=-1) == labels)
+        calibration[key] = round(reliability.report()["ece"], 5)
+    return masks, calibration
