@@ -127,6 +127,31 @@ def test_a_frame_done_with_other_settings_is_not_done(tmp_path):
     assert is_complete(frame, out, False, settings, confidence=True)
 
 
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--min-confidence", "2"], 2, "--min-confidence"),
+        (["--bit-depth", "7"], 2, "--bit-depth"),
+        (["--ignore-mask", "{tmp}/notes.txt"], 1, "--ignore-mask: not a PNG or JPEG image"),
+        (["--model", "navcam-nope"], 1, "navcam-nope: cannot read model"),
+    ],
+)
+def test_batch_option_errors_are_one_line_before_any_work(tmp_path, args, code, message):
+    from typer.testing import CliRunner
+
+    from marsedge.cli import app
+
+    frame = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(frame)
+    (tmp_path / "notes.txt").write_text("not a mask")
+    argv = ["batch", str(frame), "--out", str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in args]]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_workers_times_threads_fill_the_cpus():
     assert sizing(8, None, None) == (8, 1)
     assert sizing(8, 2, None) == (2, 4)
