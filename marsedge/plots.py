@@ -112,7 +112,7 @@ def reliability_png(calibration: dict[str, Any], path: str | Path, title: str = 
     top.plot(
         [b["confidence"] for b in bins if b["pixels"]],
         [b["accuracy"] for b in bins if b["pixels"]],
-        marker=".", color="tab:red", linewidth=0.8, label="mean confidence",
+        marker=".", color="tab:red", linewidth=0.8, label="accuracy at the bin's mean confidence",
     )  # fmt: skip
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
     top.set_title(
