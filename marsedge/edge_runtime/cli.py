@@ -17,7 +17,7 @@ import typer
 
 from marsedge.core.errors import one_line
 
-from .batch import expand_inputs, output_stem, segment_file, summary
+from .batch import expand_inputs, output_stem, segment_file, settings_digest, summary
 from .cliutil import USAGE_EXIT_CODE, OneLineErrorsCommand
 from .errors import ImageError, ModelError
 from .imageio import DEFAULT_MAX_PIXELS
@@ -241,8 +241,7 @@ def _watch(
         journal = Journal.open(out / JOURNAL_NAME)
     except OSError as exc:
         _fail(f"{_shown(out / JOURNAL_NAME)}: cannot use the watch journal: {exc.strerror or exc}")
-    settings = segmenter.mask_settings()
-    stale = journal.other_settings(settings)
+    stale = journal.other_settings(settings_digest(segmenter.mask_settings()))
     if stale:
         report.notice(
             journal.path, f"{stale} frame(s) were handled with another model or options: segmenting them again"
