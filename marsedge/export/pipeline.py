@@ -225,9 +225,9 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
         except ModelError as exc:
             raise ExportError(f"{fmt}: the converted model does not run: {exc}") from None
         # one pass over val: the masks scored below, and the softmax temperature of this file
-        masks, calibration = calibrate_tiles(tflite.float_logits, run.output_classes, val.images, val.masks)
+        masks, fitted = calibrate_tiles(tflite.float_logits, run.output_classes, val.images, val.masks)
         report = score(val.masks, masks, reference)
-        metadata = model_metadata(run, fmt, info, report, created, normalization, calibration)
+        metadata = model_metadata(run, fmt, info, report, created, normalization, fitted)
         path = out / f"marsedge_{fmt}.tflite"
         data = embed_metadata(content, metadata)
         write_bytes(path, data)
@@ -243,7 +243,7 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
             "not_delegated": info["not_delegated"],
             "seconds": round(time.perf_counter() - tick, 1),
             "convert_seconds": round(convert_seconds, 1),
-            "calibration": calibration,
+            "calibration": fitted,
         }
         if fmt == "qat":
             # how faithfully the .tflite runs the fake-quantised graph it came from
@@ -255,9 +255,9 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
             len(data) / 1024,
             report["mean_iou"],
             report["agreement"],
-            calibration["temperature"],
-            calibration["ece_before"],
-            calibration["ece_after"],
+            fitted["temperature"],
+            fitted["ece_before"],
+            fitted["ece_after"],
             time.perf_counter() - tick,
         )
     summary["gate"] = accuracy_gate(summary, options)
