@@ -128,3 +128,13 @@ def test_a_threshold_outside_0_1_is_a_usage_error(tiny_int8, tmp_path, value):
     assert "--min-confidence" in result.stderr and not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="min_confidence"):
         Segmenter(tiny_int8, min_confidence=1.5)
+
+
+def test_a_rerun_with_another_model_leaves_no_output_of_the_first(tiny_int8, tiny_float32, tmp_path):
+    frame = save_png(tmp_path / "f.png", np.array(Image.open(GOLDEN / "frame0.png")))
+    out = tmp_path / "out"
+    assert run(frame, "--out", out, "--model", tiny_int8, "--confidence").exit_code == 0
+    assert run(frame, "--out", out, "--model", tiny_int8, "--no-overlay").exit_code == 0  # same model: kept
+    assert (out / "f_confidence.png").is_file() and (out / "f_overlay.png").is_file()
+    assert run(frame, "--out", out, "--model", tiny_float32, "--no-overlay").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["f.json", "f_mask.png"]

@@ -170,6 +170,7 @@ def segment_file(
     }
     if confidence:
         record["outputs"]["confidence"] = str(out_dir / f"{stem}_confidence.png")
+    stale = _stale_outputs(out_dir, stem, record["mask_settings"], outputs)
     written: list[Path] = []
     try:
         for name, data in outputs.items():
@@ -184,7 +185,24 @@ def segment_file(
             with suppress(OSError):
                 done.unlink()
         raise
+    for path in stale:
+        with suppress(OSError):
+            path.unlink()
     return record
+
+
+def _stale_outputs(out_dir: Path, stem: str, settings: dict[str, Any], outputs: dict[str, bytes]) -> list[Path]:
+    """The overlay or confidence map an earlier record of ``stem`` left that this run does
+    not rewrite, when that record was made under other mask settings (another model):
+    removed once the new outputs are in place, so no file shows another model's result."""
+    try:
+        earlier = json.loads((out_dir / f"{stem}.json").read_text(encoding="utf-8"))
+        if earlier.get("mask_settings") == settings:
+            return []
+    except (OSError, ValueError, AttributeError):
+        return []
+    optional = (f"{stem}_overlay.png", f"{stem}_confidence.png")
+    return [out_dir / name for name in optional if name not in outputs and (out_dir / name).exists()]
 
 
 def settings_digest(settings: dict[str, Any] | None) -> str:
