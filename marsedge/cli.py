@@ -20,6 +20,7 @@ from typing import Annotated, NoReturn, Optional
 import typer
 
 from marsedge import __version__
+from marsedge.edge_runtime.cli import BIT_DEPTH_HELP, IGNORE_MASK_HELP, MIN_CONFIDENCE_HELP, BitDepth
 from marsedge.edge_runtime.cliutil import OneLineErrorsGroup
 from marsedge.errors import MarsEdgeError, UsageError
 from marsedge.export.convert import FORMATS
@@ -752,6 +753,13 @@ def evaluate(
             help="Also draw a PNG: the confusion matrix, or with --corruptions each condition's share of clean mIoU (needs matplotlib: the train extra)."
         ),
     ] = None,
+    reliability: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="PNG",
+            help="Also draw the reliability diagram: accuracy against calibrated confidence (needs matplotlib).",
+        ),
+    ] = None,
     corruptions: Annotated[
         bool,
         typer.Option(
@@ -805,6 +813,12 @@ def evaluate(
             confusion_png(
                 report["confusion_matrix"], plot, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)"
             )
+        if reliability is not None:
+            from marsedge.plots import reliability_png
+
+            reliability_png(
+                report["calibration"], reliability, title=f"{model.name} on {report['split']} ({report['tiles']} tiles)"
+            )
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -813,8 +827,9 @@ def evaluate(
         from marsedge.evaluation.anatomy import anatomy_markdown
 
         typer.echo("\n" + anatomy_markdown(report["anatomy"]))
-    if plot is not None:
-        typer.echo(f"wrote {plot}", err=True)
+    for path in (plot, reliability):
+        if path is not None:
+            typer.echo(f"wrote {path}", err=True)
 
 
 @app.command()
@@ -933,6 +948,10 @@ def format_report(report: dict) -> str:
     ]
     for name, value in report["class_iou"].items():
         lines.append(f"  {name:<10} {'-' if value is None else f'{value:.4f}'}")
+    if report.get("calibration"):
+        from marsedge.evaluation.calibration import calibration_lines
+
+        lines += calibration_lines(report["calibration"])
     width = max(max(len(n) for n in names), max(len(str(v)) for row in report["confusion_matrix"] for v in row)) + 1
     lines.append("confusion matrix (rows: truth, columns: prediction; unlabeled truth ignored)")
     lines.append(" " * width + "".join(n.rjust(width) for n in names))
@@ -970,7 +989,12 @@ def batch(
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the overlay PNGs.")] = False,
     model: Annotated[
         Optional[Path],
-        typer.Option(help="marsedge .tflite model.", show_default="bundled int8", rich_help_panel=_BATCH_MODEL),
+        typer.Option(
+            help="marsedge .tflite model, or a bundled model's name: navcam, navcam-robust, navcam-tiles (as "
+            "marsedge-run).",
+            show_default="navcam",
+            rich_help_panel=_BATCH_MODEL,
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per actor call.")] = 4,
     max_pixels: Annotated[
@@ -998,6 +1022,23 @@ def batch(
             rich_help_panel=_BATCH_MODEL,
         ),
     ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Also segment the mirrored frame and average (as marsedge-run).")
+    ] = False,
+    confidence: Annotated[
+        bool, typer.Option("--confidence", help="Also write <stem>_confidence.png (as marsedge-run).")
+    ] = False,
+    min_confidence: Annotated[
+        Optional[float],
+        typer.Option(metavar="C", min=0.0, max=1.0, help=MIN_CONFIDENCE_HELP, rich_help_panel=_BATCH_MODEL),
+    ] = None,
+    ignore_mask: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="PNG", help=IGNORE_MASK_HELP + " Every worker must read it.", rich_help_panel=_BATCH_MODEL
+        ),
+    ] = None,
+    bit_depth: Annotated[BitDepth, typer.Option(help=BIT_DEPTH_HELP, rich_help_panel=_BATCH_MODEL)] = BitDepth.auto,
     topic: Annotated[
         Optional[str],
         typer.Option(
@@ -1027,7 +1068,10 @@ def batch(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
-    """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra)."""
+    """Segment a mission archive on a Ray cluster: resumable, one Parquet table of results (needs the cluster extra).
+
+    A frame counts as done only under the same model and mask options; a rerun with others segments it again.
+    """
     _setup_logging(verbose)
     if frame_width is not None and scale is not None:
         _fail("give --frame-width or --scale, not both", 2)
@@ -1046,7 +1090,17 @@ def batch(
         overlay=overlay,
         max_pixels=max_pixels or None,
         batch_size=batch_size,
-        segmenter=SegmenterOptions(model=model, tile_overlap=tile_overlap, frame_width=frame_width, scale=scale),
+        segmenter=SegmenterOptions(
+            model=model,
+            tile_overlap=tile_overlap,
+            tta=tta,
+            frame_width=frame_width,
+            scale=scale,
+            bit_depth=bit_depth.value,
+            ignore_mask=ignore_mask,
+            min_confidence=min_confidence,
+        ),
+        confidence=confidence,
         source=SourceOptions(band=band, topic=topic),
         bag_out=bag_out,
     )
@@ -1054,11 +1108,31 @@ def batch(
         try:
             result = run_batch(options, progress=_progress_bar())
         except ModelError as exc:
-            _fail(f"{model or 'bundled model'}: {exc}", 1)
+            _fail(f"{model or 'navcam'}: {exc}", 1)
+        except ImageError as exc:  # the ignore mask, or the bag of masks (--bag-out) cannot be written
+            if ignore_mask is not None and str(exc).startswith("ignore mask: "):
+                _fail(f"{ignore_mask}: --ignore-mask: {str(exc).removeprefix('ignore mask: ')}", 1)
+            _fail(f"{bag_out}: {exc}", 1)
         except ValueError as exc:  # a resize or tiling option the model cannot take
             _fail(str(exc), 2)
-        except ImageError as exc:  # the bag of masks (--bag-out) cannot be written
-            _fail(f"{bag_out}: {exc}", 1)
+    if result.other_settings:
+        typer.echo(
+            f"note: {result.other_settings} frame(s) in {out} had been segmented with another model or mask "
+            "options: segmented again",
+            err=True,
+        )
+    told: set[int] = set()
+    for row in result.rows:
+        depth = row.get("bit_depth")
+        guessed = row.get("bit_depth_from") != "label"  # a PDS label that declares its bits: nothing guessed
+        if row["status"] == "segmented" and row.get("option_bit_depth") == "auto" and depth in (10, 12) and guessed:
+            if depth not in told:
+                told.add(depth)
+                typer.echo(
+                    f"note: {row['path']}: 16-bit frames with no value above {(1 << depth) - 1} are read as "
+                    f"{depth}-bit (this one and any others; --bit-depth 16 reads them as full 16-bit)",
+                    err=True,
+                )
     for source, message in result.problems:
         typer.echo(f"error: {source}: {message}", err=True)
     for row in result.rows:

@@ -95,6 +95,38 @@ def confusion_png(matrix: Any, path: str | Path, class_names: Sequence[str] = CL
     return _save(plt, figure, path)
 
 
+def reliability_png(calibration: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Reliability diagram of a ``marsedge eval`` calibration report: accuracy against mean
+    confidence per bin (the diagonal is perfect calibration), and the share of pixels per bin.
+    """
+    plt = _pyplot()
+    report = calibration["calibrated"]
+    bins = report["reliability"]
+    width = 1.0 / report["bins"]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(4.8, 5.6), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.bar(centres, [b["accuracy"] or 0.0 for b in bins], width=width * 0.9, color="tab:blue", label="accuracy")
+    top.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--", label="perfect calibration")
+    top.plot(
+        [b["confidence"] for b in bins if b["pixels"]],
+        [b["accuracy"] for b in bins if b["pixels"]],
+        marker=".", color="tab:red", linewidth=0.8, label="accuracy at the bin's mean confidence",
+    )  # fmt: skip
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    top.set_title(
+        f"{title}\nT = {calibration['temperature']:.3g}, ECE {report['ece']:.4f} "
+        f"(T = 1: {calibration['uncalibrated']['ece']:.4f})",
+        fontsize=9,
+    )
+    top.legend(fontsize=7, loc="upper left")
+    total = max(report["pixels"], 1)
+    bottom.bar(centres, [b["pixels"] / total for b in bins], width=width * 0.9, color="tab:gray")
+    bottom.set(xlabel="confidence", ylabel="share of pixels")
+    return _save(plt, figure, path)
+
+
 def _save(plt, figure, path: str | Path) -> Path:
     try:
         with atomic_path(path, suffix=".png") as tmp:

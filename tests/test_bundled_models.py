@@ -25,6 +25,15 @@ def test_bundled_model_by_name_segments_a_1024_frame(name):
     assert result.mask.shape == frame.shape and set(np.unique(result.mask)) <= {1, 2, 3, 4}
 
 
+@pytest.mark.parametrize("path", sorted(DEFAULT_MODEL.parent.glob("*.tflite")), ids=lambda p: p.name)
+def test_every_bundled_file_carries_a_temperature_fitted_on_its_val_split(path):
+    from marsedge.edge_runtime.metadata import read_metadata
+
+    calibration = read_metadata(path)["calibration"]  # tools/bundle_model.py --calibrate
+    assert calibration["fitted_on"] == "val" and 0.5 < calibration["temperature"] < 2
+    assert calibration["ece_after"] < calibration["ece_before"] and calibration["pixels"] > 1_000_000
+
+
 def test_a_local_file_of_that_name_wins(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert model_path(None) == DEFAULT_MODEL and model_path("navcam") == DEFAULT_MODEL

@@ -105,6 +105,53 @@ def test_a_frame_is_complete_only_with_all_its_outputs(tmp_path):
     assert not is_complete(frame, out, overlay=False)
 
 
+def test_a_frame_done_with_other_settings_is_not_done(tmp_path):
+    from marsedge.cluster.batch import frame_state
+
+    frame_path = tmp_path / "f.png"
+    frame_path.write_bytes(b"")
+    out = tmp_path / "out"
+    out.mkdir()
+    frame = Frame(0, str(frame_path), "f")
+    settings = {"model_sha256": "a" * 64, "tta": False, "min_confidence": None}
+    (out / "f_mask.png").write_bytes(b"m")
+    (out / "f.json").write_text(json.dumps({"input": str(frame_path), "mask_settings": settings}))
+    assert frame_state(frame, out, False, settings) == "done"
+    for change in ({"model_sha256": "b" * 64}, {"tta": True}, {"min_confidence": 0.5}):
+        assert frame_state(frame, out, False, {**settings, **change}) == "other settings"
+    (out / "f.json").write_text(json.dumps({"input": str(frame_path)}))  # a record from before settings
+    assert frame_state(frame, out, False, settings) == "other settings"
+    (out / "f.json").write_text(json.dumps({"input": str(frame_path), "mask_settings": settings}))
+    assert frame_state(frame, out, False, settings, confidence=True) == "todo"  # no confidence map yet
+    (out / "f_confidence.png").write_bytes(b"c")
+    assert is_complete(frame, out, False, settings, confidence=True)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--min-confidence", "2"], 2, "--min-confidence"),
+        (["--bit-depth", "7"], 2, "--bit-depth"),
+        (["--ignore-mask", "{tmp}/notes.txt"], 1, "--ignore-mask: not a PNG or JPEG image"),
+        (["--model", "navcam-nope"], 1, "navcam-nope: cannot read model"),
+    ],
+)
+def test_batch_option_errors_are_one_line_before_any_work(tmp_path, args, code, message):
+    from typer.testing import CliRunner
+
+    from marsedge.cli import app
+
+    frame = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(frame)
+    (tmp_path / "notes.txt").write_text("not a mask")
+    argv = ["batch", str(frame), "--out", str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in args]]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_workers_times_threads_fill_the_cpus():
     assert sizing(8, None, None) == (8, 1)
     assert sizing(8, 2, None) == (2, 4)
@@ -137,7 +184,7 @@ def test_an_actor_turns_a_bad_frame_into_a_row(tmp_path):
     )
     ok, failed = actor.one(0, str(good), "good"), actor.one(1, str(bad), "bad")
     assert ok["status"] == "segmented" and ok["error"] is None and (ok["width"], ok["height"]) == (50, 40)
-    assert ok["model_sha256"] == hashlib.sha256(content).hexdigest()[:16]
+    assert ok["model_sha256"] == hashlib.sha256(content).hexdigest()  # the full hash
     assert sum(ok[f"fraction_{n}"] for n in names) == pytest.approx(1.0)
     assert (tmp_path / "good_mask.png").is_file() and (tmp_path / "good.json").is_file()
     assert failed["status"] == "failed" and "corrupt PNG header" in failed["error"]
@@ -318,6 +365,52 @@ def test_the_command_starts_its_own_instance(archive, tmp_path):
     assert "1 segmented, 0 done earlier, 1 failed" in result.stdout, result.stdout
     name = "frame_05_mask.png"
     assert (tmp_path / "out" / name).read_bytes() == (reference / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_model_or_option_rewrites_every_frame_as_marsedge_run(ray_head, tmp_path):
+    """Done-ness is keyed on the model's SHA-256 and the mask options: another model (a
+    path or a bundled name) or another --min-confidence segments every frame again, and the
+    masks are then marsedge-run's for that model byte for byte."""
+    from marsedge.train.synthetic import write_png_frames
+
+    frames = tmp_path / "frames"
+    write_png_frames(frames, 4, size=256, seed=11)
+    out = tmp_path / "out"
+    other = ROOT / "tests" / "data" / "tiny_float32.tflite"
+
+    def batch(model, *extra):
+        command = [sys.executable, "-m", "marsedge.cli", "batch", str(frames), "--out", str(out), "--model", str(model),
+                   "--address", ray_head, "--workers", "1", *extra]  # fmt: skip
+        return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+
+    def reference(model, *extra):
+        target = tmp_path / f"run_{Path(str(model)).stem}{''.join(extra)}"
+        command = [sys.executable, "-m", "marsedge.edge_runtime.cli", str(frames), "--out", str(target),
+                   "--model", str(model), "--no-overlay", *extra]  # fmt: skip
+        assert subprocess.run(command, env=_env(), capture_output=True, timeout=600).returncode == 0
+        return target
+
+    def same_masks(target):
+        masks = sorted(p.name for p in target.glob("*_mask.png"))
+        assert len(masks) == 4
+        return all((out / name).read_bytes() == (target / name).read_bytes() for name in masks)
+
+    first = batch(TINY)
+    assert first.returncode == 0 and "4 segmented, 0 done earlier" in first.stdout, first.stderr
+    for model, extra in ((other, ()), ("navcam-tiles", ()), ("navcam-tiles", ("--min-confidence", "0.6"))):
+        rerun = batch(model, *extra)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "4 segmented, 0 done earlier" in rerun.stdout, rerun.stdout
+        notes = [line for line in rerun.stderr.splitlines() if line.startswith("note:")]
+        assert len(notes) == 1 and "4 frame(s)" in notes[0] and "segmented again" in notes[0]
+        assert same_masks(reference(model, *extra))
+    rows = _table(out)
+    assert {r["model"] for r in rows} == {"navcam-tiles"} and {r["option_min_confidence"] for r in rows} == {0.6}
+    assert all(len(r["model_sha256"]) == 64 and r["model_name"] == "marsedge-navcam-tiles" for r in rows)
+    again = batch("navcam-tiles", "--min-confidence", "0.6")
+    assert "0 segmented, 4 done earlier" in again.stdout and "note:" not in again.stderr
+    assert {r["option_min_confidence"] for r in _table(out)} == {0.6}
 
 
 # ---------------------------------------------------------------------------------------

@@ -215,3 +215,20 @@ def test_new_commands_have_help():
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "--json" in result.stdout
     assert "--anatomy" in invoke("eval", "--help").stdout and "--plot" in invoke("eval", "--help").stdout
+
+
+def test_eval_reports_calibration_and_draws_the_reliability_diagram(stub_model, mask_pair, tmp_path):
+    """Every pixel of the stub is sure of its class (confidence ~1) and half the labelled
+    pixels are right: ECE 0.5, all of them at confidence >= 0.9 with accuracy 0.5."""
+    pytest.importorskip("matplotlib")
+    result = invoke("eval", stub_model, "--data", mask_pair, "--json", "--reliability", tmp_path / "rel.png")
+    assert result.exit_code == 0, result.output
+    calibration = json.loads(result.stdout)["calibration"]
+    assert calibration["temperature"] == 1.0  # a file without calibration
+    report = calibration["calibrated"]
+    assert report["pixels"] == 2048 * 3 and report["ece"] == pytest.approx(0.5, abs=1e-3)
+    assert report["trusted_share"] == 1.0 and report["trusted_accuracy"] == 0.5
+    assert report["reliability"][-1]["pixels"] == 2048 * 3
+    assert Image.open(tmp_path / "rel.png").size[0] > 100
+    text = invoke("eval", stub_model, "--data", mask_pair).stdout
+    assert "calibration (labelled pixels, 15 bins): temperature 1" in text and "ECE 0.5000" in text

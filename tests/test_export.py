@@ -226,3 +226,21 @@ def test_quant_debug_tool_rows_per_op(tiny_run, capsys):
     quant_debug.main([str(tiny_run), "--calib-tiles", "4", "--debug-tiles", "2", "--keep-normalization"])
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
     assert [row[0] for row in rows[:2]] == ["| MUL", "| ADD"]  # what exports held before
+
+
+def test_each_file_carries_a_temperature_fitted_on_val_that_eval_reads(plain_export, tiny_run):
+    out, _ = plain_export
+    data = json.loads((tiny_run / "config.json").read_text())["train"]["data"]
+    for fmt in ("float32", "qat"):
+        path = out / f"marsedge_{fmt}.tflite"
+        calibration = read_metadata(path)["calibration"]
+        assert calibration["fitted_on"] == "val" and 0.05 <= calibration["temperature"] <= 20
+        assert calibration["nll_after"] <= calibration["nll_before"]
+        result = CliRunner().invoke(app, ["eval", str(path), "--data", data, "--split", "val", "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)["calibration"]
+        assert report["temperature"] == calibration["temperature"]
+        # every labelled val pixel of the tiny run is in the fit, so eval finds the same error
+        assert report["calibrated"]["pixels"] == calibration["pixels"]
+        assert report["calibrated"]["ece"] == pytest.approx(calibration["ece_after"], abs=1e-4)
+        assert report["uncalibrated"]["ece"] == pytest.approx(calibration["ece_before"], abs=1e-4)

@@ -262,3 +262,60 @@ def test_watch_refuses_inputs_and_missing_directories(tiny_int8, tmp_path):
     assert result.exit_code == 1 and "--watch needs an existing directory" in result.stderr
     result = runner.invoke(app, ["--model", str(tiny_int8)])
     assert result.exit_code == 2 and "nothing to segment" in result.stderr
+
+
+def test_a_watch_restarted_with_another_model_segments_again(segmenter, tiny_float32, dirs, tmp_path):
+    incoming, out = dirs
+    shutil.copy(GOLDEN / "frame0.png", incoming / "a.png")
+    events, journal = step(segmenter, incoming, out)
+    assert kinds(events) == [("segmented", "a.png")]
+    other = watch.Segmenter(tiny_float32)
+    journal = Journal.open(out / JOURNAL_NAME)
+    assert journal.other_settings(batch.settings_digest(other.mask_settings())) == 1
+    events, journal = step(other, incoming, out, journal)
+    assert kinds(events) == [("segmented", "a.png")]  # the other model's mask, not the first one's
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    batch.segment_file(other, incoming / "a.png", reference, "a")
+    assert (out / "a_mask.png").read_bytes() == (reference / "a_mask.png").read_bytes()
+    assert step(other, incoming, out, journal)[0] == []  # done under these settings
+    assert json.loads((out / "a.json").read_text())["mask_settings"] == other.mask_settings()
+
+
+def test_the_watch_command_says_once_that_it_segments_again_under_another_model(tiny_int8, tiny_float32, dirs):
+    incoming, out = dirs
+    shutil.copy(GOLDEN / "tile1.png", incoming / "a.png")
+    outputs = []
+    journal = out / JOURNAL_NAME
+    for model in (tiny_int8, tiny_float32, tiny_float32):
+        before = journal.stat().st_mtime_ns if journal.exists() else 0
+        proc = start_watch(incoming, out, model, "--json")
+        try:
+            # started (the journal is rewritten at start) and the frame done under this model
+            wait_for(lambda b=before: journal.exists() and journal.stat().st_mtime_ns > b)
+            wait_for(lambda m=model: _journaled_with(out, m))
+            time.sleep(0.5)  # a few more polls: nothing else may happen
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, stderr
+        outputs.append((stdout, [line for line in stderr.splitlines() if line.startswith("note:")]))
+    (first, none), (second, notes), (third, later) = outputs
+    assert len(first.splitlines()) == len(second.splitlines()) == 1 and third == ""
+    assert none == [] and later == [] and len(notes) == 1 and "1 frame(s)" in notes[0]
+    assert (
+        json.loads(second)["mask_settings"]["model_sha256"]
+        == batch.hashlib.sha256(tiny_float32.read_bytes()).hexdigest()
+    )
+
+
+def _journaled_with(out: Path, model: Path) -> bool:
+    """Whether the journal's entry for a.png was written under ``model``."""
+    try:
+        record = json.loads((out / "a.json").read_text())
+    except (OSError, ValueError):
+        return False
+    digest = batch.hashlib.sha256(model.read_bytes()).hexdigest()
+    entries = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
+    return record["model"]["sha256"] == digest and any(e.get("settings") for e in entries)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     imports_s = time.perf_counter() - start
 
     from marsedge.edge_runtime import Segmenter
-    from marsedge.edge_runtime.batch import segment_file, write_outputs
+    from marsedge.edge_runtime.batch import frame_gray, segment_file, write_outputs
     from marsedge.edge_runtime.sources.rosbag import read_bag
 
     segmenter = Segmenter(args.model, threads=args.threads)
@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
             def step() -> dict[str, float]:
                 frame = next(frames)
-                result = segmenter.segment(frame.gray)
+                gray, depth = frame_gray(segmenter, frame.levels)
+                result = segmenter.segment(gray)
                 return write_outputs(
-                    segmenter, frame.gray, result, str(bag), out, f"m{frame.index}", False, frame.load_ms
+                    segmenter, gray, result, str(bag), out, f"m{frame.index}", False, frame.load_ms, depth=depth
                 )["latency_ms"]
 
             for _ in range(count):

@@ -5,6 +5,7 @@
     python tools/bundle_model.py --stamp-names marsedge-navcam-tiles configs/marsedge_navcam.json --variant tiles
     python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json --variant tiles
     python tools/bundle_model.py --restamp [--model-pixels-per-frame 128]
+    python tools/bundle_model.py --calibrate [--variant robust|tiles]
 
 The AN2DL tiles were cut from 256x256 AI4Mars frames reduced 2x, so the bundled model's
 metadata says ``input.model_pixels_per_frame = 128`` (the export writes the run's
@@ -28,6 +29,12 @@ MODEL`` score the held-out tiles with no run directory) to bundled files exporte
 exports recorded them. It recomputes CONFIG's split of its data file and stamps it only if
 the bundled float32 model proves it came from that split: its train-set normalisation and
 its recorded val and test mIoU reproduce on those tiles. The flatbuffers are not touched.
+
+``--calibrate`` fits each bundled file's softmax temperature on its val split (recomputed
+from the split recipe in its metadata, from the data beside the checkout in
+../shared/data or ``--data``) as ``marsedge export`` does for new files
+(:func:`marsedge.core.calibration.calibrate_tiles`), and stamps it as ``calibration``. Only
+that key changes; the flatbuffer is checked unchanged.
 """
 
 from __future__ import annotations
@@ -146,6 +153,29 @@ def restamp_bundled(model_pixels_per_frame: float, variant: str | None = None) -
         print(f"{target.name}: flatbuffer sha256 {after_sha} unchanged")
 
 
+def calibrate_bundled(variant: str | None = None, data_dir: Path | None = None) -> None:
+    from marsedge.cli import DEFAULT_DATA
+    from marsedge.core.calibration import calibrate_tiles
+    from marsedge.edge_runtime.tile_model import TileModel
+    from marsedge.evaluation.evaluate import recipe_split
+
+    folder = data_dir or DEFAULT_DATA.parent
+    for target in _targets(variant):
+        content = target.read_bytes()
+        flatbuffer = _strip_archive(content)
+        model = TileModel(content)
+        metadata = model.metadata
+        tiles, split = recipe_split(metadata, folder / metadata["split"]["data_file"])
+        val = tiles.subset(split["val"])
+        _, calibration = calibrate_tiles(model.float_logits, model.output_classes, val.images, val.masks)
+        print(f"{target.name}: {len(val)} val tiles, {json.dumps(calibration)}")
+        _write(target, content, {**metadata, "calibration": calibration}, str(target))
+        after = _strip_archive(target.read_bytes())
+        if after != flatbuffer:
+            raise SystemExit(f"{target}: flatbuffer changed")
+        print(f"{target.name}: flatbuffer sha256 {hashlib.sha256(after).hexdigest()} unchanged")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, nargs="?")
@@ -160,8 +190,12 @@ def main() -> None:
     parser.add_argument("--name", default=MODEL_NAME, help="model_name given to a bundled run")
     parser.add_argument("--recipe", default=RECIPE, help="recipe (config file) recorded for a bundled run")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="the variant's files, not the default model's")
+    parser.add_argument("--calibrate", action="store_true", help="fit and stamp the softmax temperature on val")
+    parser.add_argument("--data", type=Path, help="with --calibrate: the folder holding the models' data")
     args = parser.parse_args()
-    if args.stamp_names:
+    if args.calibrate:
+        calibrate_bundled(args.variant, args.data)
+    elif args.stamp_names:
         stamp_names(*args.stamp_names, args.variant)
     elif args.stamp_split:
         stamp_split(args.stamp_split, args.variant)
@@ -170,7 +204,7 @@ def main() -> None:
     elif args.run:
         bundle(args.run, args.name, args.recipe, args.variant)
     else:
-        parser.error("give a run directory, --stamp-names NAME RECIPE, --stamp-split CONFIG or --restamp")
+        parser.error("give a run directory, --stamp-names NAME RECIPE, --stamp-split CONFIG, --restamp or --calibrate")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ runs :func:`marsedge.edge_runtime.batch.segment_file` on every frame: the same f
 ``marsedge-run`` writes, under the same names, written atomically the same way. A frame
 that cannot be read or used is a row with its error, never a failed job.
 
+A frame is done only when its record was written under the same model (SHA-256) and the
+same mask options (:meth:`~marsedge.edge_runtime.Segmenter.mask_settings`: tile overlap,
+TTA, resize, bit depth, confidence threshold, ignore mask): a rerun with another model or
+option segments the frames again and says how many, so an output folder never mixes two
+models' masks.
+
 The driver streams the actors' result rows (progress shown) and writes one Parquet table,
 ``DEST/marsedge-batch.parquet``: a row per frame, segmented now, earlier, or failed.
 
@@ -35,10 +41,17 @@ from pathlib import Path
 from typing import Any
 
 from marsedge.cluster import LOCAL, cluster_cpus, connect, require_ray, sizing
-from marsedge.edge_runtime.batch import expand_inputs, output_stem, segment_file, unique_name, write_outputs
+from marsedge.edge_runtime.batch import (
+    expand_inputs,
+    frame_gray,
+    output_stem,
+    segment_file,
+    unique_name,
+    write_outputs,
+)
 from marsedge.edge_runtime.errors import ImageError
 from marsedge.edge_runtime.imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, write_atomic
-from marsedge.edge_runtime.segmenter import DEFAULT_MODEL, Segmenter, SegmenterOptions
+from marsedge.edge_runtime.segmenter import Segmenter, SegmenterOptions, model_path
 from marsedge.edge_runtime.sources import FRAME_SUFFIXES, SourceOptions, is_bag
 from marsedge.errors import DataError, MarsEdgeError
 
@@ -67,6 +80,7 @@ class BatchOptions:
         threads: interpreter threads per actor (default: CPUs / workers, so that
             workers x threads = the CPUs of the instance).
         overlay: also write ``<stem>_overlay.png``.
+        confidence: also write ``<stem>_confidence.png``.
         max_pixels: refuse larger frames (as ``marsedge-run --max-pixels``); None: off.
         batch_size: frames per ``map_batches`` call.
         segmenter: model and resize options (``threads`` is set per actor).
@@ -84,6 +98,7 @@ class BatchOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     batch_size: int = DEFAULT_BATCH_SIZE
     segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
+    confidence: bool = False
     source: SourceOptions = field(default_factory=SourceOptions)
     bag_out: Path | None = None
 
@@ -116,6 +131,7 @@ class BatchResult:
     workers: int
     threads: int
     seconds: float
+    other_settings: int = 0  # frames done earlier under another model or mask options, segmented again
 
     @property
     def frames_per_second(self) -> float:
@@ -200,23 +216,56 @@ def _add_bag_frames(bag: str, topic: str | None, frames: list[Frame], used: set[
     return [] if messages else [(bag, f"no messages on {topic}")]
 
 
-def is_complete(frame: Frame, out: Path, overlay: bool) -> bool:
-    """Whether ``frame``'s outputs in ``out`` are all there and its record names it: the
-    JSON record (written last) parses, names this input, and is not older than a local
-    frame; the mask (and the overlay, when asked for) exist."""
+DONE, TODO, OTHER_SETTINGS = "done", "todo", "other settings"
+
+
+def frame_state(
+    frame: Frame,
+    out: Path,
+    overlay: bool,
+    settings: dict[str, Any] | None = None,
+    confidence: bool = False,
+    band: int | None = None,
+) -> str:
+    """``"done"`` when ``frame``'s outputs in ``out`` are all there and its record names it:
+    the JSON record (written last) parses, names this input, and is not older than a local
+    frame; the mask (and the overlay and confidence map, when asked for) exist. With
+    ``settings`` (:meth:`Segmenter.mask_settings`), the record must also hold the same
+    ones, else ``"other settings"`` (segmented with another model or mask options); with
+    ``band``, a multi-band PDS product's record must name the same band (1 when None).
+    Otherwise ``"todo"``."""
     record_path = out / f"{frame.stem}.json"
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         if record.get("input") != frame.path or not (out / f"{frame.stem}_mask.png").is_file():
-            return False
-        if overlay and not (out / f"{frame.stem}_overlay.png").is_file():
-            return False
+            return TODO
         local = frame.bag or frame.path
         if not is_uri(local) and os.stat(local).st_mtime_ns > record_path.stat().st_mtime_ns:
-            return False  # the frame changed since it was segmented
-    except (OSError, ValueError, AttributeError):
-        return False
-    return True
+            return TODO  # the frame changed since it was segmented
+        if settings is not None and record.get("mask_settings") != settings:
+            return OTHER_SETTINGS
+        identity = record.get("source") or {}
+        if identity.get("bands", 1) > 1 and identity.get("band") != (band or 1):
+            return OTHER_SETTINGS  # another band of the product
+        if overlay and not (out / f"{frame.stem}_overlay.png").is_file():
+            return TODO
+        if confidence and not (out / f"{frame.stem}_confidence.png").is_file():
+            return TODO
+    except (OSError, ValueError, AttributeError, TypeError):
+        return TODO
+    return DONE
+
+
+def is_complete(
+    frame: Frame,
+    out: Path,
+    overlay: bool,
+    settings: dict[str, Any] | None = None,
+    confidence: bool = False,
+    band: int | None = None,
+) -> bool:
+    """Whether ``frame`` is done in ``out`` (:func:`frame_state`)."""
+    return frame_state(frame, out, overlay, settings, confidence, band) == DONE
 
 
 def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchResult:
@@ -238,14 +287,18 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchR
     # Check the model (and the resize options) here, once, before Ray starts anything.
     checker = Segmenter.from_options(replace(options.segmenter, threads=1))
     class_names = [c.name for c in checker.classes]
-    model_path = Path(options.segmenter.model) if options.segmenter.model is not None else DEFAULT_MODEL
-    model_bytes = model_path.read_bytes()
+    settings = checker.mask_settings()
+    model_bytes = checker.model_path.read_bytes()
     del checker
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     _probe_writable(out)
 
-    todo = [f for f in frames if not is_complete(f, out, options.overlay)]
+    states = {
+        f.index: frame_state(f, out, options.overlay, settings, options.confidence, options.source.band) for f in frames
+    }
+    todo = [f for f in frames if states[f.index] != DONE]
+    other_settings = sum(1 for state in states.values() if state == OTHER_SETTINGS)
     pending = {f.index for f in todo}
     earlier = [f for f in frames if f.index not in pending]
     rows: dict[int, dict[str, Any]] = {f.index: _earlier_row(f, out, class_names) for f in earlier}
@@ -272,8 +325,9 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchR
             log.info("wrote %s", written)
     counts = {status: sum(1 for r in ordered if r["status"] == status) for status in (SEGMENTED, EARLIER, FAILED)}
     return BatchResult(
-        table, ordered, counts[SEGMENTED], counts[EARLIER], counts[FAILED], problems, workers, threads, seconds
-    )
+        table, ordered, counts[SEGMENTED], counts[EARLIER], counts[FAILED], problems, workers, threads, seconds,
+        other_settings,
+    )  # fmt: skip
 
 
 def _segment_on_ray(
@@ -321,6 +375,7 @@ def _segment_on_ray(
             "overlay": options.overlay,
             "max_pixels": options.max_pixels,
             "class_names": class_names,
+            "confidence": options.confidence,
             "source": options.source,
         },
     )
@@ -356,6 +411,7 @@ class SegmentFrames:
         overlay: bool,
         max_pixels: int | None,
         class_names: list[str],
+        confidence: bool = False,
         source: SourceOptions | None = None,
     ) -> None:
         sha256, content = model
@@ -366,6 +422,7 @@ class SegmentFrames:
         self.overlay = overlay
         self.max_pixels = max_pixels
         self.class_names = class_names
+        self.confidence = confidence
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.sha256 = self.segmenter.model_info["sha256"]
         self.source = source or SourceOptions()
@@ -389,11 +446,19 @@ class SegmentFrames:
     def one(self, index: int, path: str, stem: str) -> dict[str, Any]:
         """Segments one frame into its outputs; a result row, with the error if any."""
         row = _empty_row(index, path, stem, self.class_names)
-        row.update(worker=self.worker, model_sha256=self.sha256)
+        row.update(worker=self.worker, **_settings_row(self.segmenter.model_info, self.segmenter.mask_settings()))
         try:
             data = _read_uri(path) if is_uri(path) else None
             record = segment_file(
-                self.segmenter, Path(path), self.out, stem, self.overlay, self.max_pixels, data, self.source
+                self.segmenter,
+                Path(path),
+                self.out,
+                stem,
+                self.overlay,
+                self.max_pixels,
+                data,
+                self.source,
+                self.confidence,
             )
         except ImageError as exc:
             row.update(status=FAILED, error=str(exc))
@@ -410,19 +475,20 @@ class SegmentFrames:
         from marsedge.edge_runtime.sources.rosbag import BagMessage, BagMessages
 
         row = _empty_row(frame.index, frame.path, frame.stem, self.class_names)
-        row.update(worker=self.worker, model_sha256=self.sha256)
+        row.update(worker=self.worker, **_settings_row(self.segmenter.model_info, self.segmenter.mask_settings()))
         try:
             bag = self.bags.get(frame.bag or "")
             if bag is None:
                 bag = self.bags[frame.bag or ""] = BagMessages(frame.bag or "", self.source.topic)
             message = BagMessage(frame.message or 0, frame.stem, frame.timestamp or 0, frame.rank)
             read = bag.read(message, self.max_pixels, self.segmenter.work_pixels)
-            if read.gray is None:
+            if read.levels is None:
                 raise ImageError(f"message {read.index}: {read.error}")
-            result = self.segmenter.segment(read.gray)
+            gray, depth = frame_gray(self.segmenter, read.levels)
+            result = self.segmenter.segment(gray)
             record = write_outputs(
-                self.segmenter, read.gray, result, frame.path, self.out, frame.stem, self.overlay, read.load_ms,
-                read.identity,
+                self.segmenter, gray, result, frame.path, self.out, frame.stem, self.overlay, read.load_ms,
+                read.identity, self.confidence, depth,
             )  # fmt: skip
         except ImageError as exc:
             row.update(status=FAILED, error=str(exc))
@@ -482,10 +548,27 @@ def result_schema(class_names: Sequence[str]) -> Any:
             ("scale", pa.float64()),
             *[(f"fraction_{name}", pa.float64()) for name in class_names],
             *[(f"{stage}_ms", pa.float64()) for stage in STAGES],
+            ("bit_depth", pa.int64()),
+            ("bit_depth_from", pa.string()),
+            ("mean_confidence", pa.float64()),
+            ("below_threshold", pa.float64()),
+            ("ignored_fraction", pa.float64()),
             ("mask", pa.string()),
             ("overlay", pa.string()),
+            ("confidence", pa.string()),
             ("record", pa.string()),
+            # what decided the mask: the model and every option that changes one
+            ("model", pa.string()),
+            ("model_name", pa.string()),
             ("model_sha256", pa.string()),
+            ("option_tile_overlap", pa.int64()),
+            ("option_tta", pa.bool_()),
+            ("option_reference_kernels", pa.bool_()),
+            ("option_frame_width", pa.float64()),
+            ("option_scale", pa.float64()),
+            ("option_bit_depth", pa.string()),
+            ("option_min_confidence", pa.float64()),
+            ("option_ignore_mask_sha256", pa.string()),
             ("worker", pa.string()),
             *[(name, kind) for name, kind in _identity_columns(pa)],
         ]
@@ -527,6 +610,7 @@ def _record_row(record: dict[str, Any], class_names: Sequence[str]) -> dict[str,
     """The table columns of a ``segment_file`` JSON record."""
     latency = record.get("latency_ms", {})
     outputs = record.get("outputs", {})
+    certainty = record.get("confidence") or {}
     return {
         "width": record["size"]["width"],
         "height": record["size"]["height"],
@@ -534,11 +618,30 @@ def _record_row(record: dict[str, Any], class_names: Sequence[str]) -> dict[str,
         "scale": record.get("scale"),
         **{f"fraction_{name}": record["class_fractions"].get(name) for name in class_names},
         **{f"{stage}_ms": latency.get(stage) for stage in STAGES},
+        "bit_depth": record.get("bit_depth"),
+        "bit_depth_from": record.get("bit_depth_from"),
+        "mean_confidence": certainty.get("mean"),
+        "below_threshold": certainty.get("below_threshold"),
+        "ignored_fraction": record.get("ignored_fraction"),
         "mask": outputs.get("mask"),
         "overlay": outputs.get("overlay"),
+        "confidence": outputs.get("confidence"),
         "record": outputs.get("json"),
-        "model_sha256": record.get("model", {}).get("sha256"),
+        **_settings_row(record.get("model") or {}, record.get("mask_settings") or {}),
         **_identity_row(record.get("source") or {}),
+    }
+
+
+def _settings_row(model: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The table columns naming the model and the mask options of a record or a segmenter."""
+    return {
+        "model": model.get("path"),
+        "model_name": model.get("model_name") or model.get("name"),
+        "model_sha256": settings.get("model_sha256") or model.get("sha256"),
+        **{f"option_{key}": settings.get(key) for key in ("tile_overlap", "tta", "reference_kernels")},
+        **{f"option_{key}": settings.get(key) for key in ("frame_width", "scale", "min_confidence")},
+        "option_bit_depth": None if settings.get("bit_depth") is None else str(settings["bit_depth"]),
+        "option_ignore_mask_sha256": settings.get("ignore_mask_sha256"),
     }
 
 
@@ -576,7 +679,7 @@ def _local_model(model: str | os.PathLike[str] | None, digest: str, content: Any
     """The model file for an actor: the job's own path when this machine has it with the
     same content (sha256 ``digest``), else a private copy of the bytes the driver sent
     (``content``: the bytes or a Ray object reference to them)."""
-    path = Path(model) if model is not None else DEFAULT_MODEL
+    path = model_path(model)  # a path, or a bundled model's name
     try:
         if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
             return path
@@ -643,6 +746,7 @@ __all__ = [
     "LOCAL",
     "SegmentFrames",
     "TABLE_NAME",
+    "frame_state",
     "is_complete",
     "list_frames",
     "require_ray",

@@ -67,6 +67,7 @@ SPLIT_SETTINGS: dict[str, Any] = {
     "split_from": None,
 }
 SPLIT_NAMES = ("train", "val", "test")
+MAX_TEMPERATURE = 100.0
 
 
 def build_metadata(
@@ -341,6 +342,11 @@ def _check(metadata: Any) -> None:
         raise ModelError(f"{METADATA_NAME}: output_classes {outputs!r} must be ids listed in classes {sorted(ids)}")
     if metadata.get("split") is not None:
         _check_split(metadata["split"])
+    calibration = metadata.get("calibration")
+    if calibration is not None and not (
+        isinstance(calibration, dict) and _number_in(calibration.get("temperature"), 0, MAX_TEMPERATURE)
+    ):
+        raise ModelError(f"{METADATA_NAME}: calibration.temperature must be a number in (0, {MAX_TEMPERATURE:g}]")
 
 
 def _number_in(value: Any, low: float, high: float) -> bool:
@@ -375,6 +381,13 @@ def input_normalization(metadata: dict[str, Any]) -> tuple[float, float] | None:
     if norm.get("in_model", True):
         return None
     return _scalar(norm.get("mean", 0.0)), _scalar(norm.get("std", 1.0))
+
+
+def temperature(metadata: dict[str, Any]) -> float:
+    """The softmax temperature of checked metadata (``calibration.temperature``, fitted on
+    the val split by ``marsedge export``); 1.0 for files written before it was recorded."""
+    calibration = metadata.get("calibration") or {}
+    return float(calibration.get("temperature", 1.0))
 
 
 def _scalar(value: Any) -> float:

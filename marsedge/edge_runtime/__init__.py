@@ -7,6 +7,7 @@ Depends only on numpy, Pillow and a LiteRT interpreter (``ai_edge_litert``, else
     segmenter = Segmenter()            # the bundled int8 model
     result = segmenter.segment(frame)  # uint8 (H, W) grey frame, any size
     result.mask, result.class_fractions, result.timings
+    result.confidence                  # each pixel's calibrated confidence, 0..1
 """
 
 from .errors import ImageError, ModelError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .imageio import DEFAULT_MAX_PIXELS, mask_png, overlay_png, write_atomic
+from .imageio import DEFAULT_MAX_PIXELS, confidence_png, mask_png, overlay_png, write_atomic
 from .segmenter import Segmentation, Segmenter
 from .sources import SourceOptions, frame_stem, is_bag, is_frame_file, read_frame
 
@@ -111,8 +112,11 @@ def segment_file(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     data: bytes | None = None,
     source: SourceOptions | None = None,
+    confidence: bool = False,
 ) -> dict[str, Any]:
-    """Segments one frame file (PNG/JPEG or PDS product) and writes ``<stem>_mask.png``, ``<stem>_overlay.png`` and
+    """Segments one frame file (PNG/JPEG or PDS product) and writes ``<stem>_mask.png``,
+    ``<stem>_overlay.png``, ``<stem>_confidence.png`` (with ``confidence``: uint8 grey,
+    255 = 1.0) and
     ``<stem>.json`` into ``out_dir``; returns the JSON record.
 
     ``data``, when given, is the file's contents already read (a cluster job reading from
@@ -128,10 +132,32 @@ def segment_file(
         OSError: an output cannot be written.
     """
     start = time.perf_counter()
-    gray, identity = read_frame(path, data, max_pixels, segmenter.work_pixels, source)
+    frame = read_frame(path, data, max_pixels, segmenter.work_pixels, source)
+    gray, depth = frame_gray(segmenter, frame.levels, frame.declared_bits)
+    identity = frame.identity
+    del frame
     load_ms = (time.perf_counter() - start) * 1e3
     result = segmenter.segment(gray)
-    return write_outputs(segmenter, gray, result, str(path), out_dir, stem, overlay, load_ms, identity)
+    return write_outputs(
+        segmenter, gray, result, str(path), out_dir, stem, overlay, load_ms, identity, confidence, depth
+    )
+
+
+def frame_gray(
+    segmenter: Segmenter, levels: np.ndarray, declared_bits: int | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A frame's levels as the model's 8-bit grey (:meth:`.Segmenter.to_gray8`: the
+    options' bit depth, a label's declared bits under ``auto``) and the record fields
+    saying how: ``bit_depth``, and ``bit_depth_from: "label"`` when the label decided.
+
+    Raises:
+        ImageError: levels above a given bit depth, or not an image.
+    """
+    gray, depth = segmenter.to_gray8(levels, declared_bits)
+    fields: dict[str, Any] = {"bit_depth": depth}
+    if declared_bits and levels.dtype == np.uint16 and segmenter.options.bit_depth == "auto":
+        fields["bit_depth_from"] = "label"
+    return gray, fields
 
 
 def write_outputs(
@@ -144,10 +170,14 @@ def write_outputs(
     overlay: bool = True,
     load_ms: float = 0.0,
     identity: dict[str, Any] | None = None,
+    confidence: bool = False,
+    depth: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Writes a segmented frame's ``<stem>_mask.png``, ``<stem>_overlay.png`` and
-    ``<stem>.json`` (``name`` as its ``"input"``, ``identity`` as its ``"source"``) as
-    :func:`segment_file` does, and returns the record.
+    """Writes a segmented frame's ``<stem>_mask.png``, ``<stem>_overlay.png``,
+    ``<stem>_confidence.png`` (with ``confidence``) and ``<stem>.json`` (``name`` as its
+    ``"input"``, ``identity`` as its ``"source"``, ``depth`` the bit-depth fields of
+    :func:`frame_gray`; without, the result's) as :func:`segment_file` does, and returns
+    the record.
 
     Raises:
         OSError: an output cannot be written (those already written are removed).
@@ -157,6 +187,8 @@ def write_outputs(
     if overlay:
         shown = segmenter.metadata["output_classes"]
         outputs[f"{stem}_overlay.png"] = overlay_png(gray, result.mask, result.classes, result.class_fractions, shown)
+    if confidence:
+        outputs[f"{stem}_confidence.png"] = confidence_png(result.confidence)
     latency = {"load": load_ms, **result.timings}
     record: dict[str, Any] = {
         "input": name,
@@ -167,15 +199,27 @@ def write_outputs(
         # the resize used: model pixels per input pixel, and the model's field of view
         "model_pixels_per_frame": segmenter.field_of_view.model_pixels_per_frame,
         "scale": round(result.scale, 9),
+        **(depth or {"bit_depth": result.bit_depth}),
+        "confidence": {
+            "mean": round(result.mean_confidence, 6),
+            "threshold": result.confidence_threshold,
+            "below_threshold": round(result.below_threshold, 6),
+        },
+        "ignored_fraction": round(result.ignored_fraction, 6),
         "model": segmenter.model_info,
+        # what decides the mask: a frame whose record holds other settings is not done (batch, watch)
+        "mask_settings": segmenter.mask_settings(),
         "outputs": {
             "mask": str(out_dir / f"{stem}_mask.png"),
             "overlay": str(out_dir / f"{stem}_overlay.png") if overlay else None,
             "json": str(out_dir / f"{stem}.json"),
         },
     }
+    if confidence:
+        record["outputs"]["confidence"] = str(out_dir / f"{stem}_confidence.png")
     if identity:
         record["source"] = identity
+    stale = _stale_outputs(out_dir, stem, record["mask_settings"], outputs)
     written: list[Path] = []
     try:
         for filename, content in outputs.items():
@@ -190,7 +234,30 @@ def write_outputs(
             with suppress(OSError):
                 done.unlink()
         raise
+    for path in stale:
+        with suppress(OSError):
+            path.unlink()
     return record
+
+
+def _stale_outputs(out_dir: Path, stem: str, settings: dict[str, Any], outputs: dict[str, bytes]) -> list[Path]:
+    """The overlay or confidence map an earlier record of ``stem`` left that this run does
+    not rewrite, when that record was made under other mask settings (another model):
+    removed once the new outputs are in place, so no file shows another model's result."""
+    try:
+        earlier = json.loads((out_dir / f"{stem}.json").read_text(encoding="utf-8"))
+        if earlier.get("mask_settings") == settings:
+            return []
+    except (OSError, ValueError, AttributeError):
+        return []
+    optional = (f"{stem}_overlay.png", f"{stem}_confidence.png")
+    return [out_dir / name for name in optional if name not in outputs and (out_dir / name).exists()]
+
+
+def settings_digest(settings: dict[str, Any] | None) -> str:
+    """A short digest of :meth:`.Segmenter.mask_settings` (what a watch journal keeps)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def summary(latencies_ms: Sequence[float], failures: int) -> str:

@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import threading
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -16,7 +17,16 @@ import typer
 
 from marsedge.core.errors import one_line
 
-from .batch import expand_inputs, output_stem, segment_file, summary, unique_name, write_outputs
+from .batch import (
+    expand_inputs,
+    frame_gray,
+    output_stem,
+    segment_file,
+    settings_digest,
+    summary,
+    unique_name,
+    write_outputs,
+)
 from .cliutil import USAGE_EXIT_CODE, OneLineErrorsCommand
 from .errors import ImageError, ModelError
 from .imageio import DEFAULT_MAX_PIXELS
@@ -30,6 +40,22 @@ _RESIZE = "Frames of other sizes and cameras"
 _WATCH = "Watch a folder"
 _ADVANCED = "Advanced"
 _ARCHIVES = "PDS products and ROS bags"
+_TRUST = "Confidence, hardware in view, bit depth"
+
+BitDepth = Enum("BitDepth", {name: name for name in ("auto", "8", "10", "12", "16")}, type=str)
+BIT_DEPTH_HELP = (
+    "Significant bits of 16-bit frames; auto takes a PDS label's sample bits, else reads a frame whose maximum "
+    "is <= 4095 as 12-bit (<= 1023: 10-bit) and says so once; a number overrides labels. 8-bit frames are read "
+    "as they are."
+)
+IGNORE_MASK_HELP = (
+    "PNG of the pixels that are not terrain (the rover's deck, mast, wheels in a fixed camera's view), any size "
+    "(resized to each frame), non-zero = not terrain: class 0 in the mask, left out of the class shares."
+)
+MIN_CONFIDENCE_HELP = (
+    "Paint pixels whose calibrated confidence is under C (0-1) as class 0 (unknown) and leave them out of the "
+    "class shares."
+)
 
 
 @app.command(cls=OneLineErrorsCommand)
@@ -151,6 +177,21 @@ def run(
             help="Band N (from 1) of multi-band PDS products; default: 1.",
         ),
     ] = None,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            rich_help_panel=_TRUST,
+            help="Also write <stem>_confidence.png: each pixel's calibrated confidence (255 = 1.0).",
+        ),
+    ] = False,
+    min_confidence: Annotated[
+        Optional[float], typer.Option(metavar="C", min=0.0, max=1.0, rich_help_panel=_TRUST, help=MIN_CONFIDENCE_HELP)
+    ] = None,
+    ignore_mask: Annotated[
+        Optional[Path], typer.Option(metavar="PNG", rich_help_panel=_TRUST, help=IGNORE_MASK_HELP)
+    ] = None,
+    bit_depth: Annotated[BitDepth, typer.Option(rich_help_panel=_TRUST, help=BIT_DEPTH_HELP)] = BitDepth.auto,
 ) -> None:
     """Segment Mars terrain images into soil, bedrock, sand and big rock.
 
@@ -170,9 +211,14 @@ def run(
         _fail(f"{_shown(bag_out)}: exists already: give --bag-out a new directory", USAGE_EXIT_CODE)
     source = SourceOptions(band=band, topic=topic)
     try:
-        segmenter = Segmenter(model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale)
+        segmenter = Segmenter(
+            model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale,
+            bit_depth.value, ignore_mask, min_confidence,
+        )  # fmt: skip
     except ModelError as exc:
         _fail(f"{_shown(model or DEFAULT_MODEL)}: {exc}")
+    except ImageError as exc:  # the ignore mask
+        _fail(f"{_shown(ignore_mask or '')}: --ignore-mask: {str(exc).removeprefix('ignore mask: ')}")
     except ValueError as exc:
         option = next((o for o in ("frame_width", "scale") if str(exc).startswith(o)), None)
         if option:  # a resize override the model cannot take: a usage error
@@ -191,7 +237,7 @@ def run(
     names = [class_names[k] for k in segmenter.metadata["output_classes"]]
     report = _Report(names, json_lines)
     if watch_dir is not None:
-        _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report, source)
+        _watch(segmenter, watch_dir, out, overlay, max_pixels or None, poll_interval, report, source, confidence)
         return
 
     paths, problems = expand_inputs(inputs or [], recursive)
@@ -208,11 +254,21 @@ def run(
     try:
         for path in paths:
             if is_bag(path):
-                _segment_bag(segmenter, path, out, overlay, max_pixels or None, source, used_stems, report, bags)
+                _segment_bag(
+                    segmenter, path, out, overlay, max_pixels or None, source, used_stems, report, bags, confidence
+                )
                 continue
             try:
                 record = segment_file(
-                    segmenter, path, out, output_stem(path, used_stems), overlay, max_pixels or None, source=source
+                    segmenter,
+                    path,
+                    out,
+                    output_stem(path, used_stems),
+                    overlay,
+                    max_pixels or None,
+                    None,
+                    source,
+                    confidence,
                 )
             except MissingReaderError as exc:
                 report.missing_extra(path, exc)
@@ -247,6 +303,7 @@ def _segment_bag(
     used_stems: set[str],
     report: _Report,
     bags: _BagOutput,
+    confidence: bool = False,
 ) -> None:
     """Segments every image message of ``source.topic`` in one bag; a bad message is one
     line naming it, and the next message follows."""
@@ -255,16 +312,17 @@ def _segment_bag(
     try:
         for frame in read_bag(path, source.topic, max_pixels, segmenter.work_pixels):
             where = f"{_shown(path)}: message {frame.index}"
-            if frame.gray is None:
+            if frame.levels is None:
                 report.failure(where, frame.error or "cannot read")
                 continue
             try:
-                result = segmenter.segment(frame.gray)
+                gray, depth = frame_gray(segmenter, frame.levels)
+                result = segmenter.segment(gray)
                 stem = unique_name(frame.stem, used_stems)
                 used_stems.add(stem)
                 name = f"{path}#{frame.identity['topic']}/{frame.index}"
                 record = write_outputs(
-                    segmenter, frame.gray, result, name, out, stem, overlay, frame.load_ms, frame.identity
+                    segmenter, gray, result, name, out, stem, overlay, frame.load_ms, frame.identity, confidence, depth
                 )
                 bags.add(frame, result.mask, report)
             except ImageError as exc:
@@ -336,12 +394,18 @@ def _watch(
     poll_interval: float,
     report: _Report,
     source: SourceOptions | None = None,
+    confidence: bool = False,
 ) -> None:
     """Runs watch mode until SIGINT/SIGTERM; a second signal stops at once."""
     try:
         journal = Journal.open(out / JOURNAL_NAME)
     except OSError as exc:
         _fail(f"{_shown(out / JOURNAL_NAME)}: cannot use the watch journal: {exc.strerror or exc}")
+    stale = journal.other_settings(settings_digest(segmenter.mask_settings()))
+    if stale:
+        report.notice(
+            journal.path, f"{stale} frame(s) were handled with another model or options: segmenting them again"
+        )
     stop = threading.Event()
     stopped_by: list[str] = []
 
@@ -354,7 +418,9 @@ def _watch(
     report.header()
     recovered = 0
     try:
-        for event in watch(segmenter, directory, out, stop, poll_interval, overlay, max_pixels, journal, source):
+        for event in watch(
+            segmenter, directory, out, stop, poll_interval, overlay, max_pixels, journal, source, confidence
+        ):
             if event.kind == "segmented":
                 report.segmented(event.path, event.record or {})
             elif event.kind == "recovered":
@@ -382,6 +448,7 @@ class _Report:
         self.latencies: list[float] = []
         self.failures = 0
         self.missing_extras: set[str] = set()
+        self.depths_told: set[int] = set()
 
     def header(self) -> None:
         if not self.json_lines:
@@ -389,6 +456,7 @@ class _Report:
 
     def segmented(self, path: Path, record: dict) -> None:
         self.latencies.append(record["latency_ms"]["total"])
+        self.bit_depth_notice(path, record)
         if self.json_lines:
             print(json.dumps(record), flush=True)
         else:
@@ -396,6 +464,25 @@ class _Report:
             shares = [f"{100 * record['class_fractions'][n]:.1f}%" for n in self.class_names]
             ms = f"{record['latency_ms']['total']:.1f}"
             print(_row(size, str(record["tiles"]), ms, shares, _shown(path)), flush=True)
+
+    def bit_depth_notice(self, path: Path, record: dict) -> None:
+        """Once per run and depth: 16-bit frames auto-read as 10- or 12-bit (not when a PDS
+        label declared the bits)."""
+        depth = record.get("bit_depth")
+        settings = record.get("mask_settings") or {}
+        from_label = record.get("bit_depth_from") == "label"  # the label declared it: nothing guessed
+        if (
+            settings.get("bit_depth") == "auto"
+            and depth in (10, 12)
+            and not from_label
+            and depth not in self.depths_told
+        ):
+            self.depths_told.add(depth)
+            self.notice(
+                path,
+                f"16-bit frames with no value above {(1 << depth) - 1} are read as {depth}-bit "
+                "(this one and any others; --bit-depth 16 reads them as full 16-bit)",
+            )
 
     def failure(self, source: str | Path, message: str) -> None:
         self.failures += 1

@@ -70,12 +70,39 @@ def decode_gray(
     return _read_gray(lambda: io.BytesIO(data), lambda: bytes(data[:8]), name, max_pixels, work_pixels)
 
 
+def load_frame(
+    path: str | os.PathLike[str],
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    work_pixels: Callable[[int, int], int] | None = None,
+) -> np.ndarray:
+    """:func:`load_gray` that keeps 16-bit grey as uint16 levels (unscaled), so the bit
+    depth can be chosen later (:func:`.grey.frame_to_gray8`); other images as uint8 grey.
+
+    Raises:
+        ImageError: as :func:`load_gray`.
+    """
+    return _read_gray(
+        lambda: _open_regular_file(path), lambda: _head_of_file(path), path, max_pixels, work_pixels, _pil_to_frame
+    )
+
+
+def decode_frame(
+    data: bytes,
+    name: str = "<bytes>",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    work_pixels: Callable[[int, int], int] | None = None,
+) -> np.ndarray:
+    """:func:`load_frame` for a file's contents already in memory."""
+    return _read_gray(lambda: io.BytesIO(data), lambda: bytes(data[:8]), name, max_pixels, work_pixels, _pil_to_frame)
+
+
 def _read_gray(
     opener: Callable[[], io.IOBase],
     head: Callable[[], bytes],
     name: str | os.PathLike[str],
     max_pixels: int | None,
     work_pixels: Callable[[int, int], int] | None,
+    convert: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> np.ndarray:
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -86,7 +113,7 @@ def _read_gray(
             with opener() as handle, _size_checked_here(max_pixels), Image.open(handle, formats=_FORMATS) as img:
                 width, height = img.size
                 _check_size(width, height, max_pixels, work_pixels)
-                gray = _pil_to_gray8(ImageOps.exif_transpose(img))
+                gray = (convert or _pil_to_gray8)(ImageOps.exif_transpose(img))
         for warning in caught:
             logger.debug("%s: %s", name, warning.message)
         return gray
@@ -251,6 +278,19 @@ def _pil_to_gray8(img: Image.Image) -> np.ndarray:
     if img.mode != "L":
         img = img.convert("L")
     return np.array(img, dtype=np.uint8)
+
+
+def _pil_to_frame(img: Image.Image) -> np.ndarray:
+    """uint16 levels for 16-bit (and 32-bit int) grey, uint8 grey for every other mode."""
+    if img.mode.startswith("I"):
+        return np.clip(np.asarray(img, dtype=np.int64), 0, 65535).astype(np.uint16)
+    return _pil_to_gray8(img)
+
+
+def confidence_png(certainty: np.ndarray) -> bytes:
+    """Encodes a confidence map (float 0..1) as an 8-bit grey PNG, 255 = 1.0."""
+    levels = np.rint(np.clip(certainty, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    return _png_bytes(Image.fromarray(levels))
 
 
 def _png_bytes(img: Image.Image) -> bytes:

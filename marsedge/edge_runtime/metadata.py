@@ -15,4 +15,5 @@ from marsedge.core.metadata import (  # noqa: F401
     embed_metadata,
     input_normalization,
     read_metadata,
+    temperature,
 )

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .grey import to_gray8
+from marsedge.core.calibration import TRUSTED_CONFIDENCE, confidence
+
+from .errors import ImageError, ModelError
+from .grey import check_bit_depth, frame_to_gray8
 from .metadata import ClassInfo, FieldOfView, check_flatbuffer, class_table, read_metadata
 from .resample import resize_area, resize_nearest, scaled_size
 from .tile_model import TileModel
@@ -69,6 +71,15 @@ class SegmenterOptions:
         scale: resize every input by this many model pixels per input pixel (another
             camera: match the metres per model pixel of the training frames). Not with
             ``frame_width``.
+        bit_depth: significant bits of uint16 frames, 8, 10, 12 or 16; ``"auto"`` takes a
+            16-bit frame whose maximum is <= 4095 as 12-bit (<= 1023: 10-bit). 8-bit
+            frames are read as they are.
+        ignore_mask: pixels that are not terrain (the rover's deck, mast, wheels in a fixed
+            camera's view): a PNG/JPEG path or an (H, W) array of any size, resized to
+            each frame by nearest neighbour; non-zero = not terrain. Those pixels are
+            class 0 in the mask and left out of the class shares and the confidence figures.
+        min_confidence: pixels whose calibrated confidence is under this (0..1) are class
+            0 ("unknown") in the mask and left out of the class shares.
     """
 
     model: str | os.PathLike[str] | None = None
@@ -79,6 +90,9 @@ class SegmenterOptions:
     expect_int8: bool = False
     frame_width: float | None = None
     scale: float | None = None
+    bit_depth: str | int = "auto"
+    ignore_mask: str | os.PathLike[str] | np.ndarray | None = None
+    min_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,18 @@ class Segmentation:
         classes: the model's classes (id, name, colour), sorted by id.
         tiles: how many model tiles covered the frame (doubled with TTA).
         scale: model pixels per input pixel the frame was resized by.
+        confidence: float32 (H, W), each pixel's calibrated confidence in its class (the
+            top softmax probability of the logits over the model's temperature); 0 where
+            the ignore mask says not terrain.
+        bit_depth: significant bits the frame's pixels were read with.
+        mean_confidence: mean confidence over the terrain pixels (not ignored).
+        confidence_threshold: ``min_confidence``, else 0.9 (the level the calibration
+            report counts as trusted).
+        below_threshold: share of the terrain pixels under ``confidence_threshold``.
+        ignored_fraction: share of the frame's pixels the ignore mask leaves out.
+
+    ``class_fractions`` count the terrain pixels the mask assigns a class: not ignored,
+    not under ``min_confidence``; they sum to 1 unless none is left.
     """
 
     mask: np.ndarray
@@ -100,6 +126,12 @@ class Segmentation:
     classes: tuple[ClassInfo, ...]
     tiles: int
     scale: float = 1.0
+    confidence: np.ndarray | None = None
+    bit_depth: int = 8
+    mean_confidence: float = 0.0
+    confidence_threshold: float = TRUSTED_CONFIDENCE
+    below_threshold: float = 0.0
+    ignored_fraction: float = 0.0
 
 
 class Segmenter:
@@ -124,8 +156,11 @@ class Segmenter:
         expect_int8: bool = False,
         frame_width: float | None = None,
         scale: float | None = None,
+        bit_depth: str | int = "auto",
+        ignore_mask: str | os.PathLike[str] | np.ndarray | None = None,
+        min_confidence: float | None = None,
     ) -> None:
-        """Loads and checks the model.
+        """Loads and checks the model (and the ignore mask).
 
         Raises:
             ModelError: the model is unreadable, not TFLite, lacks metadata, its tensors
@@ -133,13 +168,25 @@ class Segmenter:
                 integer model.
             ValueError: ``threads`` or ``tile_overlap`` out of range; ``frame_width`` and
                 ``scale`` both given, not a finite positive number, an absurd resize, or
-                ``frame_width`` for a model that does not state its field of view.
+                ``frame_width`` for a model that does not state its field of view;
+                ``bit_depth`` not one of auto, 8, 10, 12, 16; ``min_confidence`` outside 0..1.
+            ImageError: ``ignore_mask`` cannot be read, or is not a 2-D image.
         """
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be 1 or more, got {threads}")
+        bit_depth = check_bit_depth(bit_depth)
+        if min_confidence is not None and not (
+            isinstance(min_confidence, (int, float))
+            and not isinstance(min_confidence, bool)
+            and 0 <= min_confidence <= 1
+        ):
+            raise ValueError(f"min_confidence must be a number in 0..1, got {min_confidence!r}")
         self.options = SegmenterOptions(
-            model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale
-        )
+            model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale,
+            bit_depth, ignore_mask, min_confidence,
+        )  # fmt: skip
+        self._ignore, self.ignore_mask_sha256 = _read_ignore_mask(ignore_mask)
+        self._ignore_sized: dict[tuple[int, int], np.ndarray] = {}
         self.model_path = model_path(model)
         try:
             content = self.model_path.read_bytes()
@@ -176,6 +223,7 @@ class Segmenter:
                 f"metadata precision {self.metadata.get('precision', 'unknown')!r}"
             )
         self._input_lut = self._tiles.lut
+        self.temperature = self._tiles.temperature
         self._class_ids = self._tiles.output_classes
         self._weights = (ramp(self.tile_height, tile_overlap)[:, None] * ramp(self.tile_width, tile_overlap)[None, :])[
             ..., None
@@ -183,12 +231,14 @@ class Segmenter:
         self._lock = threading.Lock()
         self.model_info = {
             "name": self.metadata["name"],
+            "model_name": self.metadata.get("model_name") or self.metadata["name"],
             "version": self.metadata.get("marsedge_version"),
             "precision": self.metadata.get("precision"),
             "tensor_type": tensor_type,
             **self.field_of_view.describe(),
             "path": str(self.model_path),
-            "sha256": hashlib.sha256(content).hexdigest()[:16],
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "temperature": self.temperature,
         }
 
     @classmethod
@@ -196,8 +246,26 @@ class Segmenter:
         """Builds a Segmenter from saved options."""
         return cls(
             options.model, options.threads, options.reference_kernels, options.tile_overlap, options.tta,
-            options.expect_int8, options.frame_width, options.scale,
+            options.expect_int8, options.frame_width, options.scale, options.bit_depth, options.ignore_mask,
+            options.min_confidence,
         )  # fmt: skip
+
+    def mask_settings(self) -> dict[str, Any]:
+        """Everything that decides the masks this Segmenter writes: the model's SHA-256 and
+        the options that change a mask. Two runs with equal settings write the same masks,
+        so a frame done under other settings is not done (``marsedge batch``, watch mode)."""
+        options = self.options
+        return {
+            "model_sha256": self.model_info["sha256"],
+            "tile_overlap": options.tile_overlap,
+            "tta": options.tta,
+            "reference_kernels": options.reference_kernels,
+            "frame_width": options.frame_width,
+            "scale": options.scale,
+            "bit_depth": options.bit_depth,
+            "min_confidence": options.min_confidence,
+            "ignore_mask_sha256": self.ignore_mask_sha256,
+        }
 
     def scale_for(self, height: int, width: int) -> float:
         """Model pixels per input pixel for a ``height x width`` input: the override
@@ -220,17 +288,40 @@ class Segmenter:
         mask is resized back, so it always has the frame's size.
 
         Args:
-            image: (H, W) or (H, W, 1) grey, (H, W, 3|4) RGB(A); uint8 or uint16.
+            image: (H, W) or (H, W, 1) grey, (H, W, 3|4) RGB(A); uint8 or uint16 (of the
+                options' ``bit_depth``).
 
         Raises:
-            ImageError: the array is not an image this model can take.
+            ImageError: the array is not an image this model can take, or its pixels
+                exceed the bit depth.
         """
         with self._lock:
             return self._segment(image)
 
+    def to_gray8(self, image: np.ndarray, declared_bits: int | None = None) -> tuple[np.ndarray, int]:
+        """The frame as the model sees it before resizing: uint8 (H, W) grey, and the bit
+        depth its pixels were read with (the options' ``bit_depth``; with ``"auto"``,
+        ``declared_bits`` when the frame's source states them, as a PDS label does).
+
+        Raises:
+            ImageError: see :meth:`segment`.
+        """
+        return frame_to_gray8(image, self.options.bit_depth, declared_bits)
+
+    def _ignored(self, height: int, width: int) -> np.ndarray | None:
+        """The ignore mask at a frame's size (bool, True = not terrain), or None."""
+        if self._ignore is None:
+            return None
+        sized = self._ignore_sized.get((height, width))
+        if sized is None:
+            if len(self._ignore_sized) >= 4:
+                self._ignore_sized.clear()
+            sized = self._ignore_sized[(height, width)] = resize_nearest(self._ignore, height, width)
+        return sized
+
     def _segment(self, image: np.ndarray) -> Segmentation:
         start = time.perf_counter()
-        gray = to_gray8(image)
+        gray, depth = self.to_gray8(image)
         height, width = gray.shape
         scale = self.scale_for(height, width)
         if scale != 1.0:
@@ -239,16 +330,21 @@ class Segmenter:
         quantised = self._input_lut[pad_to(gray, th, tw)]
         full_height, full_width = quantised.shape
         mask = np.empty((full_height, full_width), dtype=np.uint8)
+        certainty = np.empty((full_height, full_width), dtype=np.float32)
         # Tiles are visited in bands of one tile row, keeping the logits of the band; a
         # frame much wider than tall is visited in bands of one tile column instead (the
         # same tiles and sums, transposed), so the band's memory stays small for any shape.
         across = th * full_width > tw * full_height
-        frame, out = (quantised.T, mask.T) if across else (quantised, mask)
+        frame, out, out_conf = (quantised.T, mask.T, certainty.T) if across else (quantised, mask, certainty)
         bh, bw = (tw, th) if across else (th, tw)
         weights = self._weights.transpose(1, 0, 2) if across else self._weights
         rows = tile_origins(frame.shape[0], bh, self.options.tile_overlap)
         cols = tile_origins(frame.shape[1], bw, self.options.tile_overlap)
         band = np.zeros((bh, frame.shape[1], len(self._class_ids)), dtype=np.float32)
+        band_weight = np.zeros((bh, frame.shape[1]), dtype=np.float32)
+        tile_weight = weights[..., 0]
+        # the summed logits are weighted (and doubled with TTA): their mean over the model's temperature
+        temperature = self.temperature * (2 if self.options.tta else 1)
         band_top = 0
         infer_s = post_s = 0.0
         pre_s = time.perf_counter() - start
@@ -257,8 +353,11 @@ class Segmenter:
             shift = y - band_top
             if shift:
                 out[band_top:y] = self._class_ids[band[:shift].argmax(axis=-1)]
+                out_conf[band_top:y] = confidence(band[:shift] / band_weight[:shift, :, None], temperature)
                 band[: bh - shift] = band[shift:]
                 band[bh - shift :] = 0.0
+                band_weight[: bh - shift] = band_weight[shift:]
+                band_weight[bh - shift :] = 0.0
                 band_top = y
             post_s += time.perf_counter() - tick
             for x in cols:
@@ -275,13 +374,35 @@ class Segmenter:
                 if self.options.tta:
                     logits += self._tiles.dequantise(flipped)
                 band[:, x : x + bw] += (logits.transpose(1, 0, 2) if across else logits) * weights
+                band_weight[:, x : x + bw] += tile_weight
                 post_s += time.perf_counter() - mid
         tick = time.perf_counter()
-        out[band_top:] = self._class_ids[band[: frame.shape[0] - band_top].argmax(axis=-1)]
-        mask = mask[: gray.shape[0], : gray.shape[1]]
-        mask = resize_nearest(mask, height, width) if mask.shape != (height, width) else np.ascontiguousarray(mask)
-        counts = np.bincount(mask.ravel(), minlength=256)
-        fractions = {c.name: float(counts[c.id]) / mask.size for c in self.classes}
+        rest = frame.shape[0] - band_top
+        out[band_top:] = self._class_ids[band[:rest].argmax(axis=-1)]
+        out_conf[band_top:] = confidence(band[:rest] / band_weight[:rest, :, None], temperature)
+        mask, certainty = mask[: gray.shape[0], : gray.shape[1]], certainty[: gray.shape[0], : gray.shape[1]]
+        threshold = self.options.min_confidence
+        if threshold is not None:
+            mask[certainty < threshold] = 0  # "unknown": too unsure to name a class
+        if mask.shape != (height, width):
+            mask, certainty = resize_nearest(mask, height, width), resize_nearest(certainty, height, width)
+        else:
+            mask, certainty = np.ascontiguousarray(mask), np.ascontiguousarray(certainty)
+        ignored = self._ignored(height, width)
+        terrain = certainty if ignored is None else certainty[~ignored]
+        shown_threshold = TRUSTED_CONFIDENCE if threshold is None else threshold
+        below = int(np.count_nonzero(terrain < shown_threshold))
+        if ignored is not None:
+            mask[ignored] = 0
+            certainty[ignored] = 0.0
+        if ignored is None and threshold is None:
+            counts, counted = np.bincount(mask.ravel(), minlength=256), mask.size
+        else:
+            kept = terrain >= threshold if threshold is not None else None
+            labels = mask if ignored is None else mask[~ignored]
+            labels = labels[kept] if kept is not None else labels
+            counts, counted = np.bincount(labels.ravel(), minlength=256), labels.size
+        fractions = {c.name: float(counts[c.id]) / counted if counted else 0.0 for c in self.classes}
         post_s += time.perf_counter() - tick
         return Segmentation(
             mask=mask,
@@ -290,4 +411,45 @@ class Segmenter:
             classes=self.classes,
             tiles=len(rows) * len(cols) * (2 if self.options.tta else 1),
             scale=scale,
+            confidence=certainty,
+            bit_depth=depth,
+            mean_confidence=float(terrain.mean(dtype=np.float64)) if terrain.size else 0.0,
+            confidence_threshold=shown_threshold,
+            below_threshold=below / terrain.size if terrain.size else 0.0,
+            ignored_fraction=0.0 if ignored is None else float(np.count_nonzero(ignored)) / ignored.size,
         )
+
+
+def _read_ignore_mask(source: str | os.PathLike[str] | np.ndarray | None) -> tuple[np.ndarray | None, str | None]:
+    """The ignore mask as a bool (H, W) array (True = not terrain) and the SHA-256 of its
+    contents (file bytes, or the array's shape and bits); (None, None) without one.
+
+    Raises:
+        ImageError: the file cannot be read as an image, or the array is not 2-D.
+    """
+    if source is None:
+        return None, None
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.ndim == 3:
+            array = array.any(axis=2)
+        if array.ndim != 2 or not array.size:
+            raise ImageError(f"ignore mask must be a non-empty (H, W) array, got shape {array.shape}")
+        ignore = np.ascontiguousarray(array != 0)
+        digest = hashlib.sha256(repr(ignore.shape).encode() + np.packbits(ignore).tobytes()).hexdigest()
+        return ignore, digest
+    from .imageio import load_frame  # Pillow, only when a mask file is given
+
+    try:
+        data = Path(source).read_bytes()
+    except FileNotFoundError:
+        raise ImageError("ignore mask: no such file") from None
+    except IsADirectoryError:
+        raise ImageError("ignore mask: is a directory") from None
+    except OSError as exc:
+        raise ImageError(f"ignore mask: cannot read: {exc.strerror or exc}") from None
+    try:
+        array = load_frame(source, max_pixels=None)
+    except ImageError as exc:
+        raise ImageError(f"ignore mask: {exc}") from None
+    return np.ascontiguousarray(array != 0), hashlib.sha256(data).hexdigest()

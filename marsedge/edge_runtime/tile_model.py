@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ImageError, ModelError
 from .interpreter import input_lut, make_interpreter
-from .metadata import input_normalization, read_metadata
+from .metadata import input_normalization, read_metadata, temperature
 
 TENSOR_DTYPES = (np.float32, np.int8, np.uint8)
 
@@ -62,6 +62,8 @@ class TileModel:
         if normalization is None and metadata is not None:
             normalization = input_normalization(metadata)
         self.metadata = metadata  # None for a bare flatbuffer
+        # softmax temperature fitted on val at export (calibrated confidence); 1 for older files
+        self.temperature = temperature(metadata) if metadata is not None else 1.0
         self.output_classes = np.asarray(output_classes, dtype=np.uint8)
         self._content = content  # the interpreter may keep pointers into it
         self.interpreter = make_interpreter(content, threads, reference_kernels)

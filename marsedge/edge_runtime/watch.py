@@ -11,7 +11,9 @@ What was handled is kept in a journal, ``marsedge-watch.jsonl`` in the output
 directory: one JSON line per frame (path, size, mtime, outcome, output stem), appended
 and fsynced once the frame's outputs are in place, and rewritten atomically (compacted)
 at start. A frame whose path, size and mtime are in the journal is never processed
-again, across restarts; a frame that changes (new size or mtime) is a new frame and
+again, across restarts, under the same model and mask options (each entry keeps a digest
+of :meth:`.Segmenter.mask_settings`: a watch restarted with another model or option
+segments the frames again); a frame that changes (new size or mtime) is a new frame and
 replaces its old outputs. A process killed between a frame's outputs and its journal
 line leaves the frame's JSON record (same input, newer than the frame): the next start
 journals it without segmenting it again.
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch import segment_file, unique_stem
+from .batch import segment_file, settings_digest, unique_stem
 from .errors import ImageError
 from .imageio import DEFAULT_MAX_PIXELS, write_atomic
 from .segmenter import Segmenter
@@ -112,10 +114,21 @@ class Journal:
         write_atomic(journal.path, text.encode("utf-8"))
         return journal
 
-    def handled(self, key: FrameKey) -> bool:
-        """Whether this version of the frame was already segmented or found bad."""
+    def handled(self, key: FrameKey, settings: str | None = None) -> bool:
+        """Whether this version of the frame was already segmented or found bad (under
+        ``settings``, a :func:`.batch.settings_digest`, when given)."""
         entry = self.entries.get(key.path)
-        return entry is not None and entry["size"] == key.size and entry["mtime_ns"] == key.mtime_ns
+        return (
+            entry is not None
+            and entry["size"] == key.size
+            and entry["mtime_ns"] == key.mtime_ns
+            and (settings is None or entry.get("settings") == settings)
+        )
+
+    def other_settings(self, settings: str) -> int:
+        """How many journaled frames were handled under other settings (or before the
+        journal recorded them): a watch with ``settings`` segments them again."""
+        return sum(1 for entry in self.entries.values() if entry.get("settings") != settings)
 
     def stem_for(self, key: FrameKey) -> str:
         """The output stem of a frame: the one it had before, else its name made unique."""
@@ -123,13 +136,15 @@ class Journal:
             return str(self.entries[key.path]["stem"])
         return unique_stem(key.path, {str(entry["stem"]) for entry in self.entries.values()})
 
-    def add(self, key: FrameKey, status: str, stem: str, message: str = "") -> None:
+    def add(self, key: FrameKey, status: str, stem: str, message: str = "", settings: str | None = None) -> None:
         """Appends one entry and fsyncs it.
 
         Raises:
             OSError: the journal cannot be written.
         """
         entry = {"path": key.path, "size": key.size, "mtime_ns": key.mtime_ns, "status": status, "stem": stem}
+        if settings is not None:
+            entry["settings"] = settings
         if message:
             entry["message"] = message
         entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -220,6 +235,7 @@ def watch(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     journal: Journal | None = None,
     source: SourceOptions | None = None,
+    confidence: bool = False,
 ) -> Iterator[WatchEvent]:
     """Segments frames arriving in ``directory`` into ``out`` until ``stop`` is set.
 
@@ -231,6 +247,7 @@ def watch(
     """
     journal = journal or Journal.open(Path(out) / JOURNAL_NAME)
     tracker = FrameTracker(directory)
+    settings = settings_digest(segmenter.mask_settings())
     reported: set[tuple[str, str]] = set()  # (path, message) already yielded, not repeated
     while not stop.is_set():
         wait = poll_interval
@@ -245,10 +262,10 @@ def watch(
         for path, key in ready:
             if stop.is_set():
                 break
-            if journal.handled(key):
+            if journal.handled(key, settings):
                 continue
             try:
-                event = _handle(segmenter, path, key, out, journal, overlay, max_pixels, source)
+                event = _handle(segmenter, path, key, out, journal, overlay, max_pixels, source, confidence, settings)
             except OSError as exc:
                 # Outputs or journal line not written (disk full, read-only): not journaled,
                 # so retried later; the frames after it would fail alike, so wait first.
@@ -271,14 +288,16 @@ def _handle(
     overlay: bool,
     max_pixels: int | None,
     source: SourceOptions | None = None,
+    confidence: bool = False,
+    settings: str | None = None,
 ) -> WatchEvent:
     """Segments one new frame and journals it; OSError means nothing was journaled."""
     stem = journal.stem_for(key)
-    if _already_written(out, stem, path, key):
-        journal.add(key, "done", stem)
+    if _already_written(out, stem, path, key, settings):
+        journal.add(key, "done", stem, settings=settings)
         return WatchEvent("recovered", path)
     try:
-        record = segment_file(segmenter, path, out, stem, overlay, max_pixels, source=source)
+        record = segment_file(segmenter, path, out, stem, overlay, max_pixels, None, source, confidence)
     except ImageError as exc:
         message = str(exc)
     except OSError:
@@ -286,19 +305,22 @@ def _handle(
     except Exception as exc:  # one bad frame never stops the watch
         message = f"unexpected {type(exc).__name__}: {exc}"
     else:
-        journal.add(key, "done", stem)
+        journal.add(key, "done", stem, settings=settings)
         return WatchEvent("segmented", path, record=record)
-    journal.add(key, "failed", stem, message)
+    journal.add(key, "failed", stem, message, settings)
     return WatchEvent("failed", path, message)
 
 
-def _already_written(out: Path, stem: str, path: Path, key: FrameKey) -> bool:
-    """Whether ``stem``'s JSON record exists, is for this frame, and is newer than it."""
+def _already_written(out: Path, stem: str, path: Path, key: FrameKey, settings: str | None = None) -> bool:
+    """Whether ``stem``'s JSON record exists, is for this frame, is newer than it and (with
+    ``settings``) was written under those settings."""
     record_path = Path(out) / f"{stem}.json"
     try:
         if record_path.stat().st_mtime_ns < key.mtime_ns:
             return False
         record = json.loads(record_path.read_text(encoding="utf-8"))
+        if settings is not None and settings_digest(record.get("mask_settings")) != settings:
+            return False
         return os.path.realpath(str(record["input"])) == os.path.realpath(path)
     except (OSError, ValueError, KeyError, TypeError):
         return False

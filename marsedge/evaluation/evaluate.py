@@ -231,7 +231,12 @@ def load_target(
 
 
 def evaluate(
-    model: str | Path, data: str | Path, split: str | None = None, threads: int | None = None, anatomy: bool = False
+    model: str | Path,
+    data: str | Path,
+    split: str | None = None,
+    threads: int | None = None,
+    anatomy: bool = False,
+    calibration: bool = True,
 ) -> dict[str, Any]:
     """Mean IoU, per-class IoU and confusion matrix of a model on labelled tiles.
 
@@ -242,6 +247,8 @@ def evaluate(
             None: "test" when the model's split is known, else "all".
         threads: interpreter threads for a .tflite.
         anatomy: add ``anatomy``, where the errors are (:mod:`marsedge.evaluation.anatomy`).
+        calibration: add ``calibration``, how far the confidence can be trusted
+            (:mod:`marsedge.evaluation.calibration`).
 
     Raises:
         MarsEdgeError: see :func:`load_target`; tiles of another size than the model's.
@@ -249,6 +256,10 @@ def evaluate(
     target = load_target(model, data, split, threads)
     prediction = target.predict_masks()
     report = report_for(target, prediction, model, data)
+    if calibration:
+        from marsedge.evaluation.calibration import calibration_report
+
+        report["calibration"] = calibration_report(target.model, target.tiles.images, target.tiles.masks)
     if anatomy:
         from marsedge.evaluation.anatomy import anatomy as error_anatomy
 

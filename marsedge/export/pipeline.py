@@ -13,6 +13,7 @@ import numpy as np
 
 from marsedge import __version__
 from marsedge.core.atomic import write_bytes, write_json
+from marsedge.core.calibration import calibrate_tiles
 from marsedge.core.metadata import build_metadata, embed_metadata, split_recipe
 from marsedge.core.metrics import pixel_agreement, score
 from marsedge.edge_runtime.errors import ModelError
@@ -92,10 +93,19 @@ def _compact(report: dict | None) -> dict | None:
 
 
 def model_metadata(
-    run, fmt: str, info: dict, val: dict, created: str, normalization: tuple[float, float] | None = None
+    run,
+    fmt: str,
+    info: dict,
+    val: dict,
+    created: str,
+    normalization: tuple[float, float] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``marsedge.json`` document embedded in an exported .tflite (DEVELOPERS.md keys;
     written by :func:`marsedge.core.metadata.build_metadata`).
+
+    ``calibration``: the softmax temperature fitted on val for this file
+    (:func:`marsedge.core.calibration.calibrate_tiles`), which the runtime's confidence uses.
 
     ``normalization``: the ``(mean, std)`` the runtime applies when the graph takes
     normalised levels; None when the graph normalises (``in_model: true``). The field of
@@ -137,6 +147,7 @@ def model_metadata(
             if run.data_sha256
             else {}
         ),
+        **({"calibration": calibration} if calibration is not None else {}),
         created=created,
     )
 
@@ -213,9 +224,10 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
             )
         except ModelError as exc:
             raise ExportError(f"{fmt}: the converted model does not run: {exc}") from None
-        masks = tflite.predict_masks(val.images)
+        # one pass over val: the masks scored below, and the softmax temperature of this file
+        masks, fitted = calibrate_tiles(tflite.float_logits, run.output_classes, val.images, val.masks)
         report = score(val.masks, masks, reference)
-        metadata = model_metadata(run, fmt, info, report, created, normalization)
+        metadata = model_metadata(run, fmt, info, report, created, normalization, fitted)
         path = out / f"marsedge_{fmt}.tflite"
         data = embed_metadata(content, metadata)
         write_bytes(path, data)
@@ -231,17 +243,21 @@ def export_run(run_dir: str | Path, options: ExportOptions = ExportOptions()) ->
             "not_delegated": info["not_delegated"],
             "seconds": round(time.perf_counter() - tick, 1),
             "convert_seconds": round(convert_seconds, 1),
+            "calibration": fitted,
         }
         if fmt == "qat":
             # how faithfully the .tflite runs the fake-quantised graph it came from
             summary["formats"][fmt]["agreement_with_qat_keras"] = pixel_agreement(masks, qat_masks)
         log.info(
-            "%s: %s, %.0f KB, val mIoU %.4f, agreement %.4f (%.0f s)",
+            "%s: %s, %.0f KB, val mIoU %.4f, agreement %.4f, temperature %.3g (val ECE %.4f -> %.4f) (%.0f s)",
             fmt,
             path,
             len(data) / 1024,
             report["mean_iou"],
             report["agreement"],
+            fitted["temperature"],
+            fitted["ece_before"],
+            fitted["ece_after"],
             time.perf_counter() - tick,
         )
     summary["gate"] = accuracy_gate(summary, options)

@@ -298,7 +298,7 @@ def _read_image(path: Path) -> np.ndarray:
         from marsedge.edge_runtime.sources.pds import read_product
 
         try:
-            return read_product(path).gray
+            return read_product(path).gray()[0]
         except ImageError as exc:
             raise DataError(f"{path}: {exc}") from None
     with Image.open(path) as img:

@@ -3,7 +3,10 @@
 One interface for ``marsedge-run``, ``--watch``, ``marsedge batch`` and ``marsedge eval``:
 
 - :func:`read_frame` reads a file that is one frame (a PNG/JPEG, or a PDS product) as
-  uint8 grey, with the identity its label gives (None for plain images);
+  levels (uint8 grey, or unscaled uint16 levels of a 16-bit frame) with the bits its label
+  declares and the identity it gives (None for plain images); the run's bit depth
+  (``SegmenterOptions.bit_depth``, ``--bit-depth``) turns the levels into 8-bit grey
+  (:meth:`.Segmenter.to_gray8`, :func:`.grey.frame_to_gray8`), the same rule for all;
 - :func:`frame_stem` is the output stem of such a file (a PDS product's id);
 - :func:`is_bag` / :func:`.rosbag.read_bag` give the frames of a bag, one per message;
 - :func:`is_frame_file` says which files of a folder are frames.
@@ -25,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError
-from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_gray, load_gray
+from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_frame, load_frame
 from .pds import PDS_SUFFIXES, is_pds_path, is_product_file, product_stem, read_product
 from .rosbag import BAG_SUFFIXES, is_bag
 
@@ -63,16 +66,33 @@ class SourceOptions:
     topic: str | None = None
 
 
+@dataclass(frozen=True)
+class Frame:
+    """A frame file as read, before the bit depth turns it into 8-bit grey.
+
+    Attributes:
+        levels: (H, W) uint8 grey, or uint16 levels of a 16-bit frame (unscaled).
+        identity: a PDS product's identity (product id, instrument, sol, spacecraft
+            clock, object, band, sample bits); None for a PNG/JPEG.
+        declared_bits: the significant bits a PDS label declares (None: not declared;
+            ``--bit-depth auto`` then decides from the frame's maximum).
+    """
+
+    levels: np.ndarray
+    identity: dict[str, Any] | None = None
+    declared_bits: int | None = None
+
+
 def read_frame(
     path: str | os.PathLike[str],
     data: bytes | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     work_pixels: Callable[[int, int], int] | None = None,
     options: SourceOptions | None = None,
-) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """A file that is one frame as uint8 (H, W) grey, and its identity.
+) -> Frame:
+    """A file that is one frame: its levels, identity and declared sample bits.
 
-    PNG and JPEG files go through :func:`.imageio.load_gray` (identity None); PDS
+    PNG and JPEG files go through :func:`.imageio.load_frame` (identity None); PDS
     products (``.IMG``, ``.LBL``, ``.xml``) through :func:`.pds.read_product` (identity:
     the label's product id, instrument, sol, spacecraft clock, object, band, bits).
     ``data`` is the file's contents already read (PNG/JPEG only).
@@ -83,12 +103,12 @@ def read_frame(
     """
     if not is_pds_path(path):
         if data is None:
-            return load_gray(path, max_pixels=max_pixels, work_pixels=work_pixels), None
-        return decode_gray(data, str(path), max_pixels=max_pixels, work_pixels=work_pixels), None
+            return Frame(load_frame(path, max_pixels=max_pixels, work_pixels=work_pixels))
+        return Frame(decode_frame(data, str(path), max_pixels=max_pixels, work_pixels=work_pixels))
     if data is not None:
         raise ImageError("PDS products are read from a local path (their labels point to files beside them)")
     product = read_product(path, (options or SourceOptions()).band, max_pixels)
-    height, width = product.gray.shape
+    height, width = product.levels.shape
     if max_pixels:
         if width * height > max_pixels:
             raise ImageError(
@@ -100,7 +120,7 @@ def read_frame(
                 f"{width}x{height} image becomes {work} pixels of model input (resized and padded to whole "
                 f"tiles), above the limit of {max_pixels} (--max-pixels)"
             )
-    return product.gray, product.identity
+    return Frame(product.levels, product.identity, product.declared_bits)
 
 
 def frame_stem(path: str | os.PathLike[str]) -> str:
@@ -122,6 +142,7 @@ def is_frame_file(path: Path) -> bool:
 __all__ = [
     "BAG_SUFFIXES",
     "FRAME_SUFFIXES",
+    "Frame",
     "MissingReaderError",
     "SourceOptions",
     "frame_stem",

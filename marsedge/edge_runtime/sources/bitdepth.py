@@ -1,9 +1,12 @@
-"""Samples wider than 8 bits as the 8-bit grey the model takes.
+"""Samples of archive frames as the levels the bit-depth handling takes.
 
-The one place archive readers (PDS products, 16-bit bag messages) turn their samples into
-uint8. A 16-bit container often holds fewer significant bits (a 12-bit NavCam product
-stored as 16-bit samples, ``SAMPLE_BITS = 12`` or a bit mask in its label): the full
-range of those bits maps onto 0..255, so a 12-bit frame is not left nearly black.
+PDS products and bag messages hold 8- to 16-bit integer samples of any byte order and
+signedness. :func:`samples_to_levels` turns them into uint8 or uint16 levels; the depth
+those levels are read with (``--bit-depth``, ``SegmenterOptions.bit_depth``) and the
+rounding onto 8-bit grey are :func:`.grey.frame_to_gray8`'s, the same as for a 16-bit PNG.
+A 16-bit container often holds fewer significant bits (a 12-bit NavCam product stored as
+16-bit samples, ``SAMPLE_BITS = 12`` or a bit mask in its label): with ``auto`` the
+label's bits are used, so a 12-bit frame is not left nearly black.
 """
 
 from __future__ import annotations
@@ -11,16 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ImageError
-from ..grey import to_gray8
+from ..grey import frame_to_gray8
 
 
-def samples_to_gray8(samples: np.ndarray, sample_bits: int | None = None) -> np.ndarray:
-    """uint8 grey from integer samples holding ``sample_bits`` significant bits.
-
-    8-bit samples pass unchanged. Wider samples with ``sample_bits`` of 16 or unknown are
-    scaled as a 16-bit PNG is (:func:`.grey.to_gray8`, 0..65535 onto 0..255); with fewer
-    declared bits (e.g. 12), 0..2**bits - 1 maps onto 0..255 (rounded) and larger values
-    are clipped. Negative samples (signed types) are clipped to 0.
+def samples_to_levels(samples: np.ndarray) -> np.ndarray:
+    """uint8 levels from 8-bit samples, native uint16 levels from 16-bit ones; negative
+    samples (signed types) are clipped to 0.
 
     Raises:
         ImageError: floating-point or wider-than-16-bit samples.
@@ -32,8 +31,16 @@ def samples_to_gray8(samples: np.ndarray, sample_bits: int | None = None) -> np.
         raise ImageError(f"{array.dtype} samples are not supported: 8- to 16-bit integer samples only")
     if array.dtype.itemsize == 1:
         return np.clip(array, 0, 255).astype(np.uint8) if array.dtype.kind == "i" else array.astype(np.uint8)
-    wide = np.clip(array.astype(np.int32), 0, 65535)
-    if sample_bits is None or not 8 <= sample_bits < 16:
-        return to_gray8(wide.astype(np.uint16))
-    top = (1 << sample_bits) - 1
-    return ((np.minimum(wide, top) * 255 + top // 2) // top).astype(np.uint8)
+    if array.dtype.kind == "i":
+        return np.clip(array, 0, None).astype(np.uint16)
+    return array.astype(np.uint16, copy=array.dtype != np.uint16)
+
+
+def samples_to_gray8(samples: np.ndarray, sample_bits: int | None = None, bit_depth: str | int = "auto") -> np.ndarray:
+    """uint8 grey from integer samples holding ``sample_bits`` significant bits (None: not
+    declared), read with ``bit_depth`` as :func:`.grey.frame_to_gray8` does.
+
+    Raises:
+        ImageError: as :func:`samples_to_levels`, or samples above a given ``bit_depth``.
+    """
+    return frame_to_gray8(samples_to_levels(samples), bit_depth, sample_bits)[0]

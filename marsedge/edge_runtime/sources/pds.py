@@ -3,8 +3,8 @@
 Read with ``pdr`` (the Planetary Data Reader, the ``[pds]`` extra), imported only when a
 product is read. ``pdr`` lays out the image object (record and byte offsets, line and
 sample order, band storage, line prefix and suffix bytes); this module picks the object
-and band, turns its samples into 8-bit grey (:mod:`.bitdepth`, honouring the label's
-sample bits), flips it upright when the label says it displays mirrored, and carries the
+and band, turns its samples into uint8 or uint16 levels (:mod:`.bitdepth`) that the bit
+depth reads as 8-bit grey (``auto`` honours the label's sample bits), flips it upright when the label says it displays mirrored, and carries the
 product's identity (product id, instrument, sol, spacecraft clock) to the outputs.
 """
 
@@ -24,7 +24,8 @@ import numpy as np
 from marsedge.core.errors import first_line
 
 from ..errors import ImageError
-from .bitdepth import samples_to_gray8
+from ..grey import frame_to_gray8
+from .bitdepth import samples_to_levels
 
 LABEL_SUFFIXES = (".lbl", ".xml")
 DATA_SUFFIXES = (".img",)
@@ -59,15 +60,29 @@ class Product:
     """One PDS product read as a frame.
 
     Attributes:
-        gray: uint8 (H, W) grey, upright.
+        levels: (H, W) samples, upright: uint8, or uint16 for 9- to 16-bit samples
+            (unscaled: :meth:`gray` reads them with a bit depth).
         identity: ``standard`` (PDS3/PDS4), ``object``, ``band``, ``bands``,
             ``sample_bits`` and the label's :data:`IDENTITY_FIELDS` that it declares.
         stem: the output stem the product id gives (file-safe), else the file stem.
+        declared_bits: the significant bits the label declares (its ``SAMPLE_BIT_MASK``,
+            else ``SAMPLE_BITS``; PDS4 ``sample_bit_mask``/``sample_bits``); None if none.
     """
 
-    gray: np.ndarray
+    levels: np.ndarray
     identity: dict[str, Any]
     stem: str
+    declared_bits: int | None = None
+
+    def gray(self, bit_depth: str | int = "auto") -> tuple[np.ndarray, int]:
+        """uint8 (H, W) grey and the bit depth used: ``"auto"`` keeps the label's sample
+        bits when it declares them (else a 16-bit frame's maximum decides, as for a 16-bit
+        PNG); 8, 10, 12 or 16 override the label (:func:`.grey.frame_to_gray8`).
+
+        Raises:
+            ImageError: samples above a given ``bit_depth``.
+        """
+        return frame_to_gray8(self.levels, bit_depth, self.declared_bits)
 
 
 def is_pds_path(path: str | os.PathLike[str]) -> bool:
@@ -94,7 +109,7 @@ def is_product_file(path: str | os.PathLike[str]) -> bool:
 
 
 def read_product(path: str | os.PathLike[str], band: int | None = None, max_pixels: int | None = None) -> Product:
-    """Reads a PDS3 or PDS4 product's image as 8-bit grey, with its identity.
+    """Reads a PDS3 or PDS4 product's image (its samples, upright) with its identity.
 
     Args:
         path: an ``.IMG`` with an attached label, a detached ``.LBL`` (or its ``.IMG``),
@@ -204,11 +219,11 @@ def _product(data: Any, path: str | os.PathLike[str], band: int | None, max_pixe
     if plane.size == 0:
         raise ImageError(f"the {name} object is empty ({'x'.join(map(str, plane.shape))})")
     bits = _sample_bits(data, name)
-    gray = _upright(samples_to_gray8(plane, bits), data, name)
+    levels = _upright(samples_to_levels(plane), data, name)
     identity = {"standard": standard, "object": name, "band": (band or 1) if bands > 1 else 1, "bands": bands}
     identity["sample_bits"] = bits or int(plane.dtype.itemsize * 8)
     identity.update(_identity(data))
-    return Product(np.ascontiguousarray(gray), identity, _stem(identity, path))
+    return Product(np.ascontiguousarray(levels), identity, _stem(identity, path), bits)
 
 
 def _image_object(data: Any) -> str:

@@ -6,9 +6,10 @@ when a bag is read. A bag is a rosbag2 directory (``metadata.yaml`` with ``.db3`
 types come from the definitions the bag carries (ROS 2 Humble's when it carries none).
 
 ``sensor_msgs/Image`` in mono8, mono16, rgb8, bgr8, rgba8 and bgra8 and
-``sensor_msgs/CompressedImage`` holding JPEG or PNG become 8-bit grey exactly as the
-same pixels in a PNG would (:func:`.grey.to_gray8`, :func:`.imageio.decode_gray`). Each
-frame is named by its header stamp (``SEC.NANOSEC``).
+``sensor_msgs/CompressedImage`` holding JPEG or PNG become the levels the same pixels in
+a PNG would (:func:`.grey.to_gray8`, :func:`.imageio.decode_frame`): uint8 grey, or uint16
+levels for mono16 and 16-bit PNG messages, read with the run's bit depth as a 16-bit PNG
+is (:func:`.grey.frame_to_gray8`). Each frame is named by its header stamp (``SEC.NANOSEC``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from marsedge.core.errors import first_line
 
 from ..errors import ImageError
 from ..grey import to_gray8
-from ..imageio import decode_gray
-from .bitdepth import samples_to_gray8
+from ..imageio import decode_frame
+from .bitdepth import samples_to_levels
 
 BAG_SUFFIXES = (".mcap", ".db3", ".bag")
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -53,7 +54,8 @@ class BagFrame:
     Attributes:
         index: the message's place among the topic's messages (0-based).
         stem: output stem from the header stamp, ``SEC.NANOSEC``.
-        gray: uint8 (H, W), or None when ``error`` says why not.
+        levels: uint8 (H, W) grey, or uint16 levels of a 16-bit message (mono16, a 16-bit
+            PNG) for the bit-depth handling; None when ``error`` says why not.
         identity: ``bag``, ``topic``, ``index``, ``timestamp_ns`` (the bag's log time),
             ``stamp`` (``sec``, ``nanosec``), ``frame_id``, ``encoding``.
         error: why this message cannot be segmented (the rest of the bag goes on).
@@ -62,7 +64,7 @@ class BagFrame:
 
     index: int
     stem: str
-    gray: np.ndarray | None
+    levels: np.ndarray | None
     identity: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     load_ms: float = 0.0
@@ -169,17 +171,17 @@ def _frame(
     try:
         if connection.msgtype.endswith("CompressedImage"):
             identity["encoding"] = str(message.format)
-            gray = decode_gray(bytes(message.data), f"{bag} message {index}", max_pixels, work_pixels)
+            levels = decode_frame(bytes(message.data), f"{bag} message {index}", max_pixels, work_pixels)
         else:
             identity["encoding"] = str(message.encoding)
-            gray = _raw_image(message, max_pixels, work_pixels)
+            levels = _raw_image(message, max_pixels, work_pixels)
     except ImageError as exc:
         return BagFrame(index, stem, None, identity, str(exc))
-    return BagFrame(index, stem, gray, identity, None, (time.perf_counter() - start) * 1e3)
+    return BagFrame(index, stem, levels, identity, None, (time.perf_counter() - start) * 1e3)
 
 
 def _raw_image(message: Any, max_pixels: int | None, work_pixels: Callable[[int, int], int] | None) -> np.ndarray:
-    """A ``sensor_msgs/Image`` as uint8 grey, reading ``step`` bytes per row."""
+    """A ``sensor_msgs/Image`` as uint8 grey (uint16 levels for mono16), reading ``step`` bytes per row."""
     encoding = str(message.encoding).lower()
     if encoding not in _ENCODINGS:
         raise ImageError(f"unsupported encoding {message.encoding!r} (read: {', '.join(_ENCODINGS)})")
@@ -207,7 +209,7 @@ def _raw_image(message: Any, max_pixels: int | None, work_pixels: Callable[[int,
     rows = np.lib.stride_tricks.as_strided(data, (height, width * size), (step, 1))
     if size == 2:
         dtype = ">u2" if message.is_bigendian else "<u2"
-        return samples_to_gray8(np.ascontiguousarray(rows).view(dtype).astype(np.uint16))
+        return samples_to_levels(np.ascontiguousarray(rows).view(dtype))
     if channels is None:
         return np.ascontiguousarray(rows)
     pixels = rows.reshape(height, width, size)[:, :, list(channels)]
