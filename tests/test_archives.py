@@ -191,6 +191,162 @@ def test_twelve_bits_fill_the_grey_range():
         samples_to_gray8(np.zeros((2, 2), np.float32))
 
 
+# Bit depth: archive samples through --bit-depth, the rule 16-bit PNGs follow ----------------
+
+
+def twelve_bit(image: np.ndarray) -> np.ndarray:
+    """The 12-bit levels (native uint16) a 12-bit product stores for an 8-bit frame."""
+    return archives.samples_of(image, 12).astype(np.uint16)
+
+
+def test_archive_samples_and_16_bit_pngs_share_one_rounding_rule():
+    from marsedge.edge_runtime.grey import frame_to_gray8, levels_to_gray8
+
+    for depth in (10, 12, 16):
+        every = np.arange(1 << depth, dtype=np.uint32).astype(np.uint16).reshape(1, -1)
+        png, used = frame_to_gray8(every, depth)  # what a 16-bit PNG read with --bit-depth DEPTH gives
+        assert used == depth and np.array_equal(samples_to_gray8(every, depth), png)
+        assert np.array_equal(levels_to_gray8(every, depth), png)
+        ends = png[0, [0, -1]].tolist()
+        assert ends == [0, 255] and np.all(np.diff(png[0].astype(int)) >= 0)
+    words = np.array([[0, 2048, 4095, 5000]], dtype=np.uint16)
+    # a declared 12 bits (auto): levels above them clip; a given depth overrides the label
+    assert frame_to_gray8(words, "auto", 12)[0].tolist() == [[0, 128, 255, 255]]
+    overridden, depth = frame_to_gray8(words, 16, 12)
+    assert depth == 16 and overridden.tolist() == [[0, 8, 16, 19]]
+    with pytest.raises(Exception, match="values up to 5000, above the 4095 of 12-bit"):
+        frame_to_gray8(words, 12, 12)
+    # no declaration: the 16-bit auto rule (maximum <= 4095: 12-bit)
+    assert frame_to_gray8(words[:, :3], "auto", None)[1] == 12
+
+
+def test_a_12_bit_product_gives_the_masks_of_the_same_frame_as_12_in_16_png(pdr, frames, tmp_path):
+    pngs, products = tmp_path / "png", tmp_path / "products"
+    pngs.mkdir()
+    products.mkdir()
+    for name, image in frames:
+        save_png(pngs / f"{name}.png", twelve_bit(image))  # a 16-bit PNG holding 12-bit levels
+        archives.pds3_attached(products / f"{name}.IMG", image, sample_bits=12)  # SAMPLE_BIT_MASK: 12 bits
+        archives.pds4_pair(products / f"{name}4.xml", image, product_id=f"{name}4", sample_bits=12)  # undeclared
+    png = run(pngs, "--out", tmp_path / "png-out", "--json")
+    assert png.exit_code == 0, png.output
+    assert {json.loads(line)["bit_depth"] for line in png.stdout.splitlines()} == {12}
+    result = run(products, "--out", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    records = {Path(r["outputs"]["mask"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert len(records) == 2 * len(frames)
+    for name, _ in frames:
+        expected = (tmp_path / "png-out" / f"{name}_mask.png").read_bytes()
+        assert (tmp_path / "out" / f"{name}_mask.png").read_bytes() == expected, name
+        assert (tmp_path / "out" / f"{name.lower()}4_mask.png").read_bytes() == expected, f"{name} (PDS4)"
+        pds3, pds4 = records[f"{name}_mask.png"], records[f"{name.lower()}4_mask.png"]
+        assert (pds3["bit_depth"], pds3["bit_depth_from"], pds3["source"]["sample_bits"]) == (12, "label", 12)
+        assert pds4["bit_depth"] == 12 and "bit_depth_from" not in pds4  # guessed from the maximum
+        assert pds3["mask_settings"]["bit_depth"] == "auto"
+    # the once-per-run notice is for the guessed depth (the PDS4 products), not the label's
+    notes = [line for line in result.stderr.splitlines() if "are read as 12-bit" in line]
+    assert len(notes) == 1 and "4.xml" in notes[0]
+
+
+def test_bit_depth_overrides_a_label(pdr, frames, tmp_path):
+    name, image = frames[0]
+    save_png(tmp_path / "frame.png", twelve_bit(image))
+    product = archives.pds3_attached(tmp_path / f"{name}.IMG", image, sample_bits=12)
+    png = run(tmp_path / "frame.png", "--out", tmp_path / "png-out", "--bit-depth", "16")
+    assert png.exit_code == 0, png.output
+    result = run(product, "--out", tmp_path / "out", "--bit-depth", "16", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["bit_depth"] == 16 and "bit_depth_from" not in record and record["source"]["sample_bits"] == 12
+    assert record["mask_settings"]["bit_depth"] == 16
+    assert (tmp_path / "out" / f"{name}_mask.png").read_bytes() == (
+        tmp_path / "png-out" / "frame_mask.png"
+    ).read_bytes()
+    # a depth the samples exceed: one line naming the product, nothing written for it
+    low = run(product, "--out", tmp_path / "low", "--bit-depth", "8")
+    assert low.exit_code == 1 and "Traceback" not in low.output
+    lines = errors(low)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {product}: 16-bit frame has values up to ")
+    assert "(bit depth 8)" in lines[0] and not list((tmp_path / "low").glob("*_mask.png"))
+
+
+def test_a_mono16_bag_of_12_bit_levels_follows_the_bit_depth(rosbags, frames, tmp_path):
+    levels = [twelve_bit(image) for _, image in frames]
+    bag = archives.write_bag(tmp_path / "bag", levels, ("mono16",))
+    pngs = tmp_path / "png"
+    pngs.mkdir()
+    for i, frame in enumerate(levels):
+        save_png(pngs / f"{i}.png", frame)
+    for depth in ("auto", "16"):
+        png = run(pngs, "--out", tmp_path / f"png-{depth}", "--bit-depth", depth)
+        assert png.exit_code == 0, png.output
+        result = run(bag, "--out", tmp_path / f"out-{depth}", "--bit-depth", depth, "--json")
+        assert result.exit_code == 0, result.output
+        assert {json.loads(line)["bit_depth"] for line in result.stdout.splitlines()} == {12 if depth == "auto" else 16}
+        for i in range(len(levels)):
+            got = (tmp_path / f"out-{depth}" / f"{1_700_000_000 + i}.000000005_mask.png").read_bytes()
+            assert got == (tmp_path / f"png-{depth}" / f"{i}_mask.png").read_bytes(), (depth, i)
+
+
+def test_batch_takes_a_products_bit_depth_and_redoes_it_under_another(pdr, rosbags, frames, tmp_path):
+    pytest.importorskip("pyarrow")
+    import hashlib
+
+    from marsedge.cluster.batch import SegmentFrames, frame_state, list_frames
+    from marsedge.edge_runtime import Segmenter, SegmenterOptions
+
+    name, image = frames[0]
+    product = archives.pds3_attached(tmp_path / f"{name}.IMG", image, sample_bits=12)
+    bag = archives.write_bag(tmp_path / "bag", [twelve_bit(image)], ("mono16",))
+    listed, problems = list_frames([str(product), str(bag)])
+    assert problems == [] and [f.stem for f in listed] == [name, "1700000000.000000005"]
+    content = TINY.read_bytes()
+    names = ["unlabeled", "soil", "bedrock", "sand", "big_rock"]
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def actor(depth):
+        return SegmentFrames(
+            SegmenterOptions(model=TINY, threads=1, bit_depth=depth), [hashlib.sha256(content).hexdigest(), content],
+            str(out), False, None, names, True,
+        )  # fmt: skip
+
+    auto = actor("auto")
+    rows = [auto.one(0, listed[0].path, listed[0].stem), auto.one_message(listed[1])]
+    assert [r["status"] for r in rows] == ["segmented"] * 2, rows
+    assert (rows[0]["bit_depth"], rows[0]["bit_depth_from"], rows[0]["option_bit_depth"]) == (12, "label", "auto")
+    assert (rows[1]["bit_depth"], rows[1]["bit_depth_from"]) == (12, None)
+    assert (rows[0]["product_id"], rows[0]["sol"], rows[1]["topic"]) == (name, 1234, TOPIC)
+    assert rows[0]["model_sha256"] == hashlib.sha256(content).hexdigest() and rows[0]["mean_confidence"] > 0
+    assert (out / f"{name}_confidence.png").is_file()
+    settings = Segmenter(TINY, threads=1).mask_settings()
+    assert [frame_state(f, out, False, settings, True) for f in listed] == ["done", "done"]
+    other = Segmenter(TINY, threads=1, bit_depth=16).mask_settings()
+    assert [frame_state(f, out, False, other, True) for f in listed] == ["other settings"] * 2
+    redone = actor(16).one(0, listed[0].path, listed[0].stem)
+    assert (redone["status"], redone["bit_depth"], redone["option_bit_depth"]) == ("segmented", 16, "16")
+    assert frame_state(listed[0], out, False, other, True) == "done"
+
+
+def test_batch_redoes_a_multiband_product_under_another_band(pdr, frames, tmp_path):
+    pytest.importorskip("pyarrow")
+    from marsedge.cluster.batch import Frame, frame_state
+    from marsedge.edge_runtime import Segmenter
+    from marsedge.edge_runtime.batch import segment_file
+    from marsedge.edge_runtime.sources import SourceOptions
+
+    planes = np.stack([frames[0][1], frames[1][1]])
+    product = archives.pds3_attached(tmp_path / "multi.IMG", planes, product_id="MULTI")
+    segmenter = Segmenter(TINY, threads=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    segment_file(segmenter, product, out, "MULTI", overlay=False, source=SourceOptions(band=2))
+    frame = Frame(0, str(product), "MULTI")
+    settings = segmenter.mask_settings()
+    assert frame_state(frame, out, False, settings, band=2) == "done"
+    assert frame_state(frame, out, False, settings, band=None) == "other settings"
+
+
 def test_without_pdr_one_line_names_the_extra(frames, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pdr", None)  # import pdr raises ImportError
     for name, image in frames:

@@ -192,7 +192,7 @@ def image_message(
 ):
     """A sensor_msgs/Image (``encoding``: mono8, mono16, rgb8, bgr8, rgba8, bgra8) or, for
     ``jpeg``/``png``, a sensor_msgs/CompressedImage of the 8-bit ``image``: grey (H, W) for
-    mono and compressed encodings, RGB (H, W, 3) for the colour ones (laid out in the
+    mono and compressed encodings (for mono16, a uint16 ``image`` is taken as its levels), RGB (H, W, 3) for the colour ones (laid out in the
     encoding's channel order, with an opaque alpha channel where it has one)."""
     types = typestore.types
     header = types["std_msgs/msg/Header"](
@@ -204,8 +204,9 @@ def image_message(
         Image.fromarray(image).save(buffer, format=encoding.upper(), **({"quality": 95} if encoding == "jpeg" else {}))
         data = np.frombuffer(buffer.getvalue(), np.uint8)
         return types["sensor_msgs/msg/CompressedImage"](header=header, format=encoding, data=data)
-    if encoding == "mono16":
-        pixels = (image.astype(">u2") * 257).view(np.uint8)
+    if encoding == "mono16":  # an 8-bit frame spread over 16 bits; uint16 levels as they are
+        levels = image if image.dtype == np.uint16 else image.astype(np.uint16) * 257
+        pixels = levels.astype(">u2").view(np.uint8)  # big-endian, as is_bigendian says
         return types["sensor_msgs/msg/Image"](
             header=header, height=height, width=width, encoding=encoding, is_bigendian=1,
             step=width * 2, data=pixels.ravel(),
