@@ -484,10 +484,12 @@ class SegmentFrames:
             read = bag.read(message, self.max_pixels, self.segmenter.work_pixels)
             if read.levels is None:
                 raise ImageError(f"message {read.index}: {read.error}")
+            tick = time.perf_counter()
             gray, depth = frame_gray(self.segmenter, read.levels)
+            load_ms = read.load_ms + (time.perf_counter() - tick) * 1e3  # reading includes the bit depth
             result = self.segmenter.segment(gray)
             record = write_outputs(
-                self.segmenter, gray, result, frame.path, self.out, frame.stem, self.overlay, read.load_ms,
+                self.segmenter, gray, result, frame.path, self.out, frame.stem, self.overlay, load_ms,
                 read.identity, self.confidence, depth,
             )  # fmt: skip
         except ImageError as exc:

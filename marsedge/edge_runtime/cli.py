@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -316,13 +317,15 @@ def _segment_bag(
                 report.failure(where, frame.error or "cannot read")
                 continue
             try:
+                tick = time.perf_counter()
                 gray, depth = frame_gray(segmenter, frame.levels)
+                load_ms = frame.load_ms + (time.perf_counter() - tick) * 1e3  # reading includes the bit depth
                 result = segmenter.segment(gray)
                 stem = unique_name(frame.stem, used_stems)
                 used_stems.add(stem)
                 name = f"{path}#{frame.identity['topic']}/{frame.index}"
                 record = write_outputs(
-                    segmenter, gray, result, name, out, stem, overlay, frame.load_ms, frame.identity, confidence, depth
+                    segmenter, gray, result, name, out, stem, overlay, load_ms, frame.identity, confidence, depth
                 )
                 bags.add(frame, result.mask, report)
             except ImageError as exc:
