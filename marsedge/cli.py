@@ -22,6 +22,7 @@ import typer
 from marsedge import __version__
 from marsedge.edge_runtime.cli import BIT_DEPTH_HELP, IGNORE_MASK_HELP, MIN_CONFIDENCE_HELP, BitDepth
 from marsedge.edge_runtime.cliutil import OneLineErrorsGroup
+from marsedge.edge_runtime.segmenter import BUNDLED_MODELS
 from marsedge.errors import MarsEdgeError, UsageError
 from marsedge.export.convert import FORMATS
 from marsedge.train.config import AUGMENTATIONS, EMA_SELECTIONS, LOSSES, STRATEGIES, TrainConfig
@@ -429,30 +430,30 @@ def bench(
             help="Check: exit 1 when a model's mIoU is more than this below the float reference.",
         ),
     ] = None,
-    keras: Annotated[
+    no_keras: Annotated[
         bool,
         typer.Option(
-            "--keras/--no-keras",
+            "--no-keras",
             rich_help_panel=_TIMING,
-            help="Score the run's Keras float model (needs TensorFlow: the train extra).",
+            help="Leave out the run's Keras float model (scored by default; needs TensorFlow: the train extra).",
         ),
-    ] = True,
-    rss: Annotated[
+    ] = False,
+    no_rss: Annotated[
         bool,
         typer.Option(
-            "--rss/--no-rss",
+            "--no-rss",
             rich_help_panel=_TIMING,
-            help="Measure the peak memory of a separate runtime process per model.",
+            help="Skip the peak memory of a separate runtime process per model.",
         ),
-    ] = True,
-    peak: Annotated[
+    ] = False,
+    no_peak: Annotated[
         bool,
         typer.Option(
-            "--peak/--no-peak",
+            "--no-peak",
             rich_help_panel=_TIMING,
-            help="Measure the machine's float32 GEMM peak per thread count.",
+            help="Skip the machine's float32 GEMM peak per thread count.",
         ),
-    ] = True,
+    ] = False,
     reference_kernels: Annotated[
         bool,
         typer.Option(
@@ -528,9 +529,9 @@ def bench(
             warmup=warmup,
             frame_size=benchmark.parse_size(frame_size),
             frame_runs=frame_runs,
-            keras=keras and not profile_ops,
-            rss=rss,
-            peak=peak,
+            keras=not no_keras and not profile_ops,
+            rss=not no_rss,
+            peak=not no_peak,
             reference_kernels=reference_kernels,
             tta=tta,
             corruption_frames=corruption_frames,
@@ -981,18 +982,26 @@ def batch(
     ] = None,
     workers: Annotated[
         Optional[int],
-        typer.Option(min=1, help="Ray actors, each holding one segmenter.", show_default="CPUs / threads"),
+        typer.Option(
+            min=1,
+            help="Ray actors, each holding one segmenter.",
+            show_default="one per CPU of the Ray instance; with --threads T, its CPUs / T",
+        ),
     ] = None,
     threads: Annotated[
-        Optional[int], typer.Option(min=1, help="Interpreter threads per actor.", show_default="CPUs / workers")
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Interpreter threads per actor.",
+            show_default="1; with --workers W, the instance's CPUs / W",
+        ),
     ] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the overlay PNGs.")] = False,
     model: Annotated[
         Optional[Path],
         typer.Option(
-            help="marsedge .tflite model, or a bundled model's name: navcam, navcam-robust, navcam-tiles (as "
-            "marsedge-run).",
-            show_default="navcam",
+            help=f"marsedge .tflite model, or a bundled model's name ({', '.join(BUNDLED_MODELS)}).",
+            show_default=next(iter(BUNDLED_MODELS)),
             rich_help_panel=_BATCH_MODEL,
         ),
     ] = None,
