@@ -23,6 +23,7 @@ from marsedge import __version__
 from marsedge.edge_runtime.cli import BIT_DEPTH_HELP, IGNORE_MASK_HELP, MIN_CONFIDENCE_HELP, BitDepth
 from marsedge.edge_runtime.cliutil import OneLineErrorsGroup
 from marsedge.edge_runtime.segmenter import BUNDLED_MODELS
+from marsedge import datapaths
 from marsedge.errors import MarsEdgeError, UsageError
 from marsedge.export.convert import FORMATS
 from marsedge.train.config import AUGMENTATIONS, EMA_SELECTIONS, LOSSES, STRATEGIES, TrainConfig
@@ -36,9 +37,8 @@ app = typer.Typer(
     cls=OneLineErrorsGroup,
 )
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mars_terrain_64x128.npz"
-_DATA_DEFAULT = "$MARSEDGE_DATA, else the shared mars_terrain_64x128.npz"
-_NO_DATA = "no --data given and ../shared/data/mars_terrain_64x128.npz is absent (set MARSEDGE_DATA)"
+_DATA_DEFAULT = datapaths.DEFAULT_HELP
+_NO_DATA = datapaths.MISSING
 _TRAIN = TrainConfig()  # the defaults --help shows; a --config file's values win over them
 
 
@@ -67,7 +67,6 @@ def _parse_formats(value: str | tuple[str, ...]) -> tuple[str, ...]:
 
 
 _QUIET_LOGGERS = ("tensorflow", "absl", "matplotlib", "h5py", "PIL")
-DEFAULT_FRAMES = DEFAULT_DATA.parent / "ai4mars-msl-256"
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -135,38 +134,8 @@ def _one_line_errors(path: str | os.PathLike[str], interrupted: str = "interrupt
 
 
 def default_data_path(models: Sequence[Path] = ()) -> Path | None:
-    """``$MARSEDGE_DATA``; else the data a model's split recipe names (``split.data_file``:
-    the whole AI4Mars frames for a model trained on them) when it lies in ../shared/data
-    beside the checkout; else ../shared/data/mars_terrain_64x128.npz when present."""
-    import os
-
-    env = os.environ.get("MARSEDGE_DATA")
-    if env:
-        return Path(env)
-    for model in models:
-        path = Path(model)
-        if path.suffix != ".tflite" or not path.is_file():
-            continue
-        from marsedge.core.errors import ModelError
-        from marsedge.core.metadata import read_metadata
-
-        try:
-            name = (read_metadata(path).get("split") or {}).get("data_file")
-        except ModelError:  # an unreadable model is reported where it is opened
-            continue
-        if isinstance(name, str) and name and (DEFAULT_DATA.parent / name).exists():
-            return _shown_path(DEFAULT_DATA.parent / name)
-    return _shown_path(DEFAULT_DATA) if DEFAULT_DATA.exists() else None
-
-
-def _shown_path(path: Path) -> Path:
-    """``path`` relative to the working directory when it is near (../shared/data/...), as
-    reports and generated docs print it; else as it is."""
-    try:
-        relative = Path(os.path.relpath(path))
-    except ValueError:  # another drive
-        return path
-    return relative if len(relative.parts) < len(path.parts) else path
+    """The data a command reads without ``--data`` (:func:`marsedge.datapaths.model_data`)."""
+    return datapaths.model_data(models)
 
 
 # Help panels: the options most runs need stay in "Options"; the rest are grouped.
@@ -535,7 +504,7 @@ def bench(
             reference_kernels=reference_kernels,
             tta=tta,
             corruption_frames=corruption_frames,
-            frames_data=str(frames_data or _shown_path(DEFAULT_FRAMES)) if corruption_frames else None,
+            frames_data=str(frames_data or datapaths.frames_folder()) if corruption_frames else None,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -902,7 +871,7 @@ def runs(
 def _corruptions(model, data, split, config, frames, threads, json_output, plot, save_json) -> None:
     from marsedge.benchmarks import corruptions as bench
 
-    data = data or (Path(os.environ["MARSEDGE_FRAMES"]) if os.environ.get("MARSEDGE_FRAMES") else DEFAULT_FRAMES)
+    data = data or datapaths.frames_folder()
     if not (data / "msl").is_dir():
         _fail(
             f"{data}: --corruptions needs whole labelled frames in the AI4Mars layout (msl/ncam/images/edr, msl/ncam/labels/train)",

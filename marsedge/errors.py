@@ -22,11 +22,19 @@ class RunDirError(MarsEdgeError):
     """A run directory is missing or incomplete."""
 
 
+def install_hint(extra: str) -> str:
+    """How to add an extra: marsedge is not on PyPI, so from the repository or the wheel."""
+    from marsedge import __version__
+
+    return (
+        f"pip install -e '.[{extra}]' in the marsedge repository, "
+        f"or pip install 'marsedge-{__version__}-py3-none-any.whl[{extra}]'"
+    )
+
+
 class MissingExtraError(MarsEdgeError):
     """An optional dependency group is not installed."""
 
     def __init__(self, extra: str, what: str, missing: str) -> None:
-        super().__init__(
-            f"{what} needs the [{extra}] extra ({missing} is not installed): pip install 'marsedge[{extra}]'"
-        )
+        super().__init__(f"{what} needs the [{extra}] extra ({missing} is not installed): {install_hint(extra)}")
         self.extra = extra

@@ -56,7 +56,7 @@ def test_without_ray_one_line_names_the_extra(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["batch", str(frame), "--out", str(tmp_path / "out"), "--model", str(TINY)])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "pip install 'marsedge[cluster]'" in lines[0], result.output
+    assert len(lines) == 1 and "pip install -e '.[cluster]'" in lines[0] and "whl[cluster]'" in lines[0], result.output
 
 
 def test_frames_are_listed_and_named_as_marsedge_run_does(tmp_path):

@@ -179,7 +179,7 @@ def test_train_without_tensorflow_names_the_extra(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert "pip install 'marsedge[train]'" in result.stderr
+    assert "pip install -e '.[train]'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -201,7 +201,9 @@ def plot(report: dict[str, Any], path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.warning("matplotlib is not installed (pip install 'marsedge[dev]'): no plot written")
+        from marsedge.errors import install_hint
+
+        logger.warning("matplotlib is not installed (%s): no plot written", install_hint("train"))
         return False
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     markers = "osD^v<>"

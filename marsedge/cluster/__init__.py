@@ -1,4 +1,4 @@
-"""Scale-out on Ray (the ``[cluster]`` extra: ``pip install 'marsedge[cluster]'``).
+"""Scale-out on Ray (the ``[cluster]`` extra: ``pip install -e '.[cluster]'`` in the repository).
 
 :mod:`.batch` segments a mission archive with a pool of Ray actors, each holding one
 edge-runtime :class:`~marsedge.edge_runtime.Segmenter`, and :mod:`.train` runs
@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any
 
+from marsedge.core.native_stderr import native_stderr_to_log
 from marsedge.errors import MarsEdgeError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ AUTO = "auto"
 
 
 def require_ray(what: str = "this command") -> Any:
-    """The ``ray`` module, or :class:`MissingExtraError` naming ``pip install 'marsedge[cluster]'``."""
+    """The ``ray`` module, or :class:`MissingExtraError` naming how to install the cluster extra."""
     try:
         import ray
     except ImportError as exc:
@@ -47,7 +48,11 @@ def connect(address: str | None, num_cpus: int | None = None, what: str = "this 
     ray = require_ray(what)
     if ray.is_initialized():
         return ray
-    settings: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    verbose = _verbose()
+    settings: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}
+    if not verbose:  # Ray's C++ core logs (core_worker.cc ...) go to its session logs, not stderr
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        quiet_ray_loggers()
     if address in (None, "", LOCAL):
         if address is None and os.environ.get("RAY_ADDRESS"):
             target: str | None = os.environ["RAY_ADDRESS"]
@@ -58,7 +63,8 @@ def connect(address: str | None, num_cpus: int | None = None, what: str = "this 
         target = address
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        ray.init(address=target, **settings)
+        with native_stderr_to_log(log, "Ray", enabled=not verbose):  # "Set ray log level from ..."
+            ray.init(address=target, **settings)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = f"the Ray instance at {target}" if target != LOCAL else "a local Ray instance"
         hint = ""
@@ -66,9 +72,24 @@ def connect(address: str | None, num_cpus: int | None = None, what: str = "this 
             # Ray enables token authentication for an explicit address only when asked to
             hint = " (an instance with token authentication also needs RAY_AUTH_MODE=token and its token)"
         raise MarsEdgeError(f"cannot reach {where}: {' '.join(str(exc).split())[:300]}{hint}") from None
-    for name in ("ray", "ray.data", "ray.train"):  # Ray's own notices; its warnings and errors still show
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_ray_loggers()
     return ray
+
+
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+
+
+def _verbose() -> bool:
+    return os.environ.get("MARSEDGE_VERBOSE") == "1"
+
+
+def quiet_ray_loggers() -> None:
+    """Ray's own log lines (the token-authentication notice, "Progress bars disabled", ...)
+    only with --verbose; marsedge reports failures itself. Call it again after importing a
+    Ray library that sets its logger's level on import (Ray Data does)."""
+    level = logging.INFO if _verbose() else logging.CRITICAL
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def cluster_cpus(ray: Any) -> int:

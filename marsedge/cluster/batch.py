@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from marsedge.cluster import LOCAL, cluster_cpus, connect, require_ray, sizing
+from marsedge.cluster import LOCAL, cluster_cpus, connect, quiet_ray_loggers, require_ray, sizing
 from marsedge.edge_runtime.batch import (
     expand_inputs,
     frame_gray,
@@ -342,7 +342,7 @@ def _segment_on_ray(
 ):
     model_sha256 = hashlib.sha256(model_bytes).hexdigest()
     context = ray.data.DataContext.get_current()
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data sets its level on import
+    quiet_ray_loggers()  # Ray Data sets its loggers' level on import
     context.enable_progress_bars = False  # the driver shows its own, per frame
     if hasattr(context, "print_on_execution_start"):
         context.print_on_execution_start = False

@@ -179,7 +179,9 @@ def _run_data(source: str) -> Path:
     run_dir = path if path.is_dir() else source_run(path) if path.is_file() else None
     if run_dir is None:
         raise UsageError(f"{source}: no run directory to take the data file from; give --data")
-    return Path(rundir.read_run(run_dir, need_weights=False).config.data)
+    from marsedge.datapaths import run_data
+
+    return run_data(run_dir) or Path(rundir.read_run(run_dir, need_weights=False).config.data)
 
 
 def compare_markdown(report: dict[str, Any]) -> str:

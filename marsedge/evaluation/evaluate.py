@@ -133,6 +133,14 @@ def _run_split(run_dir: Path, data: Path) -> dict[str, np.ndarray] | None:
     return rundir.split_indices(run)
 
 
+def _run_frame_pixels(run_dir: Path | None) -> int:
+    if run_dir is None:
+        return 128
+    from marsedge.train import rundir
+
+    return int(getattr(rundir.read_run(run_dir, need_weights=False).config, "frame_pixels", 128) or 128)
+
+
 def trained_warning(trained: int | None, total: int, split: str, why: str = "") -> str | None:
     """The line that labels a score on tiles the model trained on (or may have)."""
     if trained is None:
@@ -212,8 +220,8 @@ def load_target(
             f"--split {split} needs the model's run directory or its split recipe ({why}; a .tflite from "
             "`marsedge export` carries the recipe); use --split all"
         )
-    if every is None:
-        every = load_tiles(data)
+    if every is None:  # whole frames are read at the run's field of view (frame_pixels)
+        every = load_tiles(data, _run_frame_pixels(run_dir))
     if split == "all":
         indices = np.arange(len(every))
     elif split not in splits:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from marsedge.core.errors import first_line
+from marsedge.core.native_stderr import native_stderr_to_log
 from marsedge.errors import MarsEdgeError
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,8 @@ def to_tflite(
     """
     converter = make_converter(model, fmt, input_shape, representative_tiles, normalization)
     try:
-        content = converter.convert()
+        with native_stderr_to_log(log, "TFLite converter"):  # "fully_quantize: 0, inference_type: 6, ..."
+            content = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
         raise ExportError(f"{fmt}: TFLite conversion failed: {first_line(exc)}") from None
     content = cap_op_versions(content)
@@ -193,8 +195,9 @@ def _interpreter(content: bytes, delegates: bool):
 
     interpreter_cls, resolver, _ = interpreter_api()
     kind = resolver.AUTO if delegates else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = interpreter_cls(model_content=content, experimental_op_resolver_type=kind, num_threads=1)
-    interpreter.allocate_tensors()
+    with native_stderr_to_log(log, "interpreter"):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = interpreter_cls(model_content=content, experimental_op_resolver_type=kind, num_threads=1)
+        interpreter.allocate_tensors()
     return interpreter
 
 
