@@ -37,16 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-AI4MARS = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "data"
-    / "ai4mars-msl-256"
-    / "msl"
-    / "ncam"
-    / "images"
-    / "edr"
-)
+AI4MARS_IMAGES = Path("msl") / "ncam" / "images" / "edr"
 STAGES = ("load", "preprocess", "infer", "postprocess", "write")
 STAGE_NAMES = {
     "load": "read + decode",
@@ -61,7 +52,9 @@ def make_frames(directory: Path, count: int, size: int = 1024) -> list[Path]:
     """``count`` JPEG frames of ``size`` x ``size`` in ``directory``: AI4Mars frames when
     present, else synthetic ones."""
     directory.mkdir(parents=True, exist_ok=True)
-    sources = sorted(glob.glob(str(AI4MARS / "*.JPG")))[:count]
+    from marsedge.datapaths import frames_folder
+
+    sources = sorted(glob.glob(str(frames_folder() / AI4MARS_IMAGES / "*.JPG")))[:count]
     paths = []
     if sources:
         for i in range(count):

@@ -259,8 +259,9 @@ def lookup(record: dict[str, Any], key: str) -> Any:
     Raises:
         KeyError: no such figure.
     """
-    value: Any = record["models"]
-    for part in key.split("."):
+    parts = key.split(".")
+    value: Any = record if parts[0] == "scale" else record["models"]
+    for part in parts:
         if not isinstance(value, dict) or part not in value:
             raise KeyError(f"{key}: no such figure in the record (at {part!r})")
         value = value[part]
@@ -550,7 +551,64 @@ def bench_section(record: dict[str, Any]) -> str:
     return "\n".join(text.splitlines()[1:-1])  # without the markers: update_sections keeps its own
 
 
+def measure_scale(frames: int = 64, workers: Sequence[int] = (1, 2)) -> dict[str, Any]:
+    """``python -m marsedge.benchmarks.cluster`` for docs/scale.md: one process against
+    ``marsedge batch`` on Ray, 1024x1024 frames, the default model."""
+    from marsedge.benchmarks.cluster import run
+    from marsedge.benchmarks.machine import describe_machine
+
+    machine = describe_machine()
+    started = datetime.now(timezone.utc)
+    report = run(frames, 1024, list(workers), None, None)
+    return {
+        "created": started.isoformat(timespec="seconds"),
+        "marsedge_version": __version__,
+        "command": f"python -m marsedge.benchmarks.figures --scale  (python -m marsedge.benchmarks.cluster --frames {frames})",
+        "machine": {**machine, "summary": cpu_summary(machine)},
+        **report,
+        "one": report["results"][0],
+    }
+
+
+def scale_table(record: dict[str, Any]) -> str:
+    """docs/scale.md: frames per second of one process and of Ray, per setup."""
+    scale = record["scale"]
+    lines = [
+        "| setup | frames/s | steady frames/s | ms/frame/core | in segment_file, ms | Ray overhead, ms/frame | start-up, s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in scale["results"]:
+        ray = row["setup"].startswith("Ray")
+        overhead = f"{row['overhead_ms_per_frame']:+.1f}" if ray else f"(+{row['overhead_ms_per_frame']:.1f} loop)"
+        lines.append(
+            f"| {row['setup']} | {row['frames_per_s']:.2f} | {row['steady_frames_per_s']:.2f} | "
+            f"{row['ms_per_frame_core']:.1f} | {row['in_frame_ms']:.1f} | {overhead} | {row['startup_s']:.1f} |"
+        )
+    machine = scale["machine"]
+    lines += [
+        "",
+        f"{scale['frames']} frames of {scale['size']}x{scale['size']}, {scale['model']} model, on a {machine['summary']} "
+        f"(load average {machine['load_average'][0]} at the start); starting the local Ray instance took a "
+        f"further {scale['ray_init_s']:.0f} s. `{scale['command']}`, {scale['created']}.",
+    ]
+    return "\n".join(lines)
+
+
+def scale_stages(record: dict[str, Any]) -> str:
+    """docs/scale.md: where one frame's time goes (one process, one thread)."""
+    from marsedge.benchmarks.cluster import STAGE_NAMES, STAGES
+
+    stages = record["scale"]["one"]["stage_ms"]
+    total = sum(stages.values())
+    lines = ["| stage | ms | share |", "|---|---|---|"]
+    for stage in STAGES:
+        lines.append(f"| {STAGE_NAMES[stage]} | {stages[stage]:.1f} | {stages[stage] / total:.0%} |")
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "scale table": scale_table,
+    "scale stages": scale_stages,
     "models": readme_models,
     "frames note": frames_note,
     "corruption summary": corruption_summary,
@@ -563,7 +621,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 BENCH_BEGIN = "<!-- marsedge bench: generated section, begin -->"
 BENCH_END = "<!-- marsedge bench: generated section, end -->"
-SECTION = re.compile(r"(<!-- figures: (?P<name>[\w -]+), begin -->\n)(?P<body>.*?)(\n<!-- figures: (?P=name), end -->)", re.S)
+SECTION = re.compile(r"(<!-- figures: (?P<name>[\w -]+), begin -->)(?P<body>.*?)(<!-- figures: (?P=name), end -->)", re.S)
 
 
 def _render(name: str, record: dict[str, Any]) -> str:
@@ -574,7 +632,7 @@ def _render(name: str, record: dict[str, Any]) -> str:
 
 def update_sections(text: str, record: dict[str, Any]) -> str:
     """``text`` with every generated section and inline figure rewritten from the record."""
-    text = SECTION.sub(lambda m: m.group(1) + _render(m.group("name"), record) + m.group(4), text)
+    text = SECTION.sub(lambda m: m.group(1) + "\n" + _render(m.group("name"), record) + "\n" + m.group(4), text)
     begin, end = text.find(BENCH_BEGIN), text.find(BENCH_END)
     if begin >= 0 and end > begin and _default_name(record) in record["models"]:
         text = text[: begin + len(BENCH_BEGIN)] + "\n" + bench_section(record) + "\n" + text[end:]
@@ -611,13 +669,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corruption-frames", type=int, default=CORRUPTION_FRAMES)
     parser.add_argument("--docs-only", action="store_true", help="only rewrite the documents from the record")
     parser.add_argument("--no-docs", action="store_true", help="only measure; leave the documents as they are")
+    parser.add_argument("--scale", action="store_true", help="only measure docs/scale.md's throughput (needs Ray)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     from marsedge.errors import MarsEdgeError
 
     record = read_record(args.record)
-    if not args.docs_only:
+    if args.scale:
+        try:
+            scale = measure_scale()
+        except MarsEdgeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        record = read_record(args.record)
+        record["scale"] = scale
+        write_record(record, args.record)
+    elif not args.docs_only:
         bundled = bundled_models()
         names = [n.strip() for n in args.models.split(",") if n.strip()] or list(bundled)
         unknown = [n for n in names if n not in bundled]

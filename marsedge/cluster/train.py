@@ -84,6 +84,7 @@ def train_on_ray(
     config = config.replace(out=str(out), **{k: str(Path(v).resolve()) for k, v in paths.items() if v})
     ray = connect(address, what="marsedge train --workers")
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    import marsedge.train.tf_env  # noqa: F401  before Ray Train's own `import tensorflow`: quiet, Keras 2
     from ray.train.tensorflow import TensorflowTrainer
 
     storage = out.parent / f".{out.name}.ray"

@@ -104,7 +104,7 @@ class Segmentation:
         class_fractions: share of the frame's pixels per class name, every class listed.
         timings: milliseconds per stage: ``preprocess``, ``infer``, ``postprocess``.
         classes: the model's classes (id, name, colour), sorted by id.
-        tiles: how many model tiles covered the frame (doubled with TTA).
+        tiles: how many model tiles covered the frame (with TTA each ran twice, mirrored too).
         scale: model pixels per input pixel the frame was resized by.
         confidence: float32 (H, W), each pixel's calibrated confidence in its class (the
             top softmax probability of the logits over the model's temperature); 0 where
@@ -409,7 +409,7 @@ class Segmenter:
             class_fractions=fractions,
             timings={"preprocess": pre_s * 1e3, "infer": infer_s * 1e3, "postprocess": post_s * 1e3},
             classes=self.classes,
-            tiles=len(rows) * len(cols) * (2 if self.options.tta else 1),
+            tiles=len(rows) * len(cols),  # with TTA each also ran mirrored: the frame's tiles all the same
             scale=scale,
             confidence=certainty,
             bit_depth=depth,
