@@ -734,7 +734,7 @@ def evaluate(
         bool,
         typer.Option(
             "--corruptions",
-            help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each), for the model's float and int8 files.",
+            help="Score whole labelled frames clean and under noise, blur, JPEG, exposure and frame size (three severities each, four for exposure), for the model's float and int8 files.",
             rich_help_panel="Corruption benchmark",
         ),
     ] = False,

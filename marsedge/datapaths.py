@@ -18,7 +18,10 @@ SHARED_DATA = Path("..") / "shared" / "data"
 TILES_FILE = "mars_terrain_64x128.npz"
 FRAMES_FOLDER = "ai4mars-msl-256"
 ENV = "MARSEDGE_DATA"
-DEFAULT_HELP = f"the run's own data; else ../shared/data from the current folder, then ${ENV}"
+DEFAULT_HELP = (
+    "a run's own data; for a .tflite the file its split recipe names (the bundled models: "
+    f"{FRAMES_FOLDER}), else {TILES_FILE}; looked up in ../shared/data from the current folder, then ${ENV}"
+)
 MISSING = (
     f"no --data given, and neither ../shared/data/{TILES_FILE} (from the current folder) nor ${ENV} names "
     "labelled data: give --data, or set MARSEDGE_DATA to the data file or its folder"
@@ -65,9 +68,10 @@ def run_data(path: str | os.PathLike[str]) -> Path | None:
     if not config.is_file():
         return None
     try:
-        data = json.loads(config.read_text(encoding="utf-8")).get("data")
+        saved = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    data = (saved.get("train") or saved).get("data") if isinstance(saved, dict) else None
     if not isinstance(data, str) or not data:
         return None
     if Path(data).exists():

@@ -199,3 +199,15 @@ def test_a_frame_run_trains_and_records_whole_frames(tmp_path):
     run = rundir.read_run(tmp_path / "run")
     assert run.derived["input_shape"] == [32, 32] and run.derived["whole_frames"]
     assert 0.0 <= metrics["val"]["mean_iou"] <= 1.0
+
+    # without --data, eval reads the run's own frames at the run's field of view, not the default tile file
+    import json
+
+    from typer.testing import CliRunner
+
+    from marsedge.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), "--split", "val", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["data"] == str(tmp_path / "frames") and report["split"] == "val" and report["tiles"] > 0

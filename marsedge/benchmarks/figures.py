@@ -34,6 +34,7 @@ import json
 import logging
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -153,8 +154,13 @@ def measure(
     data_root: Path,
     corruption_frames: int = CORRUPTION_FRAMES,
     progress: Callable[[str], None] | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record entry of one bundled model (``path``: its int8 file): see the module docstring.
+
+    With ``previous`` (the model's entry so far) only speed, memory and sizes are measured
+    again; accuracy and the corruption benchmark are kept (``--speed-only``: a quieter
+    machine, or every model's timings in one sitting).
 
     Raises:
         MarsEdgeError: the shared data is absent or not the data the model was trained on.
@@ -183,14 +189,18 @@ def measure(
         split="test",
         threads=THREADS,
         keras=False,
-        corruption_frames=corruption_frames,
+        corruption_frames=0 if previous else corruption_frames,
         frames_data=str(frames_root),
     )
     say(f"{name}: marsedge bench {' '.join(Path(s).name for s in sources)}")
     bench = run_bench(settings, lambda done, total, message: say(f"{name}: bench {done}/{total} {message}")).report
-    say(f"{name}: every whole test frame")
-    positions = corruptions.select_frames(path, frames_root, "test")
-    whole = corruptions.corruption_report(files, frames_root, positions, threads=max(THREADS), names=())
+    if previous:
+        bench["corruptions"] = previous["bench"].get("corruptions")
+        whole = None
+    else:
+        say(f"{name}: every whole test frame")
+        positions = corruptions.select_frames(path, frames_root, "test")
+        whole = corruptions.corruption_report(files, frames_root, positions, threads=max(THREADS), names=())
 
     entry: dict[str, Any] = {
         "created": started.isoformat(timespec="seconds"),
@@ -222,6 +232,12 @@ def measure(
             "agree": accuracy["pixel_agreement"],
         }
         entry["speed"][key] = _speed_entry(record)
+    if previous:
+        for part in ("tiles_test", "frames_test", "corruptions"):
+            entry[part] = previous[part]
+        entry["accuracy_created"] = previous.get("accuracy_created", previous["created"])
+        entry["command"] += " --speed-only"
+        return entry
     for label, table in whole["tables"].items():
         entry["frames_test"][PRECISIONS.get(label, label)] = _summary(table)
     section = bench.get("corruptions")
@@ -374,12 +390,14 @@ def readme_models(record: dict[str, Any]) -> str:
 
 def frames_note(record: dict[str, Any]) -> str:
     default = record["models"][_default_name(record)]
-    return (
+    return textwrap.fill(
         f"Test mIoU and big rock: all {default['frames_test']['frames']} whole test frames at their "
         "256x256 size through the runtime, mask scored at the frame's size (the clean row of "
         "`marsedge eval MODEL --corruptions`). Times and memory: `marsedge bench` on a "
         f"{default['machine']['summary']} (load average {default['machine']['load_average'][0]} at the start), "
-        "XNNPACK, a 1024x1024 frame through `Segmenter.segment`, resize and mask included."
+        "XNNPACK, a 1024x1024 frame through `Segmenter.segment`, resize and mask included.",
+        width=92,
+        break_on_hyphens=False,
     )
 
 
@@ -670,6 +688,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs-only", action="store_true", help="only rewrite the documents from the record")
     parser.add_argument("--no-docs", action="store_true", help="only measure; leave the documents as they are")
     parser.add_argument("--scale", action="store_true", help="only measure docs/scale.md's throughput (needs Ray)")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="measure speed, memory and sizes again; keep accuracy and corruptions"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -693,8 +714,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: not a bundled model: {', '.join(unknown)} (bundled: {', '.join(bundled)})", file=sys.stderr)
             return 2
         for name in names:
+            previous = read_record(args.record)["models"].get(name) if args.speed_only else None
+            if args.speed_only and previous is None:
+                print(f"error: --speed-only: {name} has no entry to keep the accuracy of", file=sys.stderr)
+                return 1
             try:
-                entry = measure(name, bundled[name], Path(args.data_root), args.corruption_frames, logger.info)
+                entry = measure(name, bundled[name], Path(args.data_root), args.corruption_frames, logger.info, previous)
             except MarsEdgeError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
