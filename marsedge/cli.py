@@ -19,11 +19,10 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 
-from marsedge import __version__
+from marsedge import __version__, datapaths
 from marsedge.edge_runtime.cli import BIT_DEPTH_HELP, IGNORE_MASK_HELP, MIN_CONFIDENCE_HELP, BitDepth
 from marsedge.edge_runtime.cliutil import OneLineErrorsGroup
 from marsedge.edge_runtime.segmenter import BUNDLED_MODELS
-from marsedge import datapaths
 from marsedge.errors import MarsEdgeError, UsageError
 from marsedge.export.convert import FORMATS
 from marsedge.train.config import AUGMENTATIONS, EMA_SELECTIONS, LOSSES, STRATEGIES, TrainConfig

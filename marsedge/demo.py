@@ -111,11 +111,13 @@ def picture_columns(demo_model: Path, epochs: int = EPOCHS) -> list[tuple[str, P
     bundled, toy = _val_miou(DEFAULT_MODEL), _val_miou(demo_model)
     return [
         (
-            "bundled int8 model (shipped)\n" + (f"val mIoU {bundled:.3f}, its val split" if bundled is not None else ""),
+            "bundled int8 model (shipped)\n"
+            + (f"val mIoU {bundled:.3f}, its val split" if bundled is not None else ""),
             DEFAULT_MODEL,
         ),
         (
-            f"demo model: {epochs} epochs, a toy\n" + (f"val mIoU {toy:.3f}, its own val split" if toy is not None else ""),
+            f"demo model: {epochs} epochs, a toy\n"
+            + (f"val mIoU {toy:.3f}, its own val split" if toy is not None else ""),
             demo_model,
         ),
     ]

@@ -35,6 +35,7 @@ def _help(app, args) -> str:
 def test_help_fits_80_columns_with_whole_option_names(label, app, args, command):
     text = _help(app, args)
     assert "…" not in text, f"{label}: something cut off\n{text}"
+    assert "<bool>" not in text and "range>" not in text, f"{label}: a flag shown with a value\n{text}"
     assert max(len(line) for line in text.splitlines()) <= WIDTH, text
     for param in command.params:
         for name in [*param.opts, *param.secondary_opts]:
@@ -69,3 +70,12 @@ def test_choice_options_list_their_values_and_refuse_others():
     result = CliRunner().invoke(marsedge_app, ["train", "--loss", "hinge"])
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
     assert "'hinge' is not one of" in result.stderr
+
+
+def test_a_flag_takes_no_value():
+    for label, app, args, command in COMMANDS:
+        flags = [p for p in command.params if getattr(p, "is_flag", False)]
+        text = " ".join(_help(app, args).split())
+        for flag in flags:
+            name = next(o for o in flag.opts if o.startswith("--"))
+            assert not re.search(rf"{re.escape(name)} <", text), f"{label}: {name} shown with a value"

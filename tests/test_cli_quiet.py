@@ -66,7 +66,9 @@ def foreign_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and not OWN_LINE.match(line)]
 
 
-def run_cli(tmp_path: Path, *args: str, module: str = "marsedge.cli", timeout: int = 900) -> subprocess.CompletedProcess:
+def run_cli(
+    tmp_path: Path, *args: str, module: str = "marsedge.cli", timeout: int = 900
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MARSEDGE_VERBOSE", "RAY_ADDRESS")}
     env["MPLCONFIGDIR"] = str(tmp_path / "mpl")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

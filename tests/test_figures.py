@@ -193,7 +193,9 @@ def test_every_command_the_documents_name_exists(path):
     problems = []
     for snippet in _snippets(path.read_text(encoding="utf-8")):
         problems += _command_problems(snippet, group, run)
-    assert not problems, f"{_name(path)} names commands or options that do not exist: {'; '.join(sorted(set(problems)))}"
+    assert not problems, (
+        f"{_name(path)} names commands or options that do not exist: {'; '.join(sorted(set(problems)))}"
+    )
 
 
 def test_the_command_check_catches_a_made_up_option():

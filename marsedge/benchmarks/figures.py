@@ -472,7 +472,11 @@ def corruption_table(record: dict[str, Any]) -> str:
     models = [(n, e) for n, e in _models_with(record, "corruptions") if e["corruptions"].get("int8")]
     head = "| condition | " + " | ".join(f"{name} int8 | share" for name, _ in models) + " |"
     lines = [head, "|---" * (1 + 2 * len(models)) + "|"]
-    lines.append("| clean | " + " | ".join(f"{_iou(e['corruptions']['int8']['clean']['mean_iou'])} | 100%" for _, e in models) + " |")
+    lines.append(
+        "| clean | "
+        + " | ".join(f"{_iou(e['corruptions']['int8']['clean']['mean_iou'])} | 100%" for _, e in models)
+        + " |"
+    )
     for corruption, label, levels in _conditions(record):
         unit = " px" if corruption == "size" else ""
         cells = []
@@ -512,7 +516,9 @@ def precision_corruptions(name: str) -> Callable[[dict[str, Any]], str]:
                 tables[key] = entry[key]
         head = "| condition | " + " | ".join(f"{key} mIoU | share" for key in tables) + " |"
         lines = [head, "|---" * (1 + 2 * len(tables)) + "|"]
-        lines.append("| clean | " + " | ".join(f"{_iou(t['clean']['mean_iou'])} | 100%" for t in tables.values()) + " |")
+        lines.append(
+            "| clean | " + " | ".join(f"{_iou(t['clean']['mean_iou'])} | 100%" for t in tables.values()) + " |"
+        )
         for corruption, label, levels in _conditions(record):
             for level in levels:
                 rows = [t[level_key(corruption, level)] for t in tables.values()]
@@ -639,7 +645,9 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 BENCH_BEGIN = "<!-- marsedge bench: generated section, begin -->"
 BENCH_END = "<!-- marsedge bench: generated section, end -->"
-SECTION = re.compile(r"(<!-- figures: (?P<name>[\w -]+), begin -->)(?P<body>.*?)(<!-- figures: (?P=name), end -->)", re.S)
+SECTION = re.compile(
+    r"(<!-- figures: (?P<name>[\w -]+), begin -->)(?P<body>.*?)(<!-- figures: (?P=name), end -->)", re.S
+)
 
 
 def _render(name: str, record: dict[str, Any]) -> str:
@@ -719,7 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: --speed-only: {name} has no entry to keep the accuracy of", file=sys.stderr)
                 return 1
             try:
-                entry = measure(name, bundled[name], Path(args.data_root), args.corruption_frames, logger.info, previous)
+                entry = measure(
+                    name, bundled[name], Path(args.data_root), args.corruption_frames, logger.info, previous
+                )
             except MarsEdgeError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

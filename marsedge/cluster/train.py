@@ -82,9 +82,10 @@ def train_on_ray(
     # the workers' working directory is Ray's: every path absolute
     paths = {name: getattr(config, name) for name in ("data", "split_from", "init_from")}
     config = config.replace(out=str(out), **{k: str(Path(v).resolve()) for k, v in paths.items() if v})
+    import marsedge.train.tf_env  # noqa: F401  before Ray Train's own `import tensorflow`: quiet, Keras 2
+
     ray = connect(address, what="marsedge train --workers")
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    import marsedge.train.tf_env  # noqa: F401  before Ray Train's own `import tensorflow`: quiet, Keras 2
     from ray.train.tensorflow import TensorflowTrainer
 
     storage = out.parent / f".{out.name}.ray"
