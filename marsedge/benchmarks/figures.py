@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import textwrap
@@ -75,6 +76,13 @@ def flatbuffer_sha256(path: str | Path) -> str:
     from marsedge.core.metadata import _strip_archive
 
     return hashlib.sha256(_strip_archive(Path(path).read_bytes())).hexdigest()
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it (the record and the
+    commands it quotes name no machine's folders)."""
+    relative = Path(os.path.relpath(path))
+    return path if relative.parts and relative.parts[0] == ".." else relative
 
 
 def level_key(corruption: str, level: float) -> str:
@@ -175,7 +183,9 @@ def measure(
     say = progress or (lambda text: None)
     started = datetime.now(timezone.utc)
     machine = describe_machine()
-    files = corruptions.precision_models(path)  # {"int8-qat": int8 file, "float32": sibling}
+    files = {  # {"int8-qat": int8 file, "float32": sibling}, as the command line would name them
+        label: _shown(file) for label, file in corruptions.precision_models(path).items()
+    }
     recipe = read_metadata(path).get("split") or {}
     data = data_root / str(recipe.get("data_file", ""))
     frames_root = data_root / "ai4mars-msl-256"
