@@ -157,7 +157,9 @@ def _run_tiles(settings: BenchSettings, run: Any):
     from marsedge.train import rundir
 
     split = settings.run_split
-    data = settings.data or run.config.data
+    from marsedge.datapaths import run_data
+
+    data = settings.data or run_data(run.path) or run.config.data  # the run's own data, found from here
     splits = rundir.split_indices(run)
     tiles = load_tiles(data, run.config.frame_pixels)
     index = np.arange(len(tiles)) if split == "all" else splits[split]
