@@ -206,3 +206,22 @@ def test_the_command_check_catches_a_made_up_option():
     assert _command_problems("marsedge-run frame.png --out out --tta", group, run) == []
     assert _command_problems("make figures MODELS=navcam", group, run) == []
     assert _command_problems("python -m marsedge.nothing", group, run) == ["python -m marsedge.nothing: no such module"]
+
+
+def test_a_renamed_model_keeps_its_figures_and_tables_show_the_bundled_ones(tmp_path, monkeypatch):
+    """A model bundled under a new name (today's default kept as another name) reuses the entry
+    measured from its very files; entries of names no longer bundled leave the tables."""
+    import json
+
+    old = RECORD["models"]["navcam"]
+    bundled = figures.bundled_models()
+    renamed = {"navcam-fast": bundled["navcam"], **{k: v for k, v in bundled.items() if k != "navcam"}}
+    monkeypatch.setattr(figures, "bundled_models", lambda: renamed)
+    record_path = tmp_path / "figures.json"
+    record_path.write_text(json.dumps(RECORD))
+    assert figures.main(["--models", "navcam-fast", "--record", str(record_path), "--no-docs"]) == 0
+    record = json.loads(record_path.read_text())
+    assert record["models"]["navcam-fast"]["frames_test"] == old["frames_test"]
+    assert "--models navcam-fast" in record["models"]["navcam-fast"]["command"]
+    table = figures.readme_models(record)
+    assert "`navcam-fast` (default)" in table and "`navcam` " not in table

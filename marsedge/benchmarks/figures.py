@@ -347,8 +347,27 @@ def stale_inline(text: str, record: dict[str, Any]) -> list[str]:
 # ---- generated sections ------------------------------------------------------------------
 
 
+def _entries(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The entries of the models bundled now, in their order (an entry of a model no longer
+    bundled stays in the record but out of the tables)."""
+    return [(name, record["models"][name]) for name in bundled_models() if name in record["models"]]
+
+
 def _models_with(record: dict[str, Any], part: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(name, entry) for name, entry in record["models"].items() if entry.get(part)]
+    return [(name, entry) for name, entry in _entries(record) if entry.get(part)]
+
+
+def same_files(entry: dict[str, Any], path: Path) -> bool:
+    """Whether ``entry`` measured the very files of the bundled model at ``path`` (its int8
+    file; the float32 sibling too when the entry has one): same flatbuffers."""
+    files = entry.get("files") or {}
+    if not files or entry.get("default_file") != path.name:
+        return False
+    for file in files.values():
+        bundled = path.with_name(file["file"])
+        if not bundled.is_file() or flatbuffer_sha256(bundled) != file.get("flatbuffer_sha256"):
+            return False
+    return True
 
 
 def _pct(value: float | None) -> str:
@@ -374,7 +393,7 @@ def readme_models(record: dict[str, Any]) -> str:
         "| ms per 1024 frame, 1 / 2 threads | peak RSS |",
         "|---|---|---|---|---|---|",
     ]
-    for name, entry in record["models"].items():
+    for name, entry in _entries(record):
         for key in ("int8", "float32"):
             if key not in entry["files"]:
                 continue
@@ -417,7 +436,7 @@ def class_table(record: dict[str, Any]) -> str:
         "| model | mean IoU | soil | bedrock | sand | big rock | big rock precision / recall |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, entry in record["models"].items():
+    for name, entry in _entries(record):
         for key in ("int8", "float32"):
             test = entry["frames_test"].get(key)
             if not test:
@@ -437,7 +456,7 @@ def tiles_table(record: dict[str, Any]) -> str:
         "| model | test split, at the model's resolution | mean IoU | soil | bedrock | sand | big rock | agree with float32 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, entry in record["models"].items():
+    for name, entry in _entries(record):
         tiles = entry["tiles_test"]
         data = Path(tiles["data"]).name
         for key in ("int8", "float32"):
@@ -546,7 +565,7 @@ def speed_table(record: dict[str, Any]) -> str:
         "| int8 speed-up, 1 / 2 threads | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, entry in record["models"].items():
+    for name, entry in _entries(record):
         for key in ("int8", "float32"):
             if key not in entry["files"]:
                 continue
@@ -567,7 +586,7 @@ def speed_table(record: dict[str, Any]) -> str:
 def machines(record: dict[str, Any]) -> str:
     """Which machine measured which entry, and when."""
     lines = []
-    for name, entry in record["models"].items():
+    for name, entry in _entries(record):
         machine = entry["machine"]
         load = machine.get("load_average") or ["n/a"]
         lines.append(
@@ -705,6 +724,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corruption-frames", type=int, default=CORRUPTION_FRAMES)
     parser.add_argument("--docs-only", action="store_true", help="only rewrite the documents from the record")
     parser.add_argument("--no-docs", action="store_true", help="only measure; leave the documents as they are")
+    parser.add_argument(
+        "--force", action="store_true", help="measure a model whose files another entry measured already"
+    )
     parser.add_argument("--scale", action="store_true", help="only measure docs/scale.md's throughput (needs Ray)")
     parser.add_argument(
         "--speed-only", action="store_true", help="measure speed, memory and sizes again; keep accuracy and corruptions"
@@ -731,7 +753,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             print(f"error: not a bundled model: {', '.join(unknown)} (bundled: {', '.join(bundled)})", file=sys.stderr)
             return 2
+        initial = dict(record["models"])  # before any entry is replaced: a renamed model's old entry
         for name in names:
+            if not args.speed_only and not args.force and name not in record["models"]:
+                # a renamed model (the same files under a new name): its figures carry over
+                known = initial
+                twin = next((other for other, entry in known.items() if same_files(entry, bundled[name])), None)
+                if twin is not None:
+                    record = read_record(args.record)
+                    record["models"][name] = {**known[twin], "command": known[twin]["command"].replace(twin, name)}
+                    write_record(record, args.record)
+                    logger.info("%s: the files %s was measured with; its figures carried over", name, twin)
+                    continue
             previous = read_record(args.record)["models"].get(name) if args.speed_only else None
             if args.speed_only and previous is None:
                 print(f"error: --speed-only: {name} has no entry to keep the accuracy of", file=sys.stderr)
