@@ -155,7 +155,8 @@ _VERBOSE_HELP = "Debug log, and the messages of TensorFlow and other libraries."
 def train(
     ctx: typer.Context,
     data: Annotated[
-        Optional[Path], typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=_DATA_DEFAULT)
+        Optional[Path],
+        typer.Option(help="AN2DL .npz or folder of image/mask PNG pairs.", show_default=datapaths.TILES_HELP),
     ] = None,
     out: Annotated[Path, typer.Option(help="Run directory to create (or resume).")] = Path("runs/exp"),
     config: Annotated[
@@ -346,7 +347,7 @@ def bench(
         Optional[Path],
         typer.Option(
             help="Labelled tiles to score (AN2DL .npz or PNG folder); with a run it replaces the run's data file, same split.",
-            show_default="for .tflite files, " + _DATA_DEFAULT,
+            show_default=_DATA_DEFAULT,
         ),
     ] = None,
     split: Annotated[

@@ -22,6 +22,7 @@ DEFAULT_HELP = (
     "a run's own data; for a .tflite the file its split recipe names (the bundled models: "
     f"{FRAMES_FOLDER}), else {TILES_FILE}; looked up in ../shared/data from the current folder, then ${ENV}"
 )
+TILES_HELP = f"{TILES_FILE} in ../shared/data from the current folder, else ${ENV}"
 MISSING = (
     f"no --data given, and neither ../shared/data/{TILES_FILE} (from the current folder) nor ${ENV} names "
     "labelled data: give --data, or set MARSEDGE_DATA to the data file or its folder"
