@@ -220,7 +220,7 @@ def measure(
         "default_file": Path(path).name,
         "files": {},
         "tiles_test": {"data": str(data), "split": bench["settings"]["split"], "count": bench["settings"]["tiles"]},
-        "frames_test": {"data": str(frames_root), "frames": whole["frames"]},
+        "frames_test": {"data": str(frames_root), "frames": whole["frames"] if whole else None},
         "corruptions": {"data": str(frames_root), "frames": None, "seed": None},
         "speed": {},
         "bench": bench,
@@ -589,8 +589,11 @@ def machines(record: dict[str, Any]) -> str:
     for name, entry in _entries(record):
         machine = entry["machine"]
         load = machine.get("load_average") or ["n/a"]
+        when = entry["created"]
+        if entry.get("accuracy_created"):
+            when = f"accuracy {entry['accuracy_created']}, speed {entry['created']}"
         lines.append(
-            f"- `{name}`: {entry['created']}, marsedge {entry['marsedge_version']}, {machine['summary']}, "
+            f"- `{name}`: {when}, marsedge {entry['marsedge_version']}, {machine['summary']}, "
             f"{machine['interpreter']}, load average {load[0]} at the start (`{entry['command']}`)."
         )
     return "\n".join(lines)
