@@ -41,7 +41,7 @@ def test_the_record_has_every_bundled_model_measured_from_its_current_files():
             assert figures.flatbuffer_sha256(bundled) == file["flatbuffer_sha256"], (
                 f"{bundled.name} changed since its figures were measured: run make figures MODELS={name}"
             )
-        for part in ("tiles_test", "frames_test", "corruptions", "speed"):
+        for part in ("tiles_test", "frames_test", "corruptions", "speed", "calibration"):
             assert entry[part].get("int8"), f"{name}: no int8 {part}"
         assert entry["frames_test"]["frames"] == 600 and entry["corruptions"]["frames"] == figures.CORRUPTION_FRAMES
 

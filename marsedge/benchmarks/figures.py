@@ -14,7 +14,9 @@ when one ships), with the shared data in place:
   frame's size: the clean row of ``marsedge eval MODEL --corruptions``;
 - ``corruptions``: the corruption benchmark on 200 of those frames;
 - ``speed``: ``marsedge bench``'s latency per model input and per 1024x1024 frame, peak
-  memory, GMAC/s; ``files``: size, MACs and sha256; ``machine``: what measured it.
+  memory, GMAC/s; ``files``: size, MACs and sha256; ``machine``: what measured it;
+- ``calibration``: the temperature and ``marsedge eval``'s calibration figures (ECE, share
+  and accuracy of the pixels at confidence >= 0.9) on the val and test splits.
 
 The documents quote the record in two ways, both rewritten by ``--docs-only`` (and after
 every measurement) and checked by ``tests/test_figures.py``: generated sections between
@@ -139,6 +141,25 @@ def _corruption_entry(table: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _calibration(path: str | Path, data: Path) -> dict[str, Any]:
+    """``marsedge eval FILE``'s calibration figures on the val and test splits (model resolution)."""
+    from marsedge.evaluation.evaluate import evaluate as run_evaluation
+
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        report = run_evaluation(path, data, split)["calibration"]
+        after, before = report["calibrated"], report["uncalibrated"]
+        out["temperature"] = round(report["temperature"], 4)
+        out[split] = {
+            "ece": _r(after["ece"]),
+            "ece_t1": _r(before["ece"]),
+            "trusted_share": _r(after["trusted_share"]),
+            "trusted_accuracy": _r(after["trusted_accuracy"]),
+            "bins": after.get("bins"),
+        }
+    return out
+
+
 def _speed_entry(record: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     for speed in record.get("speed") or []:
@@ -242,6 +263,11 @@ def measure(
             "agree": accuracy["pixel_agreement"],
         }
         entry["speed"][key] = _speed_entry(record)
+    entry["calibration"] = {}
+    for record in bench["models"]:
+        key = PRECISIONS.get(record["format"], record["format"])
+        say(f"{name}: calibration of {key} on val and test")
+        entry["calibration"][key] = _calibration(record["path"], data)
     if previous:
         for part in ("tiles_test", "frames_test", "corruptions"):
             entry[part] = previous[part]
@@ -662,7 +688,27 @@ def scale_stages(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def confidence_table(record: dict[str, Any]) -> str:
+    """MODEL_CARD: the calibration of every bundled file on the test split (``marsedge eval FILE``)."""
+    lines = [
+        "| file | T | test ECE | test ECE at T = 1 | pixels at confidence >= 0.9 | their accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in _entries(record):
+        for key in ("int8", "float32"):
+            calibration = (entry.get("calibration") or {}).get(key)
+            if not calibration:
+                continue
+            test = calibration["test"]
+            lines.append(
+                f"| {name} {key} | {calibration['temperature']:.3f} | {test['ece']:.4f} | {test['ece_t1']:.4f} | "
+                f"{test['trusted_share']:.1%} | {test['trusted_accuracy']:.1%} |"
+            )
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "confidence table": confidence_table,
     "scale table": scale_table,
     "scale stages": scale_stages,
     "models": readme_models,
