@@ -219,8 +219,19 @@ def reduce_2x(images):
     return tf.round(tf.nn.avg_pool2d(images, 2, 2, "VALID"))
 
 
-def augment_batch(images, masks, seed, strength: str = "flips"):
-    """Augment a batch: images float32 ``(B,H,W,1)`` 0..255, masks float32 ``(B,H,W,1)``."""
+def interleave(first, second):
+    """``(B,...)`` and ``(B,...)`` as ``(2B,...)``: first[0], second[0], first[1], ..."""
+    stacked = tf.stack([first, second], axis=1)
+    return tf.reshape(stacked, tf.concat([[-1], tf.shape(first)[1:]], axis=0))
+
+
+def augment_batch(images, masks, seed, strength: str = "flips", paired: bool = False):
+    """Augment a batch: images float32 ``(B,H,W,1)`` 0..255, masks float32 ``(B,H,W,1)``.
+
+    With ``paired`` the batch comes back twice as long, each frame as its geometric
+    augmentation alone followed by the same with the camera corruptions ("camera",
+    "robust") on top (for :func:`marsedge.train.losses.make_consistency_loss`).
+    """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
     images, masks = _flip(images, masks, seeds[0], axis=2)
     if strength == "strong":
@@ -232,10 +243,13 @@ def augment_batch(images, masks, seed, strength: str = "flips"):
         )
         images = _transform(images, matrices, "BILINEAR", "REFLECT")
         masks = _transform(masks, matrices, "NEAREST", "CONSTANT")
+    clean = images
     if strength == "camera":
         images = camera_batch(images, seeds[3])
     if strength == "robust":
         images = robust_batch(images, seeds[3])
+    if paired:
+        return interleave(clean, images), interleave(masks, masks)
     if strength == "strong":
         batch = shape[0]
         contrast = tf.exp(_per_sample(seeds[3], [batch, 1, 1, 1], minval=-0.25, maxval=0.25))
@@ -264,6 +278,7 @@ def make_dataset(
     augment: str = "flips",
     soft: np.ndarray | None = None,
     sources: np.ndarray | None = None,
+    paired: bool = False,
 ):
     """A batched, prefetched dataset of ``(tile float32 (B,H,W,1), mask int32 (B,H,W))``.
 
@@ -276,6 +291,9 @@ def make_dataset(
     "robust" augmentation, frames are flipped and corrupted at that resolution and then
     reduced 2x to the model's, as a camera's frame would be; other augmentations see
     ``images``.
+
+    With ``paired`` (training only) every batch holds ``2 * batch_size`` tiles: each frame
+    clean, then corrupted (:func:`augment_batch`).
     """
     camera_resolution = training and sources is not None and augment == "robust"
     if camera_resolution:
@@ -289,7 +307,11 @@ def make_dataset(
     if training and augment != "none":
         dataset = dataset.enumerate().map(
             lambda index, batch: augment_batch(
-                batch[0], batch[1], tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + index]), augment
+                batch[0],
+                batch[1],
+                tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + index]),
+                augment,
+                paired and training,
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,

@@ -42,6 +42,15 @@ class ModelConfig:
             output up-sampled to N channels, concatenated with N/2 channels of a 3x3 conv on
             the input tile itself, one 3x3 conv of N filters and 1x1 logits, so edges finer
             than half resolution (small rocks) can reach the output.
+        stem_pool: with stem_stride 2, the first block sees the frame area-averaged 2x (a 2x2
+            average pool) at stride 1 instead of a stride-2 convolution: the U-Net body then
+            computes exactly what a stem_stride-1 model computes on a frame of half the pixels,
+            so that model's weights (the bundled 128-px file) start it unchanged.
+        refine_residual: with refine_filters, the decoder's half-resolution logits (layer
+            ``logits``) are up-sampled bilinearly and the refine head adds a full-resolution
+            correction (``refine_logits``, zero at the start) instead of producing the logits
+            alone: a model warm-started from a half-resolution file first predicts what that
+            file predicts, up-sampled, and learns the detail on top.
         max_filters: cap on the width of any encoder/decoder level (``base_filters * 2**level``
             otherwise), so a deep full-resolution U-Net stays under a parameter budget: its
             deepest levels hold most of the weights. None: no cap.
@@ -57,6 +66,8 @@ class ModelConfig:
     stem_stride: int = 2
     refine_filters: int = 0
     max_filters: int | None = None
+    stem_pool: bool = False
+    refine_residual: bool = False
 
     def __post_init__(self) -> None:
         if self.stem_stride not in (1, 2):
@@ -78,6 +89,10 @@ class ModelConfig:
                 f"refine_filters must be 0, or at least 2 with stem_stride 2; got {self.refine_filters} "
                 f"(stem_stride {self.stem_stride})"
             )
+        if self.stem_pool and self.stem_stride != 2:
+            raise MarsEdgeError(f"stem_pool needs stem_stride 2, got {self.stem_stride}")
+        if self.refine_residual and not self.refine_filters:
+            raise MarsEdgeError("refine_residual corrects the up-sampled logits in the refine head: it needs refine_filters")
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,12 @@ class TrainConfig:
             the end of a cosine schedule the raw weights can overtake the average, but
             their val score is noisier, so the best of them is an optimistic pick
             (measured on the shipped recipe: val +0.7, test ±0; docs/research.md).
+        consistency_weight: > 0 trains on pairs: every frame clean and with the ``augment``
+            corruptions ("camera" or "robust"); the task loss (and distillation) scores the
+            clean view, and this weight times the Jensen-Shannon divergence between the two
+            views' predictions is added (AugMix's consistency loss), so robustness is learnt
+            without fitting labels to corrupted pixels. Each step then runs ``2 * batch_size``
+            frames. 0: off (corrupted frames are scored like clean ones).
         frame_pixels: model pixels across a whole frame (its longer side). Frame datasets (the
             AI4Mars layout) are resized to it, and exports record it as the model's field of
             view (``model_pixels_per_frame``): the runtime resizes any whole frame to it.
@@ -192,6 +213,7 @@ class TrainConfig:
     distill_class_weighted: bool = False
     ema_decay: float = 0.0
     ema_select: str = "average"
+    consistency_weight: float = 0.0
     frame_pixels: int = 128
     split_from: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -218,6 +240,13 @@ class TrainConfig:
             raise MarsEdgeError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.ema_select == "either" and not self.ema_decay:
             raise MarsEdgeError("ema_select 'either' chooses between averaged and raw weights: it needs ema_decay > 0")
+        if self.consistency_weight < 0:
+            raise MarsEdgeError(f"consistency_weight must be >= 0, got {self.consistency_weight}")
+        if self.consistency_weight and self.augment not in ("camera", "robust"):
+            raise MarsEdgeError(
+                f"consistency_weight compares clean and corrupted views: it needs augment 'camera' or 'robust', "
+                f"got {self.augment!r}"
+            )
         if not 16 <= self.frame_pixels <= 4096:
             raise MarsEdgeError(f"frame_pixels must be in 16..4096, got {self.frame_pixels}")
         if self.split_from and self.limit:

@@ -112,6 +112,9 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
     Every frame is resized, area-averaged (or bicubic when smaller), to ``2 * frame_pixels``
     along its longer side (``sources``, where training corrupts it) and reduced 2x to ``frame_pixels``
     (``images``); labels are resized nearest, then every second pixel is kept (``masks``).
+    Frames smaller than ``2 * frame_pixels`` have no camera resolution above the model's:
+    they are resized to ``frame_pixels`` directly and ``sources`` is None (training corrupts
+    ``images``), rather than inventing pixels by up-sampling.
 
     Raises:
         DataError: naming the file and what is wrong with it.
@@ -155,7 +158,9 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
             raise DataError(f"{label_path}: label values must be 0..3 or 255 (AI4Mars coding), found {label[bad][0]}")
         width, height = image.size  # the longer side spans the field of view, as in the runtime
         longer = max(width, height)
-        size = (max(2, 2 * round(width * frame_pixels / longer)), max(2, 2 * round(height * frame_pixels / longer)))
+        camera = longer >= 2 * frame_pixels
+        factor = 2 if camera else 1
+        size = tuple(max(2, factor * round(side * frame_pixels / longer)) for side in (width, height))
         if shape is None:
             shape = size
         elif size != shape:
@@ -167,14 +172,13 @@ def load_ai4mars(path: str | Path, frame_pixels: int = 128) -> TileSet:
         label_img = Image.fromarray(np.where(label == AI4MARS_UNLABELED, 0, label + 1).astype(np.uint8))
         if label_img.size != size:
             label_img = label_img.resize(size, Image.NEAREST)
-        source = np.asarray(image)
-        sources.append(source)
-        images.append(np.asarray(image.reduce(2)))
-        masks.append(np.asarray(label_img)[::2, ::2])
+        sources.append(np.asarray(image) if camera else None)
+        images.append(np.asarray(image.reduce(factor)))
+        masks.append(np.asarray(label_img)[::factor, ::factor])
     log.info("%s: %d labelled frames (%s skipped)", root, len(ids), ", ".join(f"{v} {k}" for k, v in skipped.items()))
-    return TileSet(
-        np.stack(images), np.stack(masks), str(path), [images_by_id[i].name for i in ids], np.stack(sources), skipped
-    )
+    names = [images_by_id[i].name for i in ids]
+    frames = np.stack(sources) if sources[0] is not None else None
+    return TileSet(np.stack(images), np.stack(masks), str(path), names, frames, skipped)
 
 
 def _load_npz(path: Path) -> TileSet:

@@ -124,13 +124,22 @@ def decoder_block(x, skip, filters: int, name: str, use_se: bool):
     return x
 
 
-def refine_head(x, tile, filters: int, stride: int, num_outputs: int):
-    """Full-resolution head: up-sampled decoder features + a 3x3 conv of the tile, fused, 1x1 logits."""
+def refine_head(x, tile, filters: int, stride: int, num_outputs: int, residual: bool = False):
+    """Full-resolution head: up-sampled decoder features + a 3x3 conv of the tile, fused, 1x1 logits.
+
+    With ``residual`` the decoder's own logits (``logits``, at its resolution) are up-sampled
+    bilinearly and the head's 1x1 output (``refine_logits``, zero-initialised) is added to them.
+    """
+    coarse = layers.Conv2D(num_outputs, 1, name="logits")(x) if residual else None
     x = up_bn_relu(x, filters, "refine", stride)
     detail = conv_bn_relu(tile, max(filters // 2, 1), "refine_stem")
     x = layers.Concatenate(name="refine_concat")([x, detail])
     x = conv_bn_relu(x, filters, "refine")
-    return layers.Conv2D(num_outputs, 1, name="logits")(x)
+    if not residual:
+        return layers.Conv2D(num_outputs, 1, name="logits")(x)
+    correction = layers.Conv2D(num_outputs, 1, kernel_initializer="zeros", name="refine_logits")(x)
+    coarse = layers.UpSampling2D(stride, interpolation="bilinear", name="logits_up")(coarse)
+    return layers.Add(name="refine_add")([coarse, correction])
 
 
 def build_unet(
@@ -160,10 +169,13 @@ def build_unet(
         raise ValueError(f"tile size {height}x{width} must be divisible by stem_stride * 2**depth = {factor}")
     inputs = keras.Input(shape=(height, width, 1), name="tile")
     x = normalized = layers.Rescaling(1.0 / std, offset=-mean / std, name="normalize")(inputs)
+    if config.stem_pool:
+        x = layers.AveragePooling2D(config.stem_stride, name="stem_pool")(x)
     skips = []
     for level in range(config.depth):
         filters = level_filters(config, level)
-        x = conv_block(x, filters, f"enc{level}", strides=config.stem_stride if level == 0 else 1)
+        stride = config.stem_stride if level == 0 and not config.stem_pool else 1
+        x = conv_block(x, filters, f"enc{level}", strides=stride)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
     bottleneck_filters = config.bottleneck_filters or level_filters(config, config.depth)
@@ -176,7 +188,9 @@ def build_unet(
     if config.stem_stride == 1:
         outputs = layers.Conv2D(num_outputs, 1, name="logits")(x)
     elif config.refine_filters:
-        outputs = refine_head(x, normalized, config.refine_filters, config.stem_stride, num_outputs)
+        outputs = refine_head(
+            x, normalized, config.refine_filters, config.stem_stride, num_outputs, config.refine_residual
+        )
     else:  # learned up-sampling straight to full-resolution logits
         outputs = layers.Conv2DTranspose(
             num_outputs, config.stem_stride, strides=config.stem_stride, padding="same", name="logits"

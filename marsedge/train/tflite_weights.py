@@ -23,6 +23,10 @@ from marsedge.errors import RunDirError
 
 log = logging.getLogger(__name__)
 
+# A half-resolution file (stem_stride 1) has no refine head: a refine model it starts keeps
+# the file's U-Net and learns the head (``refine*`` layers) from its initialisers.
+NEW_HEAD_PREFIX = "refine"
+
 
 def _file_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Kernels by layer name (``(out, kh, kw, in)`` as TFLite stores them) and biases by layer name."""
@@ -47,7 +51,8 @@ def _file_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
 
 
 def load_tflite_weights(model, path: str | Path) -> int:
-    """Set ``model``'s weights from a float32 marsedge .tflite of the same architecture.
+    """Set ``model``'s weights from a float32 marsedge .tflite of the same architecture
+    (or of the same U-Net without the refine head, whose layers then keep their initialisers).
 
     Returns:
         How many convolution layers were set.
@@ -63,11 +68,14 @@ def load_tflite_weights(model, path: str | Path) -> int:
     if not kernels:
         raise RunDirError(f"{path}: no float convolution kernels found (give a float32 export, not int8)")
     by_name = {layer.name: layer for layer in model.layers}
-    done = 0
+    done, fresh = 0, []
     for layer in model.layers:
         if not isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
             continue
         if layer.name not in kernels:
+            if layer.name.startswith(NEW_HEAD_PREFIX):
+                fresh.append(layer.name)
+                continue
             raise RunDirError(f"{path}: has no layer {layer.name!r}; its architecture differs from this run's model")
         stored, bias = kernels[layer.name], biases.get(layer.name)
         if isinstance(layer, layers.Conv2DTranspose):  # a 1x1 Conv2D + depth-to-space in the file
@@ -93,4 +101,6 @@ def load_tflite_weights(model, path: str | Path) -> int:
             raise RunDirError(f"{path}: layer {layer.name} has a bias this run's model has no place for")
         done += 1
     log.info("weights from %s (%d convolutions; batch normalisation fixed at the file's fold)", path, done)
+    if fresh:
+        log.info("new in this model, from their initialisers: %s", ", ".join(fresh))
     return done

@@ -21,7 +21,7 @@ from marsedge import __version__
 from marsedge.core.atomic import write_bytes, write_json, write_text
 from marsedge.core.classes import CLASS_NAMES
 from marsedge.core.metrics import confusion_matrix, iou_report
-from marsedge.errors import MarsEdgeError, RunDirError
+from marsedge.errors import DataError, MarsEdgeError, RunDirError
 from marsedge.progress import ProgressBar
 from marsedge.train import rundir
 from marsedge.train.config import TrainConfig
@@ -68,6 +68,8 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
         split = rundir.split_indices(run)
         return tiles, split, run.derived, data_hash
     tiles, split, derived, data_hash = compute_split(config)
+    if str(config.init_from or "").endswith(".tflite"):  # the file's weights expect the file's normalisation
+        derived.update(_file_normalization(Path(config.init_from)))
     out.mkdir(parents=True, exist_ok=True)
     with io.BytesIO() as buffer:
         np.savez(buffer, **split)
@@ -90,6 +92,20 @@ def _prepare(config: TrainConfig, out: Path, resume: bool):
         ", ".join(f"{n} {s:.1%}" for n, s in zip(CLASS_NAMES, derived["class_pixel_shares"])),
     )
     return tiles, split, derived, data_hash
+
+
+def _file_normalization(path: Path) -> dict[str, float]:
+    """The grey-level mean and std a .tflite export was trained with (its metadata's input table)."""
+    from marsedge.core.metadata import read_metadata
+    from marsedge.edge_runtime.errors import ModelError
+
+    try:
+        normalization = read_metadata(path)["input"]["normalization"]
+        values = {"mean": float(normalization["mean"]), "std": float(normalization["std"])}
+    except (ModelError, KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{path}: no input normalisation in its metadata ({exc})") from None
+    log.info("normalisation of %s: mean %.2f, std %.2f", path, values["mean"], values["std"])
+    return values
 
 
 def _device_summary(tf) -> str:
@@ -228,23 +244,25 @@ def train(
         MarsEdgeError: bad data, a run directory in the way, or a diverged loss.
     """
     config = _open_run_dir(config, resume)
+    check_inputs(config, resume)
     out = Path(config.out)
     from marsedge.train.tf_env import keras, tf
 
     started = time.perf_counter()
-    tiles, split, derived, data_hash = _prepare(config, out, resume)
-    source = _init_source(config, split, data_hash) if config.init_from and not resume else None
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    device = _device_summary(tf)
-    if strategy is not None:
-        device = f"{strategy.num_replicas_in_sync} workers (MultiWorkerMirroredStrategy), each {device}"
-    log.info("device: %s", device)
-    data = _Arrays.of(tiles, split)
-    soft = _soft_targets(config, split, data_hash, derived, data.train_images, keras) if config.teachers else None
-    run = _Training(config, out, derived, data, soft, tf, keras, progress, started, strategy)
-    run.build(source)
+    with _removed_if_unfinished(out, resume):
+        tiles, split, derived, data_hash = _prepare(config, out, resume)
+        source = _init_source(config, split, data_hash) if config.init_from and not resume else None
+        keras.utils.set_random_seed(config.seed)
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        device = _device_summary(tf)
+        if strategy is not None:
+            device = f"{strategy.num_replicas_in_sync} workers (MultiWorkerMirroredStrategy), each {device}"
+        log.info("device: %s", device)
+        data = _Arrays.of(tiles, split)
+        soft = _soft_targets(config, split, data_hash, derived, data.train_images, keras) if config.teachers else None
+        run = _Training(config, out, derived, data, soft, tf, keras, progress, started, strategy)
+        run.build(source)
     if resume:
         run.restore()
     preview_index = choose_preview_tiles(data.val_masks, config.preview_tiles, config.seed)
@@ -259,6 +277,45 @@ def train(
     _write_plots(out, run.loop.history, metrics)
     log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], metrics["best_epoch"], out)
     return metrics
+
+
+def check_inputs(config: TrainConfig, resume: bool = False) -> None:
+    """Refuse, before anything is loaded or written, a run whose data, ``split_from``,
+    ``init_from`` or teachers are not there (a run directory, or a .tflite file).
+
+    Raises:
+        DataError: the data or ``split_from`` path is missing.
+        RunDirError: a teacher or ``init_from`` is missing.
+    """
+    for name, value in (("data", config.data), ("split_from", config.split_from)):
+        if name == "data" and not value:
+            raise DataError("no data: give --data or a config with \"data\"")
+        if value and not Path(value).exists():
+            raise DataError(f"{value}: {name} not found")
+    sources = [("teacher", path) for path in config.teachers]
+    if config.init_from and not resume:
+        sources.append(("init_from", config.init_from))
+    for role, value in sources:
+        path = Path(value)
+        if str(value).endswith(".tflite"):
+            if not path.is_file():
+                raise RunDirError(f"{path}: {role} file not found")
+        elif not path.is_dir():
+            raise RunDirError(f"{path}: {role} run directory not found")
+        elif not (path / rundir.BEST_WEIGHTS).exists():
+            raise RunDirError(f"{path}: {role} run directory holds no best weights (did its training finish an epoch?)")
+
+
+@contextlib.contextmanager
+def _removed_if_unfinished(out: Path, resume: bool):
+    """Remove ``out`` again when the setup inside fails in a run directory this run created."""
+    created = not resume and not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and out.is_dir() and not (out / rundir.STATE_FILE).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _open_run_dir(config: TrainConfig, resume: bool) -> TrainConfig:
@@ -346,7 +403,7 @@ class _Training:
     def build(self, source: rundir.RunInfo | Path | None) -> None:
         """Model, optimizer, loss and (with ``ema_decay``) the weight average, compiled."""
         from marsedge.train.keras_metrics import MeanIoU
-        from marsedge.train.losses import make_loss
+        from marsedge.train.losses import make_consistency_loss, make_loss
         from marsedge.train.model import build_unet, count_macs
 
         config, derived, keras, tf = self.config, self.derived, self.keras, self.tf
@@ -382,6 +439,8 @@ class _Training:
                     else None
                 )
                 loss = make_distill_loss(loss, config.distill_weight, config.distill_temperature, soft_weights)
+            if config.consistency_weight:
+                loss = make_consistency_loss(loss, config.consistency_weight)
             model.compile(optimizer=optimizer, loss=loss, metrics=[MeanIoU()])
         self.params, self.macs = model.count_params(), count_macs(model)
         log.info("model: %s parameters, %.1f M MACs per tile", f"{self.params:,}", self.macs / 1e6)
@@ -459,7 +518,7 @@ class _Training:
         config, data, loop = self.config, self.data, self.loop
         dataset = make_dataset(
             data.train_images, data.train_masks, config.batch_size, True, config.seed, epoch, config.augment, self.soft,
-            sources=data.train_sources,
+            sources=data.train_sources, paired=bool(config.consistency_weight),
         )  # fmt: skip
         if self.distributed:  # every worker builds the same pipeline; each takes its share of every global batch
             options = self.tf.data.Options()
