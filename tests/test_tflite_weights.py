@@ -4,6 +4,8 @@ computes what the file computes."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,28 @@ def test_a_float_export_loads_back_and_computes_the_same(tmp_path):
     )
     with pytest.raises(RunDirError, match="export_float32.tflite: layer enc0_1_conv has a"):
         load_tflite_weights(other, path)
+
+
+def test_a_half_resolution_export_starts_a_full_resolution_refine_model_exactly(tmp_path):
+    model = _trained_looking(5)
+    graph, normalization = split_input_normalization(fold_for_int8(model))
+    path = tmp_path / "half_float32.tflite"
+    path.write_bytes(to_tflite(graph, "float32", (16, 32), normalization=normalization))
+
+    shape = ModelConfig(
+        base_filters=4, depth=2, dilation_rates=(1,), bottleneck_filters=8, max_filters=8,
+        stem_stride=2, stem_pool=True, refine_filters=4, refine_residual=True,
+    )  # fmt: skip
+    full = build_unet(shape, (32, 64), 4, mean=60.0, std=25.0)
+    load_tflite_weights(full, path)
+    frames = np.random.default_rng(1).integers(0, 256, (3, 32, 64, 1)).astype(np.float32)
+    halved = frames.reshape(3, 16, 2, 32, 2, 1).mean(axis=(2, 4))
+    # the refine head starts at zero: the full-resolution model is the file's, up-sampled bilinearly
+    expected = keras.layers.UpSampling2D(2, interpolation="bilinear")(model.predict(halved, verbose=0)).numpy()
+    got = full.predict(frames, verbose=0)
+    assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
+    assert full.get_layer("refine_conv").trainable and full.get_layer("refine_bn").trainable
+
+    deeper = build_unet(dataclasses.replace(shape, depth=3), (32, 64), 4)
+    with pytest.raises(RunDirError, match="has no layer 'enc2_1_conv'"):
+        load_tflite_weights(deeper, path)  # only a refine head may be new

@@ -211,3 +211,42 @@ def test_a_frame_run_trains_and_records_whole_frames(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["data"] == str(tmp_path / "frames") and report["split"] == "val" and report["tiles"] > 0
+
+def test_frames_no_larger_than_twice_the_model_have_no_camera_resolution(frames_root):
+    frames = load_tiles(frames_root, frame_pixels=128)  # the frames are 128 px: nothing to reduce from
+    assert frames.sources is None and frames.images.shape == (12, 128, 128)
+    label = np.asarray(Image.open(sorted((frames_root / "msl/ncam/labels/train").iterdir())[0]))
+    assert np.array_equal(frames.masks[0], np.where(label == 255, 0, label + 1))
+
+
+def test_paired_batches_hold_each_frame_clean_then_corrupted(frames_root):
+    from marsedge.train.augment import make_dataset
+
+    frames = load_tiles(frames_root, frame_pixels=32)
+    common = dict(seed=1, epoch=0, sources=frames.sources)
+    x, y = next(iter(make_dataset(frames.images, frames.masks, 6, True, augment="robust", paired=True, **common)))
+    assert x.shape == (12, 32, 32, 1) and y.shape == (12, 32, 32)
+    assert np.array_equal(y.numpy()[0::2], y.numpy()[1::2])  # one mask (and one flip) for both views
+    plain, _ = next(iter(make_dataset(frames.images, frames.masks, 6, True, augment="flips", seed=1, epoch=0)))
+    clean = x.numpy()[0::2]
+    # the clean view is the frame reduced from its camera resolution, flipped like its label
+    assert np.abs(clean - plain.numpy()).max() <= 1 or any(
+        np.abs(c - p[:, ::-1]).max() <= 1 for c, p in zip(clean, plain.numpy())
+    )
+    assert sum(not np.array_equal(a, b) for a, b in zip(clean, x.numpy()[1::2])) >= 2
+
+
+def test_consistency_loss_scores_clean_views_and_pulls_the_pair_together():
+    from marsedge.train.losses import make_consistency_loss, make_loss
+    from marsedge.train.tf_env import tf
+
+    base = make_loss("cross_entropy", np.ones(5, np.float32), 0.0)
+    loss = make_consistency_loss(base, 10.0)
+    masks = tf.constant(np.repeat(np.array([[[1, 2], [3, 4]]]), 4, axis=0), tf.int32)  # 2 pairs
+    logits = np.random.default_rng(0).normal(size=(4, 2, 2, 4)).astype(np.float32)
+    agreeing = logits.copy()
+    agreeing[1::2] = logits[0::2]
+    # identical views: only the task loss on the clean views remains
+    assert abs(float(loss(masks, agreeing)) - float(base(masks[0::2], agreeing[0::2]))) < 1e-5
+    # views that disagree cost more, whatever the augmented view's label score
+    assert float(loss(masks, logits)) > float(base(masks[0::2], logits[0::2])) + 1e-3

@@ -290,3 +290,25 @@ def test_max_filters_caps_the_deep_levels_only():
     assert TrainConfig.from_dict({"model": {"max_filters": 96}}).model.max_filters == 96
     with pytest.raises(MarsEdgeError, match="max_filters"):
         ModelConfig(base_filters=16, max_filters=8)
+
+
+def test_pool_stem_and_residual_refine_head_are_checked_and_cost_a_light_head():
+    from marsedge.errors import MarsEdgeError
+    from marsedge.train.config import ModelConfig
+    from marsedge.train.model import build_unet, count_macs
+    from marsedge.train.tf_env import keras
+
+    half = build_unet(ModelConfig(base_filters=8, depth=2, stem_stride=1), input_shape=(32, 64))
+    full = build_unet(
+        ModelConfig(base_filters=8, depth=2, stem_stride=2, stem_pool=True, refine_filters=8, refine_residual=True),
+        input_shape=(64, 128),
+    )
+    assert full.output_shape == (None, 64, 128, 4)
+    assert full.get_layer("enc0_1_conv").strides == (1, 1)  # the pool does the striding
+    assert isinstance(full.get_layer("logits_up"), keras.layers.UpSampling2D)
+    assert not full.get_layer("refine_logits").get_weights()[0].any()
+    assert count_macs(half) < count_macs(full) < 3 * count_macs(half)
+    with pytest.raises(MarsEdgeError, match="stem_pool needs stem_stride 2"):
+        ModelConfig(stem_stride=1, stem_pool=True)
+    with pytest.raises(MarsEdgeError, match="refine_residual"):
+        ModelConfig(stem_stride=2, refine_residual=True)

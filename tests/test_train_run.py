@@ -479,3 +479,29 @@ def test_interpolated_weights_lie_between_a_fine_tune_and_its_start(tiny_data, t
         tool.interpolate(source, tmp_path / "bad", 0.5, start)
     with pytest.raises(SystemExit, match="alpha"):
         tool.interpolate(tuned, tmp_path / "bad", 1.5)
+
+
+def test_missing_teacher_or_init_file_is_refused_before_data_loads_and_leaves_no_run_folder(tiny_data, tmp_path):
+    runner = CliRunner()
+    for option, value, message in (
+        ("teachers", ("runs/teachers/absent",), "runs/teachers/absent: teacher run directory not found"),
+        ("init_from", str(tmp_path / "absent_float32.tflite"), "absent_float32.tflite: init_from file not found"),
+    ):
+        config = tmp_path / f"{option}.json"
+        config.write_text(json.dumps({option: value}))
+        out = tmp_path / f"run_{option}"
+        result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(out), "--config", str(config)])
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert "tiles, dropped" not in result.output  # refused before the data was read
+        assert not out.exists()
+
+
+def test_a_setup_that_fails_after_loading_removes_the_run_folder_it_made(tiny_data, tmp_path):
+    first = tmp_path / "first"
+    train(_config(tiny_data, first), progress=False)
+    out = tmp_path / "refused"
+    other_split = _config(tiny_data, out, init_from=str(first), seed=5)  # another split: refused after loading
+    with pytest.raises(Exception, match="split"):
+        train(other_split, progress=False)
+    assert not out.exists()

@@ -291,7 +291,7 @@ def check_inputs(config: TrainConfig, resume: bool = False) -> None:
         if name == "data" and not value:
             raise DataError("no data: give --data or a config with \"data\"")
         if value and not Path(value).exists():
-            raise DataError(f"{value}: {name} not found")
+            raise DataError(f"{value}: no such file" + ("" if name == "data" else f" ({name})"))
     sources = [("teacher", path) for path in config.teachers]
     if config.init_from and not resume:
         sources.append(("init_from", config.init_from))
