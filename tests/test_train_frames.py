@@ -250,3 +250,9 @@ def test_consistency_loss_scores_clean_views_and_pulls_the_pair_together():
     assert abs(float(loss(masks, agreeing)) - float(base(masks[0::2], agreeing[0::2]))) < 1e-5
     # views that disagree cost more, whatever the augmented view's label score
     assert float(loss(masks, logits)) > float(base(masks[0::2], logits[0::2])) + 1e-3
+    # the term moves the corrupted view only: the clean view's gradient is the task loss's
+    variable = tf.Variable(logits)
+    with tf.GradientTape(persistent=True) as tape:
+        total, task = loss(masks, variable), base(masks[0::2], variable[0::2])
+    with_term, task_only = tape.gradient(total, variable).numpy(), tape.gradient(task, variable).numpy()
+    assert np.allclose(with_term[0::2], task_only[0::2], atol=1e-6) and np.abs(with_term[1::2]).max() > 0

@@ -167,9 +167,10 @@ class TrainConfig:
             (measured on the shipped recipe: val +0.7, test ±0; docs/research.md).
         consistency_weight: > 0 trains on pairs: every frame clean and with the ``augment``
             corruptions ("camera" or "robust"); the task loss (and distillation) scores the
-            clean view, and this weight times the Jensen-Shannon divergence between the two
-            views' predictions is added (AugMix's consistency loss), so robustness is learnt
-            without fitting labels to corrupted pixels. Each step then runs ``2 * batch_size``
+            clean view, and this weight times the KL divergence from the clean view's
+            prediction (a fixed target) to the corrupted view's is added (AugMix's consistency
+            term, :func:`marsedge.train.losses.make_consistency_loss`), so robustness is
+            learnt without fitting labels to corrupted pixels. Each step then runs ``2 * batch_size``
             frames. 0: off (corrupted frames are scored like clean ones).
         frame_pixels: model pixels across a whole frame (its longer side). Frame datasets (the
             AI4Mars layout) are resized to it, and exports record it as the model's field of

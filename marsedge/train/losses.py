@@ -105,25 +105,23 @@ def make_loss(name: str, class_weights: np.ndarray, gamma: float):
 
 
 def make_consistency_loss(loss, weight: float):
-    """``loss(y, logits)`` for batches of pairs: each clean frame followed by its augmented view.
+    """``loss(y, logits)`` for batches of pairs: each clean frame followed by its corrupted view.
 
-    The task ``loss`` scores the clean views only; ``weight`` times the Jensen-Shannon
-    divergence between the two views' class probabilities, averaged over every pixel, pulls
-    the augmented view's prediction towards the clean one and the clean one towards a
-    prediction that survives the corruption (AugMix, Hendrycks et al., ICLR 2020, with one
-    augmented view). Labels, and a distillation loss's soft targets, come in pairs too.
+    The task ``loss`` scores the clean views only; ``weight`` times the KL divergence from
+    the clean view's class probabilities to the corrupted view's, averaged over every pixel,
+    teaches the corrupted view to predict what the clean one does (the consistency term of
+    AugMix, Hendrycks et al., ICLR 2020, with one corrupted view). The clean view's
+    probabilities are a fixed target (no gradient): only the task loss moves the clean
+    prediction, so robustness is not bought with clean accuracy (a symmetric
+    Jensen-Shannon term pulled clean predictions towards uncertain ones: docs/research.md).
+    Labels, and a distillation loss's soft targets, come in pairs too.
     """
 
     def consistent(y_true, logits):
         logits = tf.cast(logits, tf.float32)
-        probs = tf.nn.softmax(logits, axis=-1)
-        clean, augmented = probs[0::2], probs[1::2]
-        middle = tf.math.log(tf.clip_by_value(0.5 * (clean + augmented), 1e-7, 1.0))
-
-        def kl_to_middle(p):
-            return tf.reduce_sum(p * (tf.math.log(tf.clip_by_value(p, 1e-7, 1.0)) - middle), axis=-1)
-
-        divergence = 0.5 * (kl_to_middle(clean) + kl_to_middle(augmented))
+        target = tf.stop_gradient(tf.nn.softmax(logits[0::2], axis=-1))
+        corrupted = tf.nn.log_softmax(logits[1::2], axis=-1)
+        divergence = tf.reduce_sum(target * (tf.math.log(tf.clip_by_value(target, 1e-7, 1.0)) - corrupted), axis=-1)
         return loss(y_true[0::2], logits[0::2]) + weight * tf.reduce_mean(divergence)
 
     return consistent
