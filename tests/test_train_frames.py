@@ -212,6 +212,7 @@ def test_a_frame_run_trains_and_records_whole_frames(tmp_path):
     report = json.loads(result.stdout)
     assert report["data"] == str(tmp_path / "frames") and report["split"] == "val" and report["tiles"] > 0
 
+
 def test_frames_no_larger_than_twice_the_model_have_no_camera_resolution(frames_root):
     frames = load_tiles(frames_root, frame_pixels=128)  # the frames are 128 px: nothing to reduce from
     assert frames.sources is None and frames.images.shape == (12, 128, 128)

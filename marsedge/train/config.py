@@ -92,7 +92,9 @@ class ModelConfig:
         if self.stem_pool and self.stem_stride != 2:
             raise MarsEdgeError(f"stem_pool needs stem_stride 2, got {self.stem_stride}")
         if self.refine_residual and not self.refine_filters:
-            raise MarsEdgeError("refine_residual corrects the up-sampled logits in the refine head: it needs refine_filters")
+            raise MarsEdgeError(
+                "refine_residual corrects the up-sampled logits in the refine head: it needs refine_filters"
+            )
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,7 @@ def check_inputs(config: TrainConfig, resume: bool = False) -> None:
     """
     for name, value in (("data", config.data), ("split_from", config.split_from)):
         if name == "data" and not value:
-            raise DataError("no data: give --data or a config with \"data\"")
+            raise DataError('no data: give --data or a config with "data"')
         if value and not Path(value).exists():
             raise DataError(f"{value}: no such file" + ("" if name == "data" else f" ({name})"))
     sources = [("teacher", path) for path in config.teachers]
