@@ -112,7 +112,7 @@ def _read_gray(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with opener() as handle, _size_checked_here(max_pixels), Image.open(handle, formats=_FORMATS) as img:
                 width, height = img.size
-                _check_size(width, height, max_pixels, work_pixels)
+                check_size(width, height, max_pixels, work_pixels)
                 gray = (convert or _pil_to_gray8)(ImageOps.exif_transpose(img))
         for warning in caught:
             logger.debug("%s: %s", name, warning.message)
@@ -204,7 +204,13 @@ def _unidentified(head: Callable[[], bytes]) -> str:
     return "not a PNG or JPEG image"
 
 
-def _check_size(width: int, height: int, max_pixels: int | None, work_pixels: Callable[[int, int], int] | None) -> None:
+def check_size(width: int, height: int, max_pixels: int | None, work_pixels: Callable[[int, int], int] | None) -> None:
+    """Refuse a frame of more than ``max_pixels`` pixels, or one the model would see as more
+    (``work_pixels(height, width)``: resized and padded to whole tiles), before any is decoded.
+
+    Raises:
+        ImageError: naming the size and the limit.
+    """
     if not max_pixels:
         return
     if width * height > max_pixels:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError
-from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_frame, load_frame
+from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, check_size, decode_frame, load_frame
 from .pds import PDS_SUFFIXES, is_pds_path, is_product_file, product_stem, read_product
 from .rosbag import BAG_SUFFIXES, is_bag
 
@@ -109,17 +109,7 @@ def read_frame(
         raise ImageError("PDS products are read from a local path (their labels point to files beside them)")
     product = read_product(path, (options or SourceOptions()).band, max_pixels)
     height, width = product.levels.shape
-    if max_pixels:
-        if width * height > max_pixels:
-            raise ImageError(
-                f"{width}x{height} image has {width * height} pixels, above the limit of {max_pixels} (--max-pixels)"
-            )
-        work = work_pixels(height, width) if work_pixels else 0
-        if work > max_pixels:
-            raise ImageError(
-                f"{width}x{height} image becomes {work} pixels of model input (resized and padded to whole "
-                f"tiles), above the limit of {max_pixels} (--max-pixels)"
-            )
+    check_size(width, height, max_pixels, work_pixels)
     return Frame(product.levels, product.identity, product.declared_bits)
 
 

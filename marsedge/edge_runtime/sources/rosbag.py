@@ -28,7 +28,7 @@ from marsedge.core.errors import first_line
 
 from ..errors import ImageError
 from ..grey import to_gray8
-from ..imageio import decode_frame
+from ..imageio import check_size, decode_frame
 from .bitdepth import samples_to_levels
 
 BAG_SUFFIXES = (".mcap", ".db3", ".bag")
@@ -189,16 +189,7 @@ def _raw_image(message: Any, max_pixels: int | None, work_pixels: Callable[[int,
     height, width, step = int(message.height), int(message.width), int(message.step)
     if height <= 0 or width <= 0:
         raise ImageError(f"empty image of {width}x{height}")
-    if max_pixels:
-        if width * height > max_pixels:
-            raise ImageError(
-                f"{width}x{height} image has {width * height} pixels, above the limit of {max_pixels} (--max-pixels)"
-            )
-        work = work_pixels(height, width) if work_pixels else 0
-        if work > max_pixels:
-            raise ImageError(
-                f"{width}x{height} image becomes {work} pixels of model input, above the limit of {max_pixels} (--max-pixels)"
-            )
+    check_size(width, height, max_pixels, work_pixels)
     data = np.asarray(message.data, dtype=np.uint8)
     if step < width * size:
         raise ImageError(f"step {step} is shorter than a row of {width} {encoding} pixels ({width * size} bytes)")
