@@ -317,8 +317,9 @@ def test_student_distils_from_an_exported_file_that_records_its_split(tiny_data,
     old.write_bytes(embed_metadata(file.read_bytes(), {k: v for k, v in metadata.items() if k != "source_split"}))
     with pytest.raises(RunDirError, match="old.tflite: its metadata records no source_split"):
         train(_config(tiny_data, tmp_path / "a", teachers=(str(old),)), progress=False)
-    with pytest.raises(RunDirError, match="nope.tflite: cannot read teacher model"):
+    with pytest.raises(RunDirError, match="nope.tflite: teacher file not found"):
         train(_config(tiny_data, tmp_path / "b", teachers=(str(tmp_path / "nope.tflite"),)), progress=False)
+    assert not (tmp_path / "b").exists()
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a model")
     with pytest.raises(RunDirError, match="junk.tflite: "):

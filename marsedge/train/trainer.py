@@ -244,9 +244,10 @@ def train(
         MarsEdgeError: bad data, a run directory in the way, or a diverged loss.
     """
     config = _open_run_dir(config, resume)
+    from marsedge.train.tf_env import keras, tf  # a missing [train] extra is said before anything else
+
     check_inputs(config, resume)
     out = Path(config.out)
-    from marsedge.train.tf_env import keras, tf
 
     started = time.perf_counter()
     with _removed_if_unfinished(out, resume):
