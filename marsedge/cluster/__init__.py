@@ -50,7 +50,7 @@ def connect(address: str | None, num_cpus: int | None = None, what: str = "this 
         return ray
     verbose = _verbose()
     settings: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}
-    if not verbose:  # Ray's C++ core logs (core_worker.cc ...) go to its session logs, not stderr
+    if not verbose:  # Ray's C++ core logs (core_worker.cc ...) go to its log files, not stderr
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         quiet_ray_loggers()
     if address in (None, "", LOCAL):

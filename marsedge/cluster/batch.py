@@ -445,11 +445,11 @@ class SegmentFrames:
 
     def one(self, index: int, path: str, stem: str) -> dict[str, Any]:
         """Segments one frame into its outputs; a result row, with the error if any."""
-        row = _empty_row(index, path, stem, self.class_names)
-        row.update(worker=self.worker, **_settings_row(self.segmenter.model_info, self.segmenter.mask_settings()))
-        try:
+        row = self._row(index, path, stem)
+
+        def segment() -> dict[str, Any]:
             data = _read_uri(path) if is_uri(path) else None
-            record = segment_file(
+            return segment_file(
                 self.segmenter,
                 Path(path),
                 self.out,
@@ -460,23 +460,16 @@ class SegmentFrames:
                 self.source,
                 self.confidence,
             )
-        except ImageError as exc:
-            row.update(status=FAILED, error=str(exc))
-        except OSError as exc:
-            row.update(status=FAILED, error=f"cannot write outputs to {self.out}: {exc.strerror or exc}")
-        except Exception as exc:  # never a failed job for one bad frame
-            row.update(status=FAILED, error=f"unexpected {type(exc).__name__}: {exc}")
-        else:
-            row.update(_record_row(record, self.class_names), status=SEGMENTED)
-        return row
+
+        return self._finish(row, segment)
 
     def one_message(self, frame: Frame) -> dict[str, Any]:
         """Segments one bag message into its outputs (as ``marsedge-run`` does); a result row."""
         from marsedge.edge_runtime.sources.rosbag import BagMessage, BagMessages
 
-        row = _empty_row(frame.index, frame.path, frame.stem, self.class_names)
-        row.update(worker=self.worker, **_settings_row(self.segmenter.model_info, self.segmenter.mask_settings()))
-        try:
+        row = self._row(frame.index, frame.path, frame.stem)
+
+        def segment() -> dict[str, Any]:
             bag = self.bags.get(frame.bag or "")
             if bag is None:
                 bag = self.bags[frame.bag or ""] = BagMessages(frame.bag or "", self.source.topic)
@@ -488,15 +481,28 @@ class SegmentFrames:
             gray, depth = frame_gray(self.segmenter, read.levels)
             load_ms = read.load_ms + (time.perf_counter() - tick) * 1e3  # reading includes the bit depth
             result = self.segmenter.segment(gray)
-            record = write_outputs(
+            return write_outputs(
                 self.segmenter, gray, result, frame.path, self.out, frame.stem, self.overlay, load_ms,
                 read.identity, self.confidence, depth,
             )  # fmt: skip
+
+        return self._finish(row, segment)
+
+    def _row(self, index: int, path: str, stem: str) -> dict[str, Any]:
+        """An empty result row that names this worker, the model and the mask options."""
+        row = _empty_row(index, path, stem, self.class_names)
+        row.update(worker=self.worker, **_settings_row(self.segmenter.model_info, self.segmenter.mask_settings()))
+        return row
+
+    def _finish(self, row: dict[str, Any], segment: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``row`` with the record ``segment()`` writes, or the error that stopped it."""
+        try:
+            record = segment()
         except ImageError as exc:
             row.update(status=FAILED, error=str(exc))
         except OSError as exc:
             row.update(status=FAILED, error=f"cannot write outputs to {self.out}: {exc.strerror or exc}")
-        except Exception as exc:  # never a failed job for one bad message
+        except Exception as exc:  # never a failed job for one bad frame or message
             row.update(status=FAILED, error=f"unexpected {type(exc).__name__}: {exc}")
         else:
             row.update(_record_row(record, self.class_names), status=SEGMENTED)
