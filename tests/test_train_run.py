@@ -506,3 +506,61 @@ def test_a_setup_that_fails_after_loading_removes_the_run_folder_it_made(tiny_da
     with pytest.raises(Exception, match="split"):
         train(other_split, progress=False)
     assert not out.exists()
+
+
+def _kernels(path: Path, run: Path) -> dict[str, np.ndarray]:
+    from marsedge.train.rundir import load_model, read_run
+
+    model = load_model(read_run(run), weights=path)
+    return {layer.name: layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")}
+
+
+def test_mix_alpha_mixes_the_last_epoch_with_the_start(tiny_data, tmp_path):
+    source = tmp_path / "source"
+    train(_config(tiny_data, source), progress=False)
+    tuned = tmp_path / "tuned"
+    metrics = train(_config(tiny_data, tuned, init_from=str(source), mix_alpha=0.25), progress=False)
+    mix = json.loads((tuned / "mix.json").read_text())
+    assert mix["alpha"] == 0.25 and mix["partner"] == str(source) and metrics["mix"] == mix
+    start = _kernels(source / "best.weights.h5", source)
+    alone = _kernels(tuned / "fine_tuned.weights.h5", tuned)  # one epoch: its best is its last
+    mixed = _kernels(tuned / "best.weights.h5", tuned)
+    assert not all(np.allclose(alone[name], start[name]) for name in start)
+    for name in start:
+        np.testing.assert_allclose(mixed[name], 0.25 * alone[name] + 0.75 * start[name], atol=1e-6, err_msg=name)
+    before = (tuned / "best.weights.h5").read_bytes()
+    train(_config(tiny_data, tuned, init_from=str(source), mix_alpha=0.25), resume=True, progress=False)
+    assert (tuned / "best.weights.h5").read_bytes() == before  # a resume after the mix mixes nothing again
+
+
+def test_mix_with_trains_a_partner_from_the_same_start_and_mixes_its_best(tiny_data, tmp_path):
+    source = tmp_path / "source"
+    train(_config(tiny_data, source), progress=False)
+    out = tmp_path / "soup"
+    config = _config(tiny_data, out, init_from=str(source), mix_alpha=0.5, mix_with={"augment": "none", "seed": 3})
+    train(config, progress=False)
+    partner = out / "mixed_with"
+    saved = json.loads((partner / "config.json").read_text())["train"]
+    assert saved["augment"] == "none" and saved["seed"] == 3 and saved["init_from"] == str(source)
+    assert saved["mix_alpha"] is None and (partner / "metrics.json").exists()
+    alone, other = _kernels(out / "fine_tuned.weights.h5", out), _kernels(partner / "best.weights.h5", partner)
+    mixed = _kernels(out / "best.weights.h5", out)
+    for name in alone:
+        np.testing.assert_allclose(mixed[name], 0.5 * (alone[name] + other[name]), atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"mix_with": {"augment": "none"}}, "needs mix_alpha"),
+        ({"mix_alpha": 1.5, "init_from": "x.tflite"}, r"mix_alpha must be in \(0, 1\]"),
+        ({"mix_alpha": 0.5}, "needs init_from"),
+        ({"mix_alpha": 0.5, "init_from": "x.tflite", "mix_with": {"data": "other.npz"}}, "not allowed: data"),
+        ({"mix_alpha": 0.5, "init_from": "x.tflite", "mix_with": {"augment": "sideways"}}, "augment must be one of"),
+    ],
+)
+def test_mix_settings_are_checked(changes, message):
+    from marsedge.errors import MarsEdgeError
+
+    with pytest.raises(MarsEdgeError, match=message):
+        TrainConfig(data="d.npz", **changes)

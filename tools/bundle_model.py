@@ -94,6 +94,9 @@ def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE, varian
         if (run / "interpolation.json").is_file():  # a run tools/interpolate_weights.py mixed
             mix = json.loads((run / "interpolation.json").read_text())
             metadata["interpolation"] = {**mix, "start": Path(mix["start"]).name}
+        if (run / "mix.json").is_file():  # a run that mixed its weights itself (mix_alpha)
+            mix = json.loads((run / "mix.json").read_text())
+            metadata["interpolation"] = {**mix, "partner": Path(mix["partner"]).name}
         _write(MODELS / target_name, content, metadata, str(source))
 
 

@@ -49,14 +49,17 @@ def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = Non
 
     run = rundir.read_run(run_dir)
     start = Path(start or run.config.init_from or "")
-    if start.suffix != ".tflite" or not start.is_file():
+    if not start.is_dir() and (start.suffix != ".tflite" or not start.is_file()):
         raise SystemExit(f"{run_dir}: its init_from is not a float32 .tflite file; give --start")
     if not 0.0 <= alpha <= 1.0:
         raise SystemExit(f"--alpha must be in [0, 1], got {alpha}")
     tuned = rundir.load_model(run)
     epoch = last_epoch_weights(run, tuned) if last else None
-    base = rundir.load_model(run)
-    load_tflite_weights(base, start)
+    if start.is_dir():  # another fine-tune of the same start file (model soup of two runs)
+        base = rundir.load_model(rundir.read_run(start))
+    else:
+        base = rundir.load_model(run)
+        load_tflite_weights(base, start)
     # Layer-wise mixing is only meaningful when both hold the same batch-norm fold: a run
     # fine-tuned from the file keeps the file's (fixed) normalisation.
     for before, after in zip(base.layers, tuned.layers):
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the fine-tuned run directory")
     parser.add_argument("--alpha", type=float, required=True, help="share of the fine-tune (0..1)")
-    parser.add_argument("--start", type=Path, help="the float32 .tflite it started from (default: its init_from)")
+    parser.add_argument("--start", type=Path, help="the float32 .tflite it started from (default: its init_from), or another run fine-tuned from it")
     parser.add_argument("--last", action="store_true", help="the last epoch's weights, not the best by clean val")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

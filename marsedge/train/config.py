@@ -97,6 +97,15 @@ class ModelConfig:
             )
 
 
+# What a mix_with partner may change: how it trains, never what it is or what it sees.
+MIX_WITH_KEYS = (
+    "epochs", "batch_size", "seed", "learning_rate", "weight_decay", "schedule", "warmup_epochs", "patience", "loss",
+    "focal_gamma", "class_weighting", "augment", "teachers", "distill_weight", "distill_temperature",
+    "distill_class_weighted", "ema_decay", "ema_select", "consistency_weight",
+)  # fmt: skip
+MIX_PARTNER_DIR = "mixed_with"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything needed to repeat a training run.
@@ -183,6 +192,17 @@ class TrainConfig:
             sorted id order gave tiles 2k and 2k+1, as for the shared files): the frames take
             that file's split (same seed and fractions), so models trained on the tiles (the
             bundled ones) can teach without having seen a validation or test frame.
+        mix_alpha: with a value in (0, 1], the run's weights are mixed at the end with a
+            partner's in weight space, layer by layer (a model soup; WiSE-FT, Wortsman et al.
+            2022): ``mix_alpha`` x this run's last-epoch weights (their average, with
+            ``ema_decay``) + (1 - ``mix_alpha``) x the partner's, written as the run's best
+            weights (the unmixed best stay in ``fine_tuned.weights.h5``, the recipe in
+            ``mix.json``). Both must come from the same start with the same batch-norm fold:
+            it needs ``init_from``. None: off.
+        mix_with: the partner: None for the ``init_from`` weights themselves, or a dict of
+            training settings (``augment``, ``epochs``, ``teachers``, ``consistency_weight``,
+            ...) for a second run from the same start, same data and split, trained after this
+            one in ``OUT/mixed_with`` (its best weights are mixed).
         model: the network shape.
     """
 
@@ -219,6 +239,8 @@ class TrainConfig:
     consistency_weight: float = 0.0
     frame_pixels: int = 128
     split_from: str | None = None
+    mix_alpha: float | None = None
+    mix_with: dict[str, Any] | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -256,6 +278,38 @@ class TrainConfig:
             raise MarsEdgeError("split_from takes another file's split whole: it cannot be combined with limit")
         if self.limit is not None and self.limit < 4:
             raise MarsEdgeError(f"limit must be at least 4 tiles, got {self.limit}")
+        self._check_mix()
+
+    def _check_mix(self) -> None:
+        if self.mix_alpha is None:
+            if self.mix_with is not None:
+                raise MarsEdgeError("mix_with names a partner to mix with: it needs mix_alpha")
+            return
+        if not 0.0 < self.mix_alpha <= 1.0:
+            raise MarsEdgeError(f"mix_alpha must be in (0, 1], got {self.mix_alpha}")
+        if not self.init_from:
+            raise MarsEdgeError("mix_alpha mixes weights that share a start: it needs init_from")
+        if self.mix_with is None:
+            return
+        if not isinstance(self.mix_with, dict):
+            raise MarsEdgeError(f"mix_with must be a dict of training settings or null, got {self.mix_with!r}")
+        unknown = set(self.mix_with) - set(MIX_WITH_KEYS)
+        if unknown:
+            raise MarsEdgeError(
+                f"mix_with keys not allowed: {', '.join(sorted(unknown))} (the partner shares this run's data, "
+                f"split, start and model); allowed: {', '.join(MIX_WITH_KEYS)}"
+            )
+        self.partner()  # its own settings are checked as any run's
+
+    def partner(self) -> TrainConfig:
+        """The config of the ``mix_with`` partner run (in ``OUT/mixed_with``)."""
+        changes = dict(self.mix_with or {})
+        if "teachers" in changes:
+            changes["teachers"] = tuple(changes["teachers"] or ())
+        split_seed = self.seed if self.split_seed is None else self.split_seed  # another seed, the same split
+        return self.replace(
+            out=str(Path(self.out) / MIX_PARTNER_DIR), mix_alpha=None, mix_with=None, split_seed=split_seed, **changes
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -46,6 +46,8 @@ KEEP_CHECKPOINTS = 2
 # (see _promote_pending_best).
 PENDING_BEST = ".best.{epoch:04d}.pending.weights.h5"
 PENDING_PREVIEW = ".preview.{epoch:04d}.pending.png"
+MIX_FILE = "mix.json"  # written once mix_alpha's mix is in best.weights.h5
+FINE_TUNED_WEIGHTS = "fine_tuned.weights.h5"  # the run's own best weights, before the mix
 
 
 class TrainingDiverged(MarsEdgeError):
@@ -247,6 +249,8 @@ def train(
     from marsedge.train.tf_env import keras, tf  # a missing [train] extra is said before anything else
 
     check_inputs(config, resume)
+    if strategy is not None and config.mix_alpha is not None:
+        raise MarsEdgeError("mix_alpha: weights are mixed by a single-machine run (`marsedge train`), not by workers")
     out = Path(config.out)
 
     started = time.perf_counter()
@@ -273,11 +277,59 @@ def train(
         run.epoch(epoch, preview_index)
         if on_epoch_end is not None:
             on_epoch_end(epoch, run.loop.history[-1])
+    mix = _mix(run, progress) if config.mix_alpha is not None else None
     metrics = run.final_metrics(tiles, split, device)
+    if mix:
+        metrics["mix"] = mix
     write_json(out / rundir.METRICS_FILE, metrics)
     _write_plots(out, run.loop.history, metrics)
-    log.info("best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], metrics["best_epoch"], out)
+    if mix:
+        log.info("mixed weights: val mIoU %.4f; run directory %s", metrics["val"]["mean_iou"], out)
+    else:
+        log.info(
+            "best val mIoU %.4f at epoch %d; run directory %s", metrics["val"]["mean_iou"], metrics["best_epoch"], out
+        )
     return metrics
+
+
+def _mix(run: _Training, progress: bool) -> dict:
+    """Replace the run's best weights by ``mix_alpha`` x its last-epoch weights + the rest
+    from the partner (``mix_with``: the start itself, or a partner run trained now). Keeps
+    the unmixed best in ``fine_tuned.weights.h5``; ``mix.json`` records the mix and marks
+    it done (a resume after it mixes nothing again)."""
+    config, out, model = run.config, run.out, run.model
+    if (out / MIX_FILE).exists():
+        return json.loads((out / MIX_FILE).read_text())
+    with run.average.applied() if run.average else contextlib.nullcontext():
+        tuned = model.get_weights()
+    if config.mix_with is None:
+        partner = str(config.init_from)
+        if partner.endswith(".tflite"):
+            from marsedge.train.tflite_weights import load_tflite_weights
+
+            load_tflite_weights(model, Path(partner))
+        else:
+            model.load_weights(str(Path(partner) / rundir.BEST_WEIGHTS))
+    else:
+        partner_config = config.partner()
+        partner = partner_config.out
+        if not (Path(partner) / rundir.METRICS_FILE).exists():
+            log.info("training the run to mix with in %s", partner)
+            train(partner_config, resume=(Path(partner) / rundir.STATE_FILE).exists(), progress=progress)
+        model.load_weights(str(Path(partner) / rundir.BEST_WEIGHTS))
+    alpha = config.mix_alpha
+    model.set_weights([alpha * t + (1.0 - alpha) * p for t, p in zip(tuned, model.get_weights())])
+    if not (out / FINE_TUNED_WEIGHTS).exists():
+        shutil.copy2(out / rundir.BEST_WEIGHTS, out / FINE_TUNED_WEIGHTS)
+    model.save_weights(str(out / rundir.BEST_WEIGHTS))
+    mix = {
+        "alpha": alpha,
+        "fine_tuned": f"epoch {len(run.loop.history)} (last)" + (", weight average" if run.average else ""),
+        "partner": partner,
+    }
+    write_json(out / MIX_FILE, mix)
+    log.info("weights mixed: %.2f x epoch %d + %.2f x %s", alpha, len(run.loop.history), 1.0 - alpha, partner)
+    return mix
 
 
 def check_inputs(config: TrainConfig, resume: bool = False) -> None:
@@ -305,6 +357,8 @@ def check_inputs(config: TrainConfig, resume: bool = False) -> None:
             raise RunDirError(f"{path}: {role} run directory not found")
         elif not (path / rundir.BEST_WEIGHTS).exists():
             raise RunDirError(f"{path}: {role} run directory holds no best weights (did its training finish an epoch?)")
+    if config.mix_with:
+        check_inputs(config.partner(), resume)
 
 
 @contextlib.contextmanager
