@@ -225,3 +225,17 @@ def test_a_renamed_model_keeps_its_figures_and_tables_show_the_bundled_ones(tmp_
     assert "--models navcam-fast" in record["models"]["navcam-fast"]["command"]
     table = figures.readme_models(record)
     assert "`navcam-fast` (default)" in table and "`navcam` " not in table
+
+
+def test_pi4_estimate_counts_every_network_call_of_a_1024_frame():
+    from marsedge.edge_runtime.segmenter import BUNDLED_MODELS, Segmenter
+
+    assert Segmenter(BUNDLED_MODELS["navcam"]).inputs_per_frame(1024, 1024) == 1
+    assert Segmenter(BUNDLED_MODELS["navcam-tiles"]).inputs_per_frame(1024, 1024) == 3  # three 64x128 tiles
+    speed = {"t1": {"ms_input": 5.0, "ms_frame_1024": 9.0}}
+    one = figures.pi4_estimate_ms({"macs": 480e6, "inputs_1024": 1}, speed, "int8")
+    assert one == pytest.approx(480 / 48 + 4 * 4.0)  # network at 48 GMAC/s, the rest at 4x its x86 time
+    speed = {"t1": {"ms_input": 2.0, "ms_frame_1024": 9.0}}
+    three = figures.pi4_estimate_ms({"macs": 320e6, "inputs_1024": 3}, speed, "float32")
+    assert three == pytest.approx(3 * 320 / 32 + 4 * 3.0)
+    assert figures.pi4_estimate_ms({"macs": None}, speed, "int8") is None

@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the fine-tuned run directory")
     parser.add_argument("--alpha", type=float, required=True, help="share of the fine-tune (0..1)")
-    parser.add_argument("--start", type=Path, help="the float32 .tflite it started from (default: its init_from), or another run fine-tuned from it")
+    parser.add_argument(
+        "--start",
+        type=Path,
+        help="the float32 .tflite it started from (default: its init_from), or another run fine-tuned from it",
+    )
     parser.add_argument("--last", action="store_true", help="the last epoch's weights, not the best by clean val")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -255,6 +255,7 @@ def measure(
             "flatbuffer_sha256": flatbuffer_sha256(record["path"]),
             "size_kb": record["size_kb"],
             "macs": record["macs_per_tile"],
+            "inputs_1024": inputs_per_1024_frame(Path(record["path"])),
         }
         accuracy = record["accuracy"]
         entry["tiles_test"][key] = {
@@ -412,12 +413,37 @@ def _label(name: str, record: dict[str, Any]) -> str:
     return f"`{name}` (default)" if name == _default_name(record) else f"`{name}`"
 
 
+# Raspberry Pi 4 estimate (MODEL_CARD.md, "Speed and size"; docs/pi.md): the network at
+# this network's share of a Cortex-A72's float32 NEON peak, 10 GMAC/s a core, int8 1.5x
+# that without `sdot`, 3.2x for 4 threads; the rest of the frame's call (resize, mask) at
+# 4x its time on the x86 core that measured it, 1 thread.
+PI4_GMACS_4_THREADS = {"int8": 10.0 * 1.5 * 3.2, "float32": 10.0 * 3.2}
+PI4_SLOWDOWN = 4.0
+
+
+def inputs_per_1024_frame(path: Path) -> int:
+    """Network calls a 1024x1024 frame takes with the model file at ``path``."""
+    from marsedge.edge_runtime.segmenter import Segmenter
+
+    return Segmenter(path, threads=1).inputs_per_frame(1024, 1024)
+
+
+def pi4_estimate_ms(file: dict[str, Any], speed: dict[str, Any], key: str) -> float | None:
+    """ms per 1024x1024 frame on a Raspberry Pi 4, 4 threads, estimated from MACs and x86 times."""
+    one = speed.get("t1") or {}
+    if not file.get("macs") or one.get("ms_frame_1024") is None:
+        return None
+    inputs = file.get("inputs_1024") or 1
+    rest = max(one["ms_frame_1024"] - inputs * one["ms_input"], 0.0)
+    return inputs * file["macs"] / 1e6 / PI4_GMACS_4_THREADS[key] + PI4_SLOWDOWN * rest
+
+
 def readme_models(record: dict[str, Any]) -> str:
-    """README: one row per bundled file: size, whole-frame test mIoU, big rock, ms, RSS."""
+    """README: one row per bundled file: size, whole-frame test mIoU, big rock, ms, Pi 4, RSS."""
     lines = [
         "| model (`--model`), file | size | test mIoU, whole frames | big rock IoU (precision / recall) "
-        "| ms per 1024 frame, 1 / 2 threads | peak RSS |",
-        "|---|---|---|---|---|---|",
+        "| ms per 1024 frame, 1 / 2 threads | Raspberry Pi 4 estimate, 4 threads | peak RSS |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, entry in _entries(record):
         for key in ("int8", "float32"):
@@ -435,6 +461,7 @@ def readme_models(record: dict[str, Any]) -> str:
                 _iou(test["mean_iou"]),
                 f"{_iou(test['big_rock'])} ({_iou(test['big_rock_precision'])} / {_iou(test['big_rock_recall'])})",
                 ms,
+                f"~{pi4:.0f} ms" if (pi4 := pi4_estimate_ms(file, speed, key)) is not None else "",
                 f"{speed['rss_mb']:.0f} MB" if speed.get("rss_mb") else "",
             ]
             if bold:

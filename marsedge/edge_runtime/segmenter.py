@@ -280,6 +280,13 @@ class Segmenter:
         scaled_height, scaled_width = scaled_size(height, width, self.scale_for(height, width))
         return max(scaled_height, self.tile_height) * max(scaled_width, self.tile_width)
 
+    def inputs_per_frame(self, height: int, width: int) -> int:
+        """Model inputs (network calls without ``tta``) a ``height x width`` frame takes."""
+        scaled_height, scaled_width = scaled_size(height, width, self.scale_for(height, width))
+        overlap = self.options.tile_overlap
+        rows = tile_origins(max(scaled_height, self.tile_height), self.tile_height, overlap)
+        return len(rows) * len(tile_origins(max(scaled_width, self.tile_width), self.tile_width, overlap))
+
     def segment(self, image: np.ndarray) -> Segmentation:
         """Segments one frame of any size.
 
