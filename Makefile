@@ -45,9 +45,12 @@ figures: $(STAMP)
 figures-docs: $(STAMP)
 	$(PY) -m marsedge.benchmarks.figures --docs-only
 
-# The default model's full `marsedge bench` report in benchmarks/ (table, JSON, plot, raw log).
+# Every bundled file's full `marsedge bench` report in benchmarks/ (table, JSON, plot, raw log):
+# test mIoU, big rock, ms per input and per 1024 frame at 1 and 2 threads, memory, size,
+# corruptions. `make figures` puts the same measures, and the Raspberry Pi 4 estimate, in
+# README's table.
 bench: $(STAMP)
-	$(PY) -m marsedge.cli bench $(MODEL_DIR)/marsedge_float32.tflite $(MODEL_DIR)/marsedge_int8.tflite \
+	$(PY) -m marsedge.cli bench $(sort $(wildcard $(MODEL_DIR)/*.tflite)) \
 		--split test --threads 1,2 --corruption-frames 200 --out benchmarks
 
 # The installable package: dist/marsedge-<version>-py3-none-any.whl (bundled models included).
