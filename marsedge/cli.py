@@ -331,7 +331,13 @@ def train(
             from marsedge.train.trainer import train as run_training
 
             metrics = run_training(settings, resume=resume)
-    typer.echo(f"val mIoU {metrics['val']['mean_iou']:.4f} (best epoch {metrics['best_epoch']}); run directory: {out}")
+    mix = metrics.get("mix")
+    chosen = (
+        f"mixed: {mix['alpha']:g} x its last epoch + {1 - mix['alpha']:g} x {mix['partner']}"
+        if mix
+        else f"best epoch {metrics['best_epoch']}"
+    )
+    typer.echo(f"val mIoU {metrics['val']['mean_iou']:.4f} ({chosen}); run directory: {out}")
 
 
 @app.command()

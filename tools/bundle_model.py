@@ -1,6 +1,6 @@
 """Copy a run's QAT int8 (and float32) export into the package as the bundled model.
 
-    python tools/bundle_model.py runs/navcam_robust_mix60        # the default model, navcam
+    python tools/bundle_model.py runs/navcam                     # the default model, navcam
     python tools/bundle_model.py runs/navcam_robust_last --variant robust --name marsedge-navcam-robust
     python tools/bundle_model.py --stamp-names marsedge-navcam-tiles configs/marsedge_navcam.json --variant tiles
     python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json --variant tiles
@@ -59,7 +59,7 @@ def _write(target: Path, content: bytes, metadata: dict, source: str) -> None:
 
 
 MODEL_NAME = "marsedge-navcam"
-RECIPE = "configs/navcam_frames_robust_ft.json"
+RECIPE = "configs/navcam.json"
 
 
 # Beside the default model's pair: the robust variant (its int8 file only) and the tile
