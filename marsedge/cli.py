@@ -814,13 +814,15 @@ def compare(
         list[Path],
         typer.Argument(
             metavar="RUN_OR_MODEL...",
-            help="Run directories or .tflite files scored on the same tiles; the first is the baseline.",
+            help="Run directories, .tflite files or bundled models (navcam, ...) scored on the same tiles or whole frames (at the finest field of view among them); the first is the baseline.",
         ),
     ],
     data: Annotated[
         Optional[Path],
         typer.Option(
-            help="Labelled tiles (AN2DL .npz or PNG folder) (default: the first run's data file)", show_default=False
+            help="Labelled tiles (AN2DL .npz or PNG folder) or frames (AI4Mars layout) (default: the first run's "
+            "data, or the file a .tflite's split recipe names)",
+            show_default=False,
         ),
     ] = None,
     split: Annotated[

@@ -206,8 +206,46 @@ def test_compare_needs_a_split_it_can_find(stub_model, mask_pair, tmp_path):
     assert result.exit_code == 2 and "needs the model's run directory" in result.stderr  # a usage error
     result = invoke("compare", tmp_path / "nope.tflite", "--data", mask_pair, "--split", "all")
     assert result.exit_code == 1 and "no such model file or run directory" in result.stderr
+
+
+def test_compare_without_data_says_so(stub_model, monkeypatch):
+    monkeypatch.setattr("marsedge.datapaths.tiles_file", lambda: None)  # as on a machine without the shared data
     result = invoke("compare", stub_model, "--split", "all")
     assert result.exit_code == 2 and "give --data" in result.stderr
+
+
+def test_compare_scores_two_fields_of_view_on_the_finer_labels(monkeypatch):
+    """A 128-px and a 256-px model of the same frames: the coarse mask is resized (nearest)
+    to the fine labels, as the runtime resizes a mask back to the frame."""
+    from types import SimpleNamespace
+
+    from marsedge.evaluation import compare as module
+
+    fine = np.array([[[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]], np.uint8)
+    wrong = fine.copy()
+    wrong[0, 0, 0] = 2  # one pixel of soil called bedrock
+
+    class Tiles(SimpleNamespace):
+        def __len__(self):
+            return len(self.masks)
+
+    targets = {
+        "coarse": SimpleNamespace(
+            tiles=Tiles(masks=fine[:, ::2, ::2]), predict_masks=lambda: fine[:, ::2, ::2], kind="tflite"
+        ),
+        "fine": SimpleNamespace(tiles=Tiles(masks=fine), predict_masks=lambda: wrong, kind="tflite"),
+    }
+    for target in targets.values():
+        target.indices, target.groups = np.arange(1), np.arange(1)
+    monkeypatch.setattr(module, "load_target", lambda source, *args: targets[source])
+    report = module.compare_models(["coarse", "fine"], data="frames", split="val", resamples=5)
+    coarse, fine_row = report["models"]
+    assert coarse["miou"] == 1.0
+    assert fine_row["class_iou"]["soil"] == pytest.approx(3 / 4) and fine_row["class_iou"]["bedrock"] == pytest.approx(
+        4 / 5
+    )
+    with pytest.raises(module.UsageError, match="one field of view"):
+        module.compare_models(["coarse", "fine"], data="frames", split="val", resamples=5, ensemble=True)
 
 
 def test_new_commands_have_help():

@@ -9,6 +9,10 @@ cannot be told from which frames happened to land in the split. With ``ensemble`
 average of the models' class probabilities is scored as one more model (what a set of
 teachers would hand a student through ``marsedge train --teacher``); with ``tta`` every
 model predicts each tile and its mirror image, averaged (``marsedge-run --tta``).
+
+Models that read whole frames at different fields of view (``frame_pixels`` 128 and 256)
+are scored on the labels of the finest: every other model's mask is resized to it (nearest
+neighbour), as the runtime resizes a mask back to the frame.
 """
 
 from __future__ import annotations
@@ -135,12 +139,18 @@ def compare_models(
     if resamples < 1:
         raise UsageError(f"resamples must be 1 or more, got {resamples}")
     if data is None:
-        data = _run_data(sources[0])
+        data = _default_data(sources)
     targets = [load_target(source, data, split, threads) for source in sources]
     _check_paired(targets, sources)
-    truth = targets[0].tiles.masks
+    # Models that read whole frames at other fields of view (128 and 256 model pixels) are
+    # scored at the finest one: each mask resized (nearest) to those labels, as the runtime
+    # resizes a mask back to the frame.
+    finest = max(targets, key=lambda target: target.tiles.masks[0].size)
+    truth = finest.tiles.masks
     names = list(sources)
     if ensemble and len(targets) > 1:
+        if len({target.tiles.masks.shape for target in targets}) > 1:
+            raise UsageError("--ensemble averages probabilities pixel by pixel: give models of one field of view")
         _check_classes(targets, sources)
     confusions, total = [], None
     for source, target in zip(sources, targets):
@@ -151,7 +161,7 @@ def compare_models(
             total = probs if total is None else total + probs
         else:
             masks = target.predict_masks()
-        confusions.append(tile_confusions(truth, masks))
+        confusions.append(tile_confusions(truth, _at_size(masks, truth.shape[1:])))
     if ensemble and len(targets) > 1:
         names.append("average of " + " + ".join(Path(s).name for s in sources))
         confusions.append(tile_confusions(truth, targets[0].model.output_classes[total.argmax(axis=-1)]))
@@ -169,6 +179,24 @@ def compare_models(
         "baseline": sources[0],
         "models": [{"model": name, "kind": kind, **row} for name, kind, row in zip(names, kinds, rows)],
     }
+
+
+def _at_size(masks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``(N, h, w)`` class masks at ``(N, *shape)``, nearest neighbour."""
+    if masks.shape[1:] == tuple(shape):
+        return masks
+    from marsedge.edge_runtime.resample import resize_nearest
+
+    return np.stack([resize_nearest(mask, *shape) for mask in masks])
+
+
+def _default_data(sources: list[str]) -> Path:
+    """The first model's run data, or the file a .tflite's split recipe names."""
+    from marsedge.datapaths import model_data
+    from marsedge.edge_runtime.segmenter import model_path
+
+    found = model_data([model_path(source) for source in sources])
+    return found if found is not None else _run_data(sources[0])
 
 
 def _run_data(source: str) -> Path:

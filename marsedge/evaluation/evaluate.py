@@ -133,9 +133,12 @@ def _run_split(run_dir: Path, data: Path) -> dict[str, np.ndarray] | None:
     return rundir.split_indices(run)
 
 
-def _run_frame_pixels(run_dir: Path | None) -> int:
+def _run_frame_pixels(run_dir: Path | None, predictor: Any = None) -> int:
+    """Model pixels across a whole frame: the run's ``frame_pixels``, else the field of view
+    a .tflite records (``input.model_pixels_per_frame``), else 128."""
     if run_dir is None:
-        return 128
+        recorded = ((getattr(predictor, "metadata", None) or {}).get("input") or {}).get("model_pixels_per_frame")
+        return int(round(recorded)) if isinstance(recorded, (int, float)) and recorded > 0 else 128
     from marsedge.train import rundir
 
     return int(getattr(rundir.read_run(run_dir, need_weights=False).config, "frame_pixels", 128) or 128)
@@ -179,7 +182,9 @@ def open_model(model: str | Path, threads: int | None = None) -> tuple[str, Any,
     Raises:
         MarsEdgeError: missing or unreadable model (the message names it).
     """
-    path = Path(model)
+    from marsedge.edge_runtime.segmenter import model_path
+
+    path = model_path(model)  # a bundled model's name (navcam, navcam-robust, ...) names its file
     if path.is_dir():
         from marsedge.train.predict import KerasTileModel
 
@@ -221,7 +226,7 @@ def load_target(
             "`marsedge export` carries the recipe); use --split all"
         )
     if every is None:  # whole frames are read at the run's field of view (frame_pixels)
-        every = load_tiles(data, _run_frame_pixels(run_dir))
+        every = load_tiles(data, _run_frame_pixels(run_dir, predictor))
     if split == "all":
         indices = np.arange(len(every))
     elif split not in splits:
