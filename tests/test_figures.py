@@ -239,3 +239,10 @@ def test_pi4_estimate_counts_every_network_call_of_a_1024_frame():
     three = figures.pi4_estimate_ms({"macs": 320e6, "inputs_1024": 3}, speed, "float32")
     assert three == pytest.approx(3 * 320 / 32 + 4 * 3.0)
     assert figures.pi4_estimate_ms({"macs": None}, speed, "int8") is None
+
+
+def test_table_prints_readme_s_rows_with_the_cpu(capsys):
+    assert figures.main(["--record", str(figures.RECORD), "--docs-only", "--no-docs", "--table"]) == 0
+    out = capsys.readouterr().out
+    assert "| `navcam` (default) int8, `marsedge_int8.tflite` |" in out and "Raspberry Pi 4 estimate" in out
+    assert "AMD EPYC" in out or "Intel" in out or "CPU" in out

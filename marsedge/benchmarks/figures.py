@@ -804,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--force", action="store_true", help="measure a model whose files another entry measured already"
     )
     parser.add_argument("--scale", action="store_true", help="only measure docs/scale.md's throughput (needs Ray)")
+    parser.add_argument("--table", action="store_true", help="print README's table of the bundled models at the end")
     parser.add_argument(
         "--speed-only", action="store_true", help="measure speed, memory and sizes again; keep accuracy and corruptions"
     )
@@ -857,6 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             record["schema"] = SCHEMA
             write_record(record, args.record)
             logger.info("%s: written to %s", name, args.record)
+    if args.table:
+        print(f"{readme_models(record)}\n\n{frames_note(record)}")
     if args.no_docs:
         return 0
     changed = write_documents(record)
