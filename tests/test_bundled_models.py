@@ -3,6 +3,7 @@ segment a whole frame; a file of that name in the working directory still wins."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,12 @@ FRAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4mars-msl-
 def test_default_model_takes_a_whole_frame_and_records_how_it_was_made():
     metadata = Segmenter(None, threads=1).metadata
     assert (metadata["input"]["height"], metadata["input"]["width"]) == (128, 128)
-    assert metadata["recipe"] == "configs/navcam_frames_robust_ft.json"
-    assert metadata["interpolation"]["start"] == BUNDLED_MODELS["navcam-tiles"].name.replace("int8", "float32")
-    assert 0 < metadata["interpolation"]["alpha"] < 1
+    assert metadata["recipe"] == "configs/navcam.json"
+    recipe = json.loads((Path(__file__).resolve().parents[1] / metadata["recipe"]).read_text())
+    assert recipe["init_from"].endswith(BUNDLED_MODELS["navcam-tiles"].name.replace("int8", "float32"))
+    # the file is the recipe's mix: its share of the robust fine-tune, the partner run beside it
+    assert metadata["interpolation"]["alpha"] == recipe["mix_alpha"] and 0 < recipe["mix_alpha"] < 1
+    assert metadata["interpolation"]["partner"] == "mixed_with"
 
 
 @pytest.mark.realdata

@@ -2,12 +2,16 @@
 
     python tools/interpolate_weights.py runs/navcam_robust_ft --alpha 0.5 --out runs/navcam_robust_mix50
     python tools/interpolate_weights.py runs/navcam_robust_ft --last --alpha 0.8 --out runs/navcam_robust_mix80
+    python tools/interpolate_weights.py runs/navcam --last --alpha 0.75 --start runs/navcam/mixed_with --out runs/mix75
 
 Weight-space interpolation of a fine-tune with its starting point (WiSE-FT, Wortsman et
 al. 2022): ``(1 - alpha) * start + alpha * fine_tuned``, layer by layer. A run fine-tuned
 with ``init_from`` a float32 export stays in the basin of its start (batch normalisation
 fixed at the file's fold), so the two can be mixed: alpha 0 is the start, 1 the fine-tune.
-The start is the run's ``init_from`` file unless ``--start`` names another. ``--last`` takes
+The start is the run's ``init_from`` file unless ``--start`` names another, or another run
+fine-tuned from the same file (a model soup: how other shares of ``configs/navcam.json``'s
+mix are tried on val without training again; ``marsedge train`` mixes by ``mix_alpha``
+itself). ``--last`` takes
 the fine-tune's last epoch (its weight average, from the checkpoint ``state.json`` names)
 instead of its best by clean val: under a corruption augmentation the clean val score
 levels off within a few epochs while robustness keeps growing, and the mix restores the
