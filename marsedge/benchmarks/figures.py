@@ -471,7 +471,8 @@ def readme_models(record: dict[str, Any]) -> str:
 
 
 def frames_note(record: dict[str, Any]) -> str:
-    default = record["models"][_default_name(record)]
+    models = record["models"]
+    default = models.get(_default_name(record)) or next(iter(models.values()))  # a record of some models only
     return textwrap.fill(
         f"Test mIoU and big rock: all {default['frames_test']['frames']} whole test frames at their "
         "256x256 size through the runtime, mask scored at the frame's size (the clean row of "
