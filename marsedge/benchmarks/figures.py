@@ -438,6 +438,21 @@ def pi4_estimate_ms(file: dict[str, Any], speed: dict[str, Any], key: str) -> fl
     return inputs * file["macs"] / 1e6 / PI4_GMACS_4_THREADS[key] + PI4_SLOWDOWN * rest
 
 
+def _bundled_files(record: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """``(name, precision, file entry, speed entry)`` of every bundled file, int8 before float32."""
+    return [
+        (name, key, entry["files"][key], entry["speed"][key])
+        for name, entry in _entries(record)
+        for key in ("int8", "float32")
+        if key in entry["files"]
+    ]
+
+
+def _per_thread(speed: dict[str, Any], field: str, spec: str) -> str:
+    """``speed``'s ``field`` at each of THREADS, "a / b"."""
+    return " / ".join(format(speed[f"t{t}"][field], spec) for t in THREADS)
+
+
 def readme_models(record: dict[str, Any]) -> str:
     """README: one row per bundled file: size, whole-frame test mIoU, big rock, ms, Pi 4, RSS."""
     lines = [
@@ -445,28 +460,20 @@ def readme_models(record: dict[str, Any]) -> str:
         "| ms per 1024 frame, 1 / 2 threads | Raspberry Pi 4 estimate, 4 threads | peak RSS |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, entry in _entries(record):
-        for key in ("int8", "float32"):
-            if key not in entry["files"]:
-                continue
-            file = entry["files"][key]
-            test = entry["frames_test"][key]
-            speed = entry["speed"][key]
-            ms = " / ".join(f"{speed[f't{t}']['ms_frame_1024']:.0f}" for t in THREADS)
-            label = f"{_label(name, record)} {key}, `{file['file']}`"
-            bold = name == _default_name(record) and key == "int8"
-            cells = [
-                label,
-                f"{file['size_kb']:,.0f} KB",
-                _iou(test["mean_iou"]),
-                f"{_iou(test['big_rock'])} ({_iou(test['big_rock_precision'])} / {_iou(test['big_rock_recall'])})",
-                ms,
-                f"~{pi4:.0f} ms" if (pi4 := pi4_estimate_ms(file, speed, key)) is not None else "",
-                f"{speed['rss_mb']:.0f} MB" if speed.get("rss_mb") else "",
-            ]
-            if bold:
-                cells = [cells[0]] + [f"**{c}**" if c else c for c in cells[1:]]
-            lines.append("| " + " | ".join(cells) + " |")
+    for name, key, file, speed in _bundled_files(record):
+        test = record["models"][name]["frames_test"][key]
+        cells = [
+            f"{_label(name, record)} {key}, `{file['file']}`",
+            f"{file['size_kb']:,.0f} KB",
+            _iou(test["mean_iou"]),
+            f"{_iou(test['big_rock'])} ({_iou(test['big_rock_precision'])} / {_iou(test['big_rock_recall'])})",
+            _per_thread(speed, "ms_frame_1024", ".0f"),
+            f"~{pi4:.0f} ms" if (pi4 := pi4_estimate_ms(file, speed, key)) is not None else "",
+            f"{speed['rss_mb']:.0f} MB" if speed.get("rss_mb") else "",
+        ]
+        if name == _default_name(record) and key == "int8":
+            cells = [cells[0]] + [f"**{c}**" if c else c for c in cells[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -619,21 +626,17 @@ def speed_table(record: dict[str, Any]) -> str:
         "| int8 speed-up, 1 / 2 threads | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, entry in _entries(record):
-        for key in ("int8", "float32"):
-            if key not in entry["files"]:
-                continue
-            file, speed = entry["files"][key], entry["speed"][key]
-            per_input = " / ".join(f"{speed[f't{t}']['ms_input']:.2f}" for t in THREADS)
-            per_frame = " / ".join(f"{speed[f't{t}']['ms_frame_1024']:.0f}" for t in THREADS)
-            ups = [speed[f"t{t}"]["speedup_vs_float32"] for t in THREADS]
-            up = " / ".join(f"{u:.1f}x" for u in ups) if key == "int8" and all(ups) else ""
-            macs = f"{file['macs'] / 1e6:,.1f} M" if file.get("macs") else ""
-            rss = f"{speed['rss_mb']:.0f}" if speed.get("rss_mb") else ""
-            lines.append(
-                f"| {name} {key} | `{file['file']}` | {file['size_kb']:,.1f} | {macs} | {per_input} | {per_frame} "
-                f"| {up} | {rss} |"
-            )
+    for name, key, file, speed in _bundled_files(record):
+        per_input = _per_thread(speed, "ms_input", ".2f")
+        per_frame = _per_thread(speed, "ms_frame_1024", ".0f")
+        ups = [speed[f"t{t}"]["speedup_vs_float32"] for t in THREADS]
+        up = " / ".join(f"{u:.1f}x" for u in ups) if key == "int8" and all(ups) else ""
+        macs = f"{file['macs'] / 1e6:,.1f} M" if file.get("macs") else ""
+        rss = f"{speed['rss_mb']:.0f}" if speed.get("rss_mb") else ""
+        lines.append(
+            f"| {name} {key} | `{file['file']}` | {file['size_kb']:,.1f} | {macs} | {per_input} | {per_frame} "
+            f"| {up} | {rss} |"
+        )
     return "\n".join(lines)
 
 
