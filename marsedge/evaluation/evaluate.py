@@ -137,8 +137,11 @@ def _run_frame_pixels(run_dir: Path | None, predictor: Any = None) -> int:
     """Model pixels across a whole frame: the run's ``frame_pixels``, else the field of view
     a .tflite records (``input.model_pixels_per_frame``), else 128."""
     if run_dir is None:
-        recorded = ((getattr(predictor, "metadata", None) or {}).get("input") or {}).get("model_pixels_per_frame")
-        return int(round(recorded)) if isinstance(recorded, (int, float)) and recorded > 0 else 128
+        from marsedge.core.metadata import FieldOfView
+
+        metadata = getattr(predictor, "metadata", None)
+        recorded = FieldOfView.from_metadata(metadata).model_pixels_per_frame if metadata else None
+        return int(round(recorded)) if recorded else 128
     from marsedge.train import rundir
 
     return int(getattr(rundir.read_run(run_dir, need_weights=False).config, "frame_pixels", 128) or 128)

@@ -303,13 +303,11 @@ class TrainConfig:
 
     def partner(self) -> TrainConfig:
         """The config of the ``mix_with`` partner run (in ``OUT/mixed_with``)."""
-        changes = dict(self.mix_with or {})
-        if "teachers" in changes:
-            changes["teachers"] = tuple(changes["teachers"] or ())
         split_seed = self.seed if self.split_seed is None else self.split_seed  # another seed, the same split
-        return self.replace(
-            out=str(Path(self.out) / MIX_PARTNER_DIR), mix_alpha=None, mix_with=None, split_seed=split_seed, **changes
-        )
+        return TrainConfig.from_dict({
+            **self.to_dict(), **(self.mix_with or {}),
+            "out": str(Path(self.out) / MIX_PARTNER_DIR), "mix_alpha": None, "mix_with": None, "split_seed": split_seed,
+        })  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
