@@ -307,13 +307,14 @@ _KEY = re.compile(r"[A-Za-z][\w-]*(?:\.[\w-]+)+")
 
 
 def lookup(record: dict[str, Any], key: str) -> Any:
-    """``"navcam.frames_test.int8.mean_iou"`` -> that value of the record's models.
+    """``"navcam.frames_test.int8.mean_iou"`` -> that value of the record's models
+    (``scale.*``: the record's throughput section; ``pi4.*``: the Pi 4 estimate's constants).
 
     Raises:
         KeyError: no such figure.
     """
     parts = key.split(".")
-    value: Any = record if parts[0] == "scale" else record["models"]
+    value: Any = record if parts[0] == "scale" else {"pi4": PI4} if parts[0] == "pi4" else record["models"]
     for part in parts:
         if not isinstance(value, dict) or part not in value:
             raise KeyError(f"{key}: no such figure in the record (at {part!r})")
@@ -417,8 +418,12 @@ def _label(name: str, record: dict[str, Any]) -> str:
 # this network's share of a Cortex-A72's float32 NEON peak, 10 GMAC/s a core, int8 1.5x
 # that without `sdot`, 3.2x for 4 threads; the rest of the frame's call (resize, mask) at
 # 4x its time on the x86 core that measured it, 1 thread.
-PI4_GMACS_4_THREADS = {"int8": 10.0 * 1.5 * 3.2, "float32": 10.0 * 3.2}
-PI4_SLOWDOWN = 4.0
+# The docs' expressions read these as ``pi4.*`` (``pi4.gmacs_4_threads.int8``, ``pi4.slowdown``).
+PI4 = {"gmacs_core": 10.0, "int8_gain": 1.5, "threads_gain": 3.2, "slowdown": 4.0}
+PI4["gmacs_4_threads"] = {
+    "int8": PI4["gmacs_core"] * PI4["int8_gain"] * PI4["threads_gain"],
+    "float32": PI4["gmacs_core"] * PI4["threads_gain"],
+}
 
 
 def inputs_per_1024_frame(path: Path) -> int:
@@ -435,7 +440,7 @@ def pi4_estimate_ms(file: dict[str, Any], speed: dict[str, Any], key: str) -> fl
         return None
     inputs = file.get("inputs_1024") or 1
     rest = max(one["ms_frame_1024"] - inputs * one["ms_input"], 0.0)
-    return inputs * file["macs"] / 1e6 / PI4_GMACS_4_THREADS[key] + PI4_SLOWDOWN * rest
+    return inputs * file["macs"] / 1e6 / PI4["gmacs_4_threads"][key] + PI4["slowdown"] * rest
 
 
 def _bundled_files(record: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
