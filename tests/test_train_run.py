@@ -475,6 +475,15 @@ def test_interpolated_weights_lie_between_a_fine_tune_and_its_start(tiny_data, t
     for w, f in zip(rundir.load_model(rundir.read_run(last)).get_weights(), fine):
         np.testing.assert_allclose(w, f, atol=1e-6)
 
+    # per-layer shares: the encoder's layers from the fine-tune, the rest from the start
+    layered = tool.interpolate(tuned, tmp_path / "layered", 0.0, layer_alphas={"enc": 1.0})
+    assert json.loads((layered / "interpolation.json").read_text())["layer_alphas"] == {"enc": 1.0}
+    mixed_model, fine_model = rundir.load_model(rundir.read_run(layered)), rundir.load_model(rundir.read_run(tuned))
+    for layer, fine_layer, start_layer in zip(mixed_model.layers, fine_model.layers, base.layers):
+        expected = fine_layer if layer.name.startswith("enc") else start_layer
+        for w, e in zip(layer.get_weights(), expected.get_weights()):
+            np.testing.assert_allclose(w, e, atol=1e-6, err_msg=layer.name)
+
     # the source run keeps its own batch-norm statistics: mixing it with the file is refused
     with pytest.raises(SystemExit, match="batch normalisation"):
         tool.interpolate(source, tmp_path / "bad", 0.5, start)

@@ -3,6 +3,8 @@
     python tools/interpolate_weights.py runs/navcam_robust_ft --alpha 0.5 --out runs/navcam_robust_mix50
     python tools/interpolate_weights.py runs/navcam_robust_ft --last --alpha 0.8 --out runs/navcam_robust_mix80
     python tools/interpolate_weights.py runs/navcam --last --alpha 0.75 --start runs/navcam/mixed_with --out runs/mix75
+    python tools/interpolate_weights.py runs/navcam --last --alpha 0.5 --layer-alpha enc=1 \
+        --start runs/navcam/mixed_with --out runs/mix_enc
 
 Weight-space interpolation of a fine-tune with its starting point (WiSE-FT, Wortsman et
 al. 2022): ``(1 - alpha) * start + alpha * fine_tuned``, layer by layer. A run fine-tuned
@@ -17,7 +19,9 @@ instead of its best by clean val: under a corruption augmentation the clean val 
 levels off within a few epochs while robustness keeps growing, and the mix restores the
 clean accuracy (WiSE-FT mixes the end of the fine-tune). The output is a
 run directory (the fine-tune's config, split and derived values, the mixed best weights)
-that `marsedge export` and `marsedge eval` take as they take any run.
+that `marsedge export` and `marsedge eval` take as they take any run. ``--layer-alpha
+PREFIX=A`` gives the layers whose names start with PREFIX (``enc``, ``enc0``, ``dec2``,
+``bottleneck``, ``logits``) another share than ``--alpha``; the first matching prefix wins.
 """
 
 from __future__ import annotations
@@ -46,7 +50,14 @@ def last_epoch_weights(run, model) -> int:
     return int(state["epoch"]) + 1
 
 
-def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = None, last: bool = False) -> Path:
+def interpolate(
+    run_dir: Path,
+    out: Path,
+    alpha: float,
+    start: Path | None = None,
+    last: bool = False,
+    layer_alphas: dict[str, float] | None = None,
+) -> Path:
     from marsedge.train import rundir
     from marsedge.train.tf_env import keras
     from marsedge.train.tflite_weights import load_tflite_weights
@@ -74,15 +85,19 @@ def interpolate(run_dir: Path, out: Path, alpha: float, start: Path | None = Non
                 f"{run_dir}: its batch normalisation ({before.name}) differs from {start}'s; "
                 "interpolate a run fine-tuned from that file (init_from)"
             )
-    mixed = [(1.0 - alpha) * b + alpha * t for b, t in zip(base.get_weights(), tuned.get_weights())]
-    tuned.set_weights(mixed)
+    layer_alphas = layer_alphas or {}
+    for before, after in zip(base.layers, tuned.layers):
+        share = next((a for prefix, a in layer_alphas.items() if after.name.startswith(prefix)), alpha)
+        after.set_weights([(1.0 - share) * b + share * t for b, t in zip(before.get_weights(), after.get_weights())])
     out.mkdir(parents=True, exist_ok=True)
     for name in (rundir.CONFIG_FILE, rundir.SPLIT_FILE):
         shutil.copy2(run.path / name, out / name)
     tuned.save_weights(str(out / rundir.BEST_WEIGHTS))
     (out / "interpolation.json").write_text(
         json.dumps(
-            {"fine_tuned": str(run_dir), "epoch": epoch or "best", "start": str(start), "alpha": alpha}, indent=2
+            {"fine_tuned": str(run_dir), "epoch": epoch or "best", "start": str(start), "alpha": alpha}
+            | ({"layer_alphas": layer_alphas} if layer_alphas else {}),
+            indent=2,
         )
         + "\n"
     )
@@ -99,9 +114,25 @@ def main(argv: list[str] | None = None) -> None:
         help="the float32 .tflite it started from (default: its init_from), or another run fine-tuned from it",
     )
     parser.add_argument("--last", action="store_true", help="the last epoch's weights, not the best by clean val")
+    parser.add_argument(
+        "--layer-alpha",
+        action="append",
+        default=[],
+        metavar="PREFIX=A",
+        help="another share for the layers whose names start with PREFIX (enc0, dec3, bottleneck...); repeatable",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    print(interpolate(args.run, args.out, args.alpha, args.start, args.last))
+    layer_alphas = {}
+    for item in args.layer_alpha:
+        prefix, _, value = item.partition("=")
+        try:
+            layer_alphas[prefix] = float(value)
+        except ValueError:
+            raise SystemExit(f"--layer-alpha {item}: expected PREFIX=A with A a number") from None
+        if not 0.0 <= layer_alphas[prefix] <= 1.0:
+            raise SystemExit(f"--layer-alpha {item}: A must be in [0, 1]")
+    print(interpolate(args.run, args.out, args.alpha, args.start, args.last, layer_alphas))
 
 
 if __name__ == "__main__":
