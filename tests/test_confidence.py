@@ -95,6 +95,23 @@ def test_confidence_of_a_large_frame_is_blended_like_the_logits(segmenter, golde
     assert result.below_threshold == pytest.approx(float((result.confidence < 0.9).mean()))
 
 
+@pytest.mark.parametrize("min_confidence", [None, 0.8])
+@pytest.mark.parametrize("size", [(1024, 1024), (1000, 771)])
+def test_a_resized_frame_counts_every_frame_pixel(golden_frame, size, min_confidence):
+    """Shares, mean confidence and the share below the threshold are counted at model
+    resolution, weighted by the frame pixels each model pixel becomes: they equal the
+    counts over the frame-size mask and confidence map."""
+    frame = np.array(Image.fromarray(golden_frame).resize(size[::-1]))
+    result = Segmenter("navcam", min_confidence=min_confidence).segment(frame)
+    assert result.scale < 1 and result.mask.shape == result.confidence.shape == frame.shape
+    certainty = result.confidence
+    assert result.mean_confidence == pytest.approx(float(certainty.mean(dtype=np.float64)), rel=1e-9)
+    assert result.below_threshold == pytest.approx(float((certainty < result.confidence_threshold).mean()), rel=1e-9)
+    kept = result.mask[certainty >= min_confidence] if min_confidence else result.mask
+    for info in result.classes:
+        assert result.class_fractions[info.name] == pytest.approx((kept == info.id).mean(), rel=1e-9, abs=1e-12)
+
+
 def test_cli_writes_the_confidence_png_and_min_confidence_paints_unknown(tiny_int8, tmp_path):
     frame = save_png(tmp_path / "f.png", np.array(Image.open(GOLDEN / "frame0.png")))
     out = tmp_path / "out"

@@ -27,7 +27,7 @@ from marsedge.core.metadata import (
 )
 from marsedge.edge_runtime import ModelError, Segmenter, SegmenterOptions
 from marsedge.edge_runtime.cli import app
-from marsedge.edge_runtime.resample import _resize_axis, resize_area, resize_nearest
+from marsedge.edge_runtime.resample import _resize_axis, nearest_weights, resize_area, resize_nearest
 from marsedge.train.synthetic import generate_frame, generate_tiles
 
 BUNDLED = Path(__file__).resolve().parents[1] / "marsedge" / "edge_runtime" / "models" / "marsedge_tiles_int8.tflite"
@@ -225,3 +225,13 @@ def test_fast_area_reduction_matches_the_exact_mean(shape, size):
     image = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
     exact = np.floor(_resize_axis(_resize_axis(image.astype(np.float32), size[0], 0), size[1], 1) + 0.5)
     assert np.array_equal(resize_area(image, *size), exact.astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [(1024, 1024), (1000, 771), (96, 128), (37, 250), (7, 3)])
+def test_nearest_resize_takes_the_pixel_under_each_centre(size):
+    mask = np.random.default_rng(5).integers(0, 5, (128, 96), dtype=np.uint8)
+    centres = [np.minimum(((np.arange(n) + 0.5) * (m / n)).astype(int), m - 1) for m, n in zip(mask.shape, size)]
+    resized = resize_nearest(mask, *size)
+    assert resized.flags.c_contiguous and np.array_equal(resized, mask[centres[0][:, None], centres[1][None, :]])
+    weights = nearest_weights(mask.shape, *size)  # frame pixels per mask pixel
+    assert np.array_equal(np.bincount(mask.ravel(), weights.ravel(), 5), np.bincount(resized.ravel(), minlength=5))

@@ -28,10 +28,16 @@ DEFAULT_FIT_PIXELS = 2_000_000
 def confidence(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """The largest softmax probability of ``logits / temperature`` over the last axis, float32."""
     scaled = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    np.exp(scaled, out=scaled)
+    # One class plane at a time: numpy reduces a short last axis slowly (6x at 4 classes).
+    planes = [scaled[..., c] for c in range(scaled.shape[-1])]
+    top = planes[0].copy()
+    for plane in planes[1:]:
+        np.maximum(top, plane, out=top)
+    total = np.zeros(top.shape, dtype=np.float32)
+    for plane in planes:
+        total += np.exp(plane - top)
     # the largest term is exp(0) = 1 after the shift, so the top probability is 1 / sum
-    return (1.0 / scaled.sum(axis=-1)).astype(np.float32)
+    return np.float32(1.0) / total
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:

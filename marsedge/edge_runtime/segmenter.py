@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from marsedge.core.calibration import TRUSTED_CONFIDENCE, confidence
 from .errors import ImageError, ModelError
 from .grey import check_bit_depth, frame_to_gray8
 from .metadata import ClassInfo, FieldOfView, check_flatbuffer, class_table, read_metadata
-from .resample import resize_area, resize_nearest, scaled_size
+from .resample import nearest_weights, resize_area, resize_nearest, scaled_size
 from .tile_model import TileModel
 from .tiling import pad_to, ramp, tile_origins
 
@@ -108,7 +109,8 @@ class Segmentation:
         scale: model pixels per input pixel the frame was resized by.
         confidence: float32 (H, W), each pixel's calibrated confidence in its class (the
             top softmax probability of the logits over the model's temperature); 0 where
-            the ignore mask says not terrain.
+            the ignore mask says not terrain. Brought to the frame's size when first read,
+            so a caller that never reads it does not pay for it.
         bit_depth: significant bits the frame's pixels were read with.
         mean_confidence: mean confidence over the terrain pixels (not ignored).
         confidence_threshold: ``min_confidence``, else 0.9 (the level the calibration
@@ -126,12 +128,20 @@ class Segmentation:
     classes: tuple[ClassInfo, ...]
     tiles: int
     scale: float = 1.0
-    confidence: np.ndarray | None = None
     bit_depth: int = 8
     mean_confidence: float = 0.0
     confidence_threshold: float = TRUSTED_CONFIDENCE
     below_threshold: float = 0.0
     ignored_fraction: float = 0.0
+    # the confidence map as segmented: at model resolution, or the frame's with an ignore mask
+    model_confidence: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def confidence(self) -> np.ndarray | None:
+        """See the class attributes."""
+        if self.model_confidence is None:
+            return None
+        return np.ascontiguousarray(resize_nearest(self.model_confidence, *self.mask.shape))
 
 
 class Segmenter:
@@ -391,24 +401,31 @@ class Segmenter:
         threshold = self.options.min_confidence
         if threshold is not None:
             mask[certainty < threshold] = 0  # "unknown": too unsure to name a class
-        if mask.shape != (height, width):
-            mask, certainty = resize_nearest(mask, height, width), resize_nearest(certainty, height, width)
-        else:
-            mask, certainty = np.ascontiguousarray(mask), np.ascontiguousarray(certainty)
-        ignored = self._ignored(height, width)
-        terrain = certainty if ignored is None else certainty[~ignored]
         shown_threshold = TRUSTED_CONFIDENCE if threshold is None else threshold
-        below = int(np.count_nonzero(terrain < shown_threshold))
-        if ignored is not None:
+        ignored = self._ignored(height, width)
+        if ignored is None:
+            # Counted at model resolution, each pixel weighted by the frame pixels it becomes:
+            # the frame-size sums, without making the frame-size confidence map.
+            weights = nearest_weights(mask.shape, height, width)
+            total = float(height * width)
+            below = float(weights[certainty < shown_threshold].sum())
+            mean_confidence = float((weights * certainty).sum()) / total
+            kept = weights if threshold is None else np.where(certainty >= threshold, weights, 0.0)
+            counts, counted = np.bincount(mask.ravel(), weights=kept.ravel(), minlength=256), float(kept.sum())
+            terrain_size, ignored_fraction = total, 0.0
+        else:
+            mask, certainty = resize_nearest(mask, height, width), resize_nearest(certainty, height, width)
+            terrain = certainty[~ignored]
+            below = float(np.count_nonzero(terrain < shown_threshold))
+            mean_confidence = float(terrain.mean(dtype=np.float64)) if terrain.size else 0.0
             mask[ignored] = 0
             certainty[ignored] = 0.0
-        if ignored is None and threshold is None:
-            counts, counted = np.bincount(mask.ravel(), minlength=256), mask.size
-        else:
             kept = terrain >= threshold if threshold is not None else None
-            labels = mask if ignored is None else mask[~ignored]
+            labels = mask[~ignored]
             labels = labels[kept] if kept is not None else labels
             counts, counted = np.bincount(labels.ravel(), minlength=256), labels.size
+            terrain_size, ignored_fraction = terrain.size, float(np.count_nonzero(ignored)) / ignored.size
+        mask = np.ascontiguousarray(resize_nearest(mask, height, width))
         fractions = {c.name: float(counts[c.id]) / counted if counted else 0.0 for c in self.classes}
         post_s += time.perf_counter() - tick
         return Segmentation(
@@ -418,12 +435,12 @@ class Segmenter:
             classes=self.classes,
             tiles=len(rows) * len(cols),  # with TTA each also ran mirrored: the frame's tiles all the same
             scale=scale,
-            confidence=certainty,
             bit_depth=depth,
-            mean_confidence=float(terrain.mean(dtype=np.float64)) if terrain.size else 0.0,
+            mean_confidence=mean_confidence,
             confidence_threshold=shown_threshold,
-            below_threshold=below / terrain.size if terrain.size else 0.0,
-            ignored_fraction=0.0 if ignored is None else float(np.count_nonzero(ignored)) / ignored.size,
+            below_threshold=below / terrain_size if terrain_size else 0.0,
+            ignored_fraction=ignored_fraction,
+            model_confidence=certainty,
         )
 
 
