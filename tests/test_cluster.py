@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -202,9 +203,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# One token for the processes of this session: `ray start` does not make one (ray.init does,
+# in ~/.ray), so a fresh machine would otherwise refuse the first head.
+RAY_TOKEN = os.environ.get("RAY_AUTH_TOKEN") or uuid.uuid4().hex
+
+
 def _env() -> dict[str, str]:
     # token authentication on for every process (Ray does not turn it on for an explicit address)
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=RAY_TOKEN)
+    env["PYTHONPATH"] = str(ROOT)
     env.pop("RAY_ADDRESS", None)
     return env
 
