@@ -405,26 +405,18 @@ class Segmenter:
         ignored = self._ignored(height, width)
         if ignored is None:
             # Counted at model resolution, each pixel weighted by the frame pixels it becomes:
-            # the frame-size sums, without making the frame-size confidence map.
+            # the frame-size sums, without making the frame-size maps.
             weights = nearest_weights(mask.shape, height, width)
-            total = float(height * width)
-            below = float(weights[certainty < shown_threshold].sum())
-            mean_confidence = float((weights * certainty).sum()) / total
-            kept = weights if threshold is None else np.where(certainty >= threshold, weights, 0.0)
-            counts, counted = np.bincount(mask.ravel(), weights=kept.ravel(), minlength=256), float(kept.sum())
-            terrain_size, ignored_fraction = total, 0.0
-        else:
+        else:  # the ignore mask is at the frame's size: counted there, its pixels weighing 0
             mask, certainty = resize_nearest(mask, height, width), resize_nearest(certainty, height, width)
-            terrain = certainty[~ignored]
-            below = float(np.count_nonzero(terrain < shown_threshold))
-            mean_confidence = float(terrain.mean(dtype=np.float64)) if terrain.size else 0.0
             mask[ignored] = 0
             certainty[ignored] = 0.0
-            kept = terrain >= threshold if threshold is not None else None
-            labels = mask[~ignored]
-            labels = labels[kept] if kept is not None else labels
-            counts, counted = np.bincount(labels.ravel(), minlength=256), labels.size
-            terrain_size, ignored_fraction = terrain.size, float(np.count_nonzero(ignored)) / ignored.size
+            weights = (~ignored).astype(np.float64)
+        terrain = float(weights.sum())
+        below = float(weights[certainty < shown_threshold].sum())
+        mean_confidence = float((weights * certainty).sum()) / terrain if terrain else 0.0
+        kept = weights if threshold is None else np.where(certainty >= threshold, weights, 0.0)
+        counts, counted = np.bincount(mask.ravel(), weights=kept.ravel(), minlength=256), float(kept.sum())
         mask = np.ascontiguousarray(resize_nearest(mask, height, width))
         fractions = {c.name: float(counts[c.id]) / counted if counted else 0.0 for c in self.classes}
         post_s += time.perf_counter() - tick
@@ -438,8 +430,8 @@ class Segmenter:
             bit_depth=depth,
             mean_confidence=mean_confidence,
             confidence_threshold=shown_threshold,
-            below_threshold=below / terrain_size if terrain_size else 0.0,
-            ignored_fraction=ignored_fraction,
+            below_threshold=below / terrain if terrain else 0.0,
+            ignored_fraction=0.0 if ignored is None else float(np.count_nonzero(ignored)) / ignored.size,
             model_confidence=certainty,
         )
 
