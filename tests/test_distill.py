@@ -116,3 +116,21 @@ def test_bundled_model_records_the_split_it_was_trained_on_and_teaches_on_it():
     other = compute_split(config.replace(seed=1))
     with pytest.raises(RunDirError, match="split differs"):
         teacher_targets(teacher, other[1], data_hash, [1, 2, 3, 4], tiles.images[train], 1.0)
+
+
+def test_a_file_teacher_sees_larger_frames_at_its_own_resolution():
+    """A 128-px teacher scoring a 256-px run's frames sees each frame as the runtime feeds
+    it (area-reduced to 128), not as 64x128 tiles cut from the 256-px frame."""
+    from PIL import Image
+
+    from marsedge.edge_runtime import Segmenter
+    from marsedge.train.distill import TFLiteTeacher
+
+    model = BUNDLED / "marsedge_tiles_float32.tflite"
+    frame = np.asarray(Image.open(ROOT / "tests" / "data" / "golden" / "frame0.png").resize((256, 256)))
+    teacher = TFLiteTeacher(model, threads=1)
+    logits = teacher.predict(frame[None, :, :, None].astype(np.float32))
+    assert logits.shape == (1, 256, 256, len(teacher.metadata["output_classes"]))
+    classes = np.asarray(teacher.metadata["output_classes"])[logits[0].argmax(-1)]
+    runtime = Segmenter(model, threads=1).segment(frame).mask
+    assert (classes == runtime).mean() > 0.95  # bilinear logits against nearest classes differ at edges only

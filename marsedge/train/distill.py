@@ -105,6 +105,10 @@ class TFLiteTeacher:
     def predict(self, batch: np.ndarray, **_) -> np.ndarray:
         tiles = np.asarray(batch[..., 0], np.uint8)  # raw grey levels 0..255, as the pipeline feeds them
         height, width = self.model.height, self.model.width
+        frame_pixels = (self.metadata.get("input") or {}).get("model_pixels_per_frame")
+        longer = max(tiles.shape[1:])
+        if tiles.shape[1:] != (height, width) and frame_pixels and longer != frame_pixels:
+            return self._predict_at_own_resolution(tiles, frame_pixels / longer)
         if tiles.shape[1:] != (height, width):  # whole frames made of whole tiles (frame k = tiles 2k, 2k+1)
             if tiles.shape[1] % height or tiles.shape[2] % width:
                 raise RunDirError(
@@ -116,6 +120,21 @@ class TFLiteTeacher:
             logits = logits.reshape(len(tiles), rows, cols, height, width, -1).transpose(0, 1, 3, 2, 4, 5)
             return logits.reshape(len(tiles), rows * height, cols * width, -1)
         return np.stack([self.model.float_logits(tile) for tile in tiles])
+
+    def _predict_at_own_resolution(self, frames: np.ndarray, scale: float) -> np.ndarray:
+        """Logits for whole frames the teacher sees at another resolution than the run's.
+
+        Each frame is area-resized to the teacher's ``model_pixels_per_frame`` (as the runtime
+        feeds it), and the logits come back to the run's size bilinearly.
+        """
+        from marsedge.edge_runtime.resample import resize_area, scaled_size
+        from marsedge.train.tf_env import tf
+
+        height, width = frames.shape[1:]
+        small = scaled_size(height, width, scale)
+        reduced = np.stack([resize_area(frame, *small) for frame in frames])
+        logits = self.predict(reduced[..., None])
+        return tf.image.resize(logits, (height, width), method="bilinear").numpy()
 
 
 def _checked_teacher(path: Path, split: dict[str, np.ndarray], data_hash: str):
