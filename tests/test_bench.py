@@ -351,3 +351,16 @@ def test_corruption_section_scores_whole_frames(tiles_npz, tiny_float32, tiny_in
     assert (
         "Corruption benchmark: 2 whole labelled frames (all split)" in (tmp_path / "out" / "benchmarks.md").read_text()
     )
+
+
+def test_same_named_files_from_two_folders_are_two_rows(tiles_npz, tiny_int8, tmp_path):
+    """A bundled model and a run's export share file names; each keeps its own row."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(tiny_int8, tmp_path / folder / "model.tflite")
+    first, second = tmp_path / "a" / "model.tflite", tmp_path / "b" / "model.tflite"
+    result = invoke(first, second, "--data", tiles_npz, "--out", tmp_path / "out", "--json", *QUICK)
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["models"]
+    assert sorted(Path(m["path"]).resolve() for m in rows) == sorted([first.resolve(), second.resolve()])
+    assert sorted(m["label"] for m in rows) == ["int8-ptq (a/model)", "int8-ptq (b/model)"]

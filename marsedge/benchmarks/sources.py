@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,13 +99,21 @@ def _tflite(path: Path, run: Any) -> Candidate:
 
 
 def _disambiguate(candidates: list[Candidate], multiple_runs: bool) -> None:
-    counts: dict[str, int] = {}
-    for c in candidates:
-        counts[c.label] = counts.get(c.label, 0) + 1
+    """Gives every candidate its own label (reports are keyed by it): the format, then where
+    the file comes from, with as many of its parent folders as tell same-named files apart."""
+    counts = Counter(c.label for c in candidates)
     for c in candidates:
         if counts[c.label] > 1 or multiple_runs:
             origin = c.run.path.name if c.run is not None and multiple_runs else c.path.stem
             c.label = f"{c.format} ({origin})"
+    for depth in range(1, 64):
+        counts = Counter(c.label for c in candidates)
+        if max(counts.values(), default=1) == 1:
+            return
+        for c in candidates:
+            if counts[c.label] > 1:
+                parts = c.path.resolve().with_suffix("").parts
+                c.label = f"{c.format} ({'/'.join(parts[-1 - depth :])})"
 
 
 @dataclass(frozen=True)
