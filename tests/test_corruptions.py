@@ -81,3 +81,19 @@ def test_eval_corruptions_needs_whole_frames(tiny_int8, tmp_path):
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path) in lines[0] and "AI4Mars layout" in lines[0]
+
+
+def test_a_runs_export_scores_its_runs_split(tiny_int8, tmp_path):
+    """``marsedge eval RUN/export/FILE.tflite --corruptions --split val`` needs no --config:
+    a file in a run's export folder was trained on that run's split."""
+    import shutil
+
+    from marsedge.benchmarks.corruptions import recipe_config
+
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    (tmp_path / "run" / "config.json").write_text("{}")
+    exported = tmp_path / "run" / "export" / "marsedge_qat.tflite"
+    shutil.copy(tiny_int8, exported)
+    shutil.copy(tiny_int8, tmp_path / "loose.tflite")
+    assert recipe_config(exported) == tmp_path / "run" / "config.json"
+    assert recipe_config(tmp_path / "loose.tflite") is None

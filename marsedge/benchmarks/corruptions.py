@@ -261,8 +261,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # a checkout's root: configs
 
 def recipe_config(model: str | Path) -> Path | None:
     """The training config whose split a model was trained on: a run's ``config.json``,
-    or the ``recipe`` a .tflite's metadata names (found beside the working directory or
-    in the checkout the package runs from); None when neither is at hand."""
+    the ``recipe`` a .tflite's metadata names (found beside the working directory or in
+    the checkout the package runs from), or for a file that ``marsedge export`` wrote into
+    ``RUN/export`` its run's ``config.json``; None when none is at hand."""
+    from marsedge.benchmarks.settings import EXPORT_DIR
     from marsedge.core.metadata import read_metadata
 
     path = Path(model)
@@ -273,6 +275,9 @@ def recipe_config(model: str | Path) -> Path | None:
         for candidate in (Path(recipe), PACKAGE_ROOT / recipe):
             if candidate.is_file():
                 return candidate
+    run_config = path.parent.parent / "config.json"
+    if path.parent.name == EXPORT_DIR and run_config.is_file():
+        return run_config
     return None
 
 
