@@ -573,3 +573,27 @@ def test_mix_settings_are_checked(changes, message):
 
     with pytest.raises(MarsEdgeError, match=message):
         TrainConfig(data="d.npz", **changes)
+
+
+def test_two_refine_head_fine_tunes_of_one_file_mix_like_mix_alpha(tiny_data, tmp_path):
+    """A refine head the start file does not hold learns its own batch normalisation in each
+    fine-tune; tools/interpolate_weights.py mixes it with the rest, as ``mix_alpha`` does."""
+    from conftest import load_tool
+
+    from marsedge.export.pipeline import ExportOptions, export_run
+    from marsedge.train import rundir
+
+    tool = load_tool("interpolate_weights")
+    train(_config(tiny_data, tmp_path / "source"), progress=False)
+    export_run(tmp_path / "source", ExportOptions(formats=("float32",), out=str(tmp_path / "export"), gate=False))
+    start = str(tmp_path / "export" / "marsedge_float32.tflite")
+    refine = dataclasses.replace(TINY_MODEL, stem_stride=2, stem_pool=True, refine_filters=4, refine_residual=True)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run, rate in zip(runs, (1e-2, 3e-3)):
+        train(_config(tiny_data, run, init_from=start, model=refine, learning_rate=rate), progress=False)
+    mixed = tool.interpolate(runs[0], tmp_path / "mix", 0.7, str(runs[1]))
+    a, b, mix = (rundir.load_model(rundir.read_run(r)) for r in (*runs, mixed))
+    head_bn = [layer for layer in a.layers if layer.name.startswith("refine") and "bn" in layer.name]
+    assert head_bn and not np.allclose(head_bn[0].get_weights()[-1], b.get_layer(head_bn[0].name).get_weights()[-1])
+    for wa, wb, wm in zip(a.get_weights(), b.get_weights(), mix.get_weights()):
+        np.testing.assert_allclose(wm, 0.7 * wa + 0.3 * wb, atol=1e-5)

@@ -60,7 +60,7 @@ def interpolate(
 ) -> Path:
     from marsedge.train import rundir
     from marsedge.train.tf_env import keras
-    from marsedge.train.tflite_weights import load_tflite_weights
+    from marsedge.train.tflite_weights import NEW_HEAD_PREFIX, load_tflite_weights
 
     run = rundir.read_run(run_dir)
     start = Path(start or run.config.init_from or "")
@@ -76,10 +76,13 @@ def interpolate(
         base = rundir.load_model(run)
         load_tflite_weights(base, start)
     # Layer-wise mixing is only meaningful when both hold the same batch-norm fold: a run
-    # fine-tuned from the file keeps the file's (fixed) normalisation.
+    # fine-tuned from the file keeps the file's (fixed) normalisation. A refine head the file
+    # does not hold learns its own in each run and is mixed like any weight (as mix_alpha does).
     for before, after in zip(base.layers, tuned.layers):
-        if isinstance(before, keras.layers.BatchNormalization) and not all(
-            np.allclose(b, t) for b, t in zip(before.get_weights(), after.get_weights())
+        if (
+            isinstance(before, keras.layers.BatchNormalization)
+            and not before.name.startswith(NEW_HEAD_PREFIX)
+            and not all(np.allclose(b, t) for b, t in zip(before.get_weights(), after.get_weights()))
         ):
             raise SystemExit(
                 f"{run_dir}: its batch normalisation ({before.name}) differs from {start}'s; "
