@@ -90,6 +90,7 @@ class TFLiteTeacher:
 
     def __init__(self, path: Path, threads: int | None = None):
         from marsedge.edge_runtime.errors import ModelError
+        from marsedge.edge_runtime.metadata import FieldOfView
         from marsedge.edge_runtime.tile_model import TileModel
 
         try:
@@ -101,15 +102,16 @@ class TFLiteTeacher:
         except ModelError as exc:
             raise RunDirError(f"{path}: {exc}") from None
         self.metadata = self.model.metadata
+        self.field_of_view = FieldOfView.from_metadata(self.metadata)
 
     def predict(self, batch: np.ndarray, **_) -> np.ndarray:
         tiles = np.asarray(batch[..., 0], np.uint8)  # raw grey levels 0..255, as the pipeline feeds them
         height, width = self.model.height, self.model.width
-        frame_pixels = (self.metadata.get("input") or {}).get("model_pixels_per_frame")
-        longer = max(tiles.shape[1:])
-        if tiles.shape[1:] != (height, width) and frame_pixels and longer != frame_pixels:
-            return self._predict_at_own_resolution(tiles, frame_pixels / longer)
-        if tiles.shape[1:] != (height, width):  # whole frames made of whole tiles (frame k = tiles 2k, 2k+1)
+        if tiles.shape[1:] != (height, width):  # whole frames
+            scale = self.field_of_view.frame_scale(*tiles.shape[1:])
+            if self.field_of_view.model_pixels_per_frame is not None and scale != 1.0:
+                return self._predict_at_own_resolution(tiles, scale)
+            # at the teacher's own resolution: made of whole tiles (frame k = tiles 2k, 2k+1)
             if tiles.shape[1] % height or tiles.shape[2] % width:
                 raise RunDirError(
                     f"teacher tiles are {height}x{width}; cannot cover {tiles.shape[1]}x{tiles.shape[2]} frames"
