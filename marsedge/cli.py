@@ -20,7 +20,7 @@ from typing import Annotated, NoReturn, Optional
 import typer
 
 from marsedge import __version__, datapaths
-from marsedge.edge_runtime.cli import BIT_DEPTH_HELP, IGNORE_MASK_HELP, MIN_CONFIDENCE_HELP, BitDepth
+from marsedge.edge_runtime.cli import BIT_DEPTH_HELP, IGNORE_MASK_HELP, MIN_CONFIDENCE_HELP, NO_ROUTE_HELP, BitDepth
 from marsedge.edge_runtime.cliutil import OneLineErrorsGroup
 from marsedge.edge_runtime.segmenter import BUNDLED_MODELS
 from marsedge.errors import MarsEdgeError, UsageError
@@ -1025,6 +1025,7 @@ def batch(
         ),
     ] = None,
     bit_depth: Annotated[BitDepth, typer.Option(help=BIT_DEPTH_HELP, rich_help_panel=_BATCH_MODEL)] = BitDepth.auto,
+    no_route: Annotated[bool, typer.Option("--no-route", help=NO_ROUTE_HELP, rich_help_panel=_BATCH_MODEL)] = False,
     topic: Annotated[
         Optional[str],
         typer.Option(
@@ -1085,6 +1086,7 @@ def batch(
             bit_depth=bit_depth.value,
             ignore_mask=ignore_mask,
             min_confidence=min_confidence,
+            route_degraded=not no_route,
         ),
         confidence=confidence,
         source=SourceOptions(band=band, topic=topic),

@@ -6,6 +6,7 @@
     python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json --variant tiles
     python tools/bundle_model.py --restamp [--model-pixels-per-frame 128]
     python tools/bundle_model.py --calibrate [--variant robust|tiles]
+    python tools/bundle_model.py --stamp-route robust --max-noise 3.125 --min-sharpness 0.675
 
 The AN2DL tiles were cut from 256x256 AI4Mars frames reduced 2x, so the bundled model's
 metadata says ``input.model_pixels_per_frame = 128`` (the export writes the run's
@@ -35,6 +36,11 @@ from the split recipe in its metadata, from the data beside the checkout in
 ../shared/data or ``--data``) as ``marsedge export`` does for new files
 (:func:`marsedge.core.calibration.calibrate_tiles`), and stamps it as ``calibration``. Only
 that key changes; the flatbuffer is checked unchanged.
+
+``--stamp-route VARIANT`` records in the default int8 file the variant's int8 file as its
+partner for degraded frames (``degraded_route``: file name, SHA-256 and the two thresholds
+of :mod:`marsedge.edge_runtime.quality`, chosen on the val split: docs/research.md,
+"Routing degraded frames"). Only that key changes; the flatbuffer is checked unchanged.
 """
 
 from __future__ import annotations
@@ -179,6 +185,24 @@ def calibrate_bundled(variant: str | None = None, data_dir: Path | None = None) 
         print(f"{target.name}: flatbuffer sha256 {hashlib.sha256(after).hexdigest()} unchanged")
 
 
+def stamp_route(variant: str, max_noise: float, min_sharpness: float) -> None:
+    """Adds ``degraded_route`` to the default int8 file's metadata, nothing else."""
+    target = MODELS / BUNDLE["marsedge_qat.tflite"]
+    partner = MODELS / VARIANTS[variant]["marsedge_qat.tflite"]
+    route = {
+        "model": partner.name,
+        "sha256": hashlib.sha256(partner.read_bytes()).hexdigest(),
+        "max_noise": max_noise,
+        "min_sharpness": min_sharpness,
+    }
+    content = target.read_bytes()
+    flatbuffer = _strip_archive(content)
+    _write(target, content, {**read_metadata(content), "degraded_route": route}, str(target))
+    if _strip_archive(target.read_bytes()) != flatbuffer:
+        raise SystemExit(f"{target}: flatbuffer changed")
+    print(f"{target.name}: degraded frames -> {json.dumps(route)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, nargs="?")
@@ -195,9 +219,19 @@ def main() -> None:
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="the variant's files, not the default model's")
     parser.add_argument("--calibrate", action="store_true", help="fit and stamp the softmax temperature on val")
     parser.add_argument("--data", type=Path, help="with --calibrate: the folder holding the models' data")
+    parser.add_argument(
+        "--stamp-route",
+        choices=sorted(VARIANTS),
+        metavar="VARIANT",
+        help="route degraded frames to VARIANT's int8 file",
+    )
+    parser.add_argument("--max-noise", type=float, default=3.125, help="with --stamp-route: grey levels of noise")
+    parser.add_argument("--min-sharpness", type=float, default=0.675, help="with --stamp-route: Laplacian ratio")
     args = parser.parse_args()
     if args.calibrate:
         calibrate_bundled(args.variant, args.data)
+    elif args.stamp_route:
+        stamp_route(args.stamp_route, args.max_noise, args.min_sharpness)
     elif args.stamp_names:
         stamp_names(*args.stamp_names, args.variant)
     elif args.stamp_split:
@@ -207,7 +241,10 @@ def main() -> None:
     elif args.run:
         bundle(args.run, args.name, args.recipe, args.variant)
     else:
-        parser.error("give a run directory, --stamp-names NAME RECIPE, --stamp-split CONFIG, --restamp or --calibrate")
+        parser.error(
+            "give a run directory, --stamp-names NAME RECIPE, --stamp-split CONFIG, --restamp, --calibrate "
+            "or --stamp-route VARIANT"
+        )
 
 
 if __name__ == "__main__":

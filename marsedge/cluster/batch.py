@@ -289,6 +289,8 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchR
     class_names = [c.name for c in checker.classes]
     settings = checker.mask_settings()
     model_bytes = checker.model_path.read_bytes()
+    route = checker.model_info["degraded_route"]  # its partner for degraded frames travels with it
+    partner = [route["model"], Path(route["path"]).read_bytes()] if route else None
     del checker
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,7 +314,7 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchR
             "%d frames (%d done earlier) on %d worker(s) x %d thread(s)", len(todo), len(earlier), workers, threads
         )
         start = time.perf_counter()
-        for row in _segment_on_ray(ray, todo, options, workers, threads, class_names, model_bytes, report):
+        for row in _segment_on_ray(ray, todo, options, workers, threads, class_names, model_bytes, partner, report):
             rows[row["index"]] = row
         seconds = time.perf_counter() - start
     report(len(todo), len(todo), "done")
@@ -338,6 +340,7 @@ def _segment_on_ray(
     threads: int,
     class_names: list[str],
     model_bytes: bytes,
+    partner: list[Any] | None,
     report: Progress,
 ):
     model_sha256 = hashlib.sha256(model_bytes).hexdigest()
@@ -370,7 +373,7 @@ def _segment_on_ray(
         fn_constructor_kwargs={
             "options": replace(options.segmenter, threads=threads),
             # a reference, fetched only by an actor whose machine lacks the model file
-            "model": [model_sha256, ray.put(model_bytes)],
+            "model": [model_sha256, ray.put(model_bytes), partner and [partner[0], ray.put(partner[1])]],
             "out": str(options.out),
             "overlay": options.overlay,
             "max_pixels": options.max_pixels,
@@ -414,8 +417,9 @@ class SegmentFrames:
         confidence: bool = False,
         source: SourceOptions | None = None,
     ) -> None:
-        sha256, content = model
-        self.segmenter = Segmenter.from_options(replace(options, model=_local_model(options.model, sha256, content)))
+        sha256, content, *partner = model
+        local = _local_model(options.model, sha256, content, partner[0] if partner else None)
+        self.segmenter = Segmenter.from_options(replace(options, model=local))
         if options.model is not None:  # records name the model as the job gave it, not a worker's copy
             self.segmenter.model_info["path"] = str(options.model)
         self.out = Path(out)
@@ -561,6 +565,9 @@ def result_schema(class_names: Sequence[str]) -> Any:
             ("mean_confidence", pa.float64()),
             ("below_threshold", pa.float64()),
             ("ignored_fraction", pa.float64()),
+            ("noise", pa.float64()),
+            ("sharpness", pa.float64()),
+            ("degraded", pa.bool_()),
             ("mask", pa.string()),
             ("overlay", pa.string()),
             ("confidence", pa.string()),
@@ -577,6 +584,7 @@ def result_schema(class_names: Sequence[str]) -> Any:
             ("option_bit_depth", pa.string()),
             ("option_min_confidence", pa.float64()),
             ("option_ignore_mask_sha256", pa.string()),
+            ("option_route_sha256", pa.string()),
             ("worker", pa.string()),
             *[(name, kind) for name, kind in _identity_columns(pa)],
         ]
@@ -631,6 +639,9 @@ def _record_row(record: dict[str, Any], class_names: Sequence[str]) -> dict[str,
         "mean_confidence": certainty.get("mean"),
         "below_threshold": certainty.get("below_threshold"),
         "ignored_fraction": record.get("ignored_fraction"),
+        "noise": (record.get("quality") or {}).get("noise"),
+        "sharpness": (record.get("quality") or {}).get("sharpness"),
+        "degraded": record.get("degraded"),
         "mask": outputs.get("mask"),
         "overlay": outputs.get("overlay"),
         "confidence": outputs.get("confidence"),
@@ -650,6 +661,7 @@ def _settings_row(model: dict[str, Any], settings: dict[str, Any]) -> dict[str, 
         **{f"option_{key}": settings.get(key) for key in ("frame_width", "scale", "min_confidence")},
         "option_bit_depth": None if settings.get("bit_depth") is None else str(settings["bit_depth"]),
         "option_ignore_mask_sha256": settings.get("ignore_mask_sha256"),
+        "option_route_sha256": (settings.get("degraded_route") or {}).get("sha256"),
     }
 
 
@@ -683,23 +695,31 @@ def _earlier_row(frame: Frame, out: Path, class_names: Sequence[str]) -> dict[st
     return row
 
 
-def _local_model(model: str | os.PathLike[str] | None, digest: str, content: Any) -> Path:
+def _local_model(
+    model: str | os.PathLike[str] | None, digest: str, content: Any, partner: list[Any] | None = None
+) -> Path:
     """The model file for an actor: the job's own path when this machine has it with the
-    same content (sha256 ``digest``), else a private copy of the bytes the driver sent
-    (``content``: the bytes or a Ray object reference to them)."""
+    same content (sha256 ``digest``) and, for a model that routes degraded frames, its
+    partner beside it; else a private copy of the bytes the driver sent (``content``: the
+    bytes or a Ray object reference to them; ``partner``: [file name, bytes or reference])."""
     path = model_path(model)  # a path, or a bundled model's name
     try:
-        if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+        if hashlib.sha256(path.read_bytes()).hexdigest() == digest and (
+            partner is None or (path.parent / partner[0]).is_file()
+        ):
             return path
     except OSError:
         pass
-    copy = Path(tempfile.gettempdir()) / f"marsedge-model-{digest[:16]}.tflite"
-    if not copy.is_file():
-        if not isinstance(content, bytes):
-            import ray
+    folder = Path(tempfile.gettempdir()) / f"marsedge-model-{digest[:16]}"
+    copy = folder / (path.name if path.suffix == ".tflite" else "model.tflite")
+    for target, data in ((copy, content), *(((folder / partner[0], partner[1]),) if partner else ())):
+        if not target.is_file():
+            if not isinstance(data, bytes):
+                import ray
 
-            content = ray.get(content)
-        write_atomic(copy, content)
+                data = ray.get(data)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, data)
     return copy
 
 

@@ -206,6 +206,9 @@ def write_outputs(
             "below_threshold": round(result.below_threshold, 6),
         },
         "ignored_fraction": round(result.ignored_fraction, 6),
+        # noise and sharpness as the model saw the frame; degraded: the route's partner segmented it
+        "quality": result.quality,
+        "degraded": result.degraded,
         "model": segmenter.model_info,
         # what decides the mask: a frame whose record holds other settings is not done (batch, watch)
         "mask_settings": segmenter.mask_settings(),

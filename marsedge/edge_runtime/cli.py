@@ -57,6 +57,10 @@ MIN_CONFIDENCE_HELP = (
     "Paint pixels whose calibrated confidence is under C (0-1) as class 0 (unknown) and leave them out of the "
     "class shares."
 )
+NO_ROUTE_HELP = (
+    "Run the model's own network on every frame. By default a model that names a partner for degraded frames "
+    "(navcam: navcam-robust) segments each frame that measures blurred or noisy with it."
+)
 
 
 @app.command(cls=OneLineErrorsCommand)
@@ -193,6 +197,7 @@ def run(
         Optional[Path], typer.Option(metavar="PNG", rich_help_panel=_TRUST, help=IGNORE_MASK_HELP)
     ] = None,
     bit_depth: Annotated[BitDepth, typer.Option(rich_help_panel=_TRUST, help=BIT_DEPTH_HELP)] = BitDepth.auto,
+    no_route: Annotated[bool, typer.Option("--no-route", rich_help_panel=_TRUST, help=NO_ROUTE_HELP)] = False,
 ) -> None:
     """Segment Mars terrain images into soil, bedrock, sand and big rock.
 
@@ -214,7 +219,7 @@ def run(
     try:
         segmenter = Segmenter(
             model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale,
-            bit_depth.value, ignore_mask, min_confidence,
+            bit_depth.value, ignore_mask, min_confidence, not no_route,
         )  # fmt: skip
     except ModelError as exc:
         _fail(f"{_shown(model or DEFAULT_MODEL)}: {exc}")

@@ -19,6 +19,7 @@ from marsedge.core.calibration import TRUSTED_CONFIDENCE, confidence
 from .errors import ImageError, ModelError
 from .grey import check_bit_depth, frame_to_gray8
 from .metadata import ClassInfo, FieldOfView, check_flatbuffer, class_table, read_metadata
+from .quality import DegradedRoute, frame_quality
 from .resample import nearest_weights, resize_area, resize_nearest, scaled_size
 from .tile_model import TileModel
 from .tiling import pad_to, ramp, tile_origins
@@ -27,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "marsedge_int8.tflite"
 # Models that ship in the package, by the name a user may give instead of a path
-# (MODEL_CARD.md): the default; a variant that gives up clean accuracy for the most
-# robustness to noise and blur; and the tile model both were fine-tuned from.
+# (MODEL_CARD.md): the default, which segments frames that measure blurred or noisy with
+# the robust variant (its metadata's degraded_route); that variant alone, which gives up
+# clean accuracy for the most robustness to noise and blur; and the tile model both were
+# fine-tuned from.
 BUNDLED_MODELS = {
     "navcam": DEFAULT_MODEL,
     "navcam-robust": DEFAULT_MODEL.with_name("marsedge_robust_int8.tflite"),
@@ -81,6 +84,10 @@ class SegmenterOptions:
             class 0 in the mask and left out of the class shares and the confidence figures.
         min_confidence: pixels whose calibrated confidence is under this (0..1) are class
             0 ("unknown") in the mask and left out of the class shares.
+        route_degraded: a model whose metadata names a partner for degraded frames
+            (``degraded_route``, as the bundled default does) segments each frame that
+            measures blurred or noisy (:mod:`marsedge.edge_runtime.quality`) with that
+            partner; False runs the model's own network on every frame.
     """
 
     model: str | os.PathLike[str] | None = None
@@ -94,6 +101,7 @@ class SegmenterOptions:
     bit_depth: str | int = "auto"
     ignore_mask: str | os.PathLike[str] | np.ndarray | None = None
     min_confidence: float | None = None
+    route_degraded: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ class Segmentation:
             report counts as trusted).
         below_threshold: share of the terrain pixels under ``confidence_threshold``.
         ignored_fraction: share of the frame's pixels the ignore mask leaves out.
+        quality: the frame's ``noise`` (grey levels) and ``sharpness`` as the model saw
+            it (:mod:`marsedge.edge_runtime.quality`); None for a model without a route.
+        degraded: the frame measured blurred or noisy, so the route's partner segmented it.
 
     ``class_fractions`` count the terrain pixels the mask assigns a class: not ignored,
     not under ``min_confidence``; they sum to 1 unless none is left.
@@ -133,6 +144,8 @@ class Segmentation:
     confidence_threshold: float = TRUSTED_CONFIDENCE
     below_threshold: float = 0.0
     ignored_fraction: float = 0.0
+    quality: dict[str, float] | None = None
+    degraded: bool = False
     # the confidence map as segmented: at model resolution, or the frame's with an ignore mask
     model_confidence: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -169,6 +182,7 @@ class Segmenter:
         bit_depth: str | int = "auto",
         ignore_mask: str | os.PathLike[str] | np.ndarray | None = None,
         min_confidence: float | None = None,
+        route_degraded: bool = True,
     ) -> None:
         """Loads and checks the model (and the ignore mask).
 
@@ -193,7 +207,7 @@ class Segmenter:
             raise ValueError(f"min_confidence must be a number in 0..1, got {min_confidence!r}")
         self.options = SegmenterOptions(
             model, threads, reference_kernels, tile_overlap, tta, expect_int8, frame_width, scale,
-            bit_depth, ignore_mask, min_confidence,
+            bit_depth, ignore_mask, min_confidence, route_degraded,
         )  # fmt: skip
         self._ignore, self.ignore_mask_sha256 = _read_ignore_mask(ignore_mask)
         self._ignore_sized: dict[tuple[int, int], np.ndarray] = {}
@@ -232,9 +246,8 @@ class Segmenter:
                 f"not an int8 model (--expect-int8): its input/output tensors are {tensor_type}, "
                 f"metadata precision {self.metadata.get('precision', 'unknown')!r}"
             )
-        self._input_lut = self._tiles.lut
         self.temperature = self._tiles.temperature
-        self._class_ids = self._tiles.output_classes
+        self.route, self._route_tiles, route_path = self._load_route(route_degraded)
         self._weights = (ramp(self.tile_height, tile_overlap)[:, None] * ramp(self.tile_width, tile_overlap)[None, :])[
             ..., None
         ]
@@ -249,6 +262,7 @@ class Segmenter:
             "path": str(self.model_path),
             "sha256": hashlib.sha256(content).hexdigest(),
             "temperature": self.temperature,
+            "degraded_route": None if self.route is None else {**self.route.as_dict(), "path": str(route_path)},
         }
 
     @classmethod
@@ -257,7 +271,7 @@ class Segmenter:
         return cls(
             options.model, options.threads, options.reference_kernels, options.tile_overlap, options.tta,
             options.expect_int8, options.frame_width, options.scale, options.bit_depth, options.ignore_mask,
-            options.min_confidence,
+            options.min_confidence, options.route_degraded,
         )  # fmt: skip
 
     def mask_settings(self) -> dict[str, Any]:
@@ -275,7 +289,49 @@ class Segmenter:
             "bit_depth": options.bit_depth,
             "min_confidence": options.min_confidence,
             "ignore_mask_sha256": self.ignore_mask_sha256,
+            "degraded_route": None if self.route is None else self.route.as_dict(),
         }
+
+    def _load_route(self, enabled: bool) -> tuple[DegradedRoute | None, TileModel | None, Path | None]:
+        """The model's partner for degraded frames (metadata ``degraded_route``), loaded
+        from beside the model file: (route, its network, its path), or Nones.
+
+        Raises:
+            ModelError: the route is malformed, its file is not the one the route names
+                (SHA-256), or its network does not take and give what this one does.
+        """
+        route = DegradedRoute.from_metadata(self.metadata)
+        if route is None or not enabled:
+            return None, None, None
+        path = self.model_path.parent / route.model
+        try:
+            content = path.read_bytes()
+        except OSError:
+            logger.warning(
+                "%s routes blurred or noisy frames to %s, which is not beside it: every frame runs %s",
+                self.model_path.name, route.model, self.model_path.name,
+            )  # fmt: skip
+            return None, None, None
+        if hashlib.sha256(content).hexdigest() != route.sha256:
+            raise ModelError(f"{path}: not the file {self.model_path.name} routes degraded frames to (sha256 differs)")
+        metadata = read_metadata(content)
+        options = self.options
+        tiles = TileModel(
+            content, metadata=metadata, threads=options.threads, reference_kernels=options.reference_kernels
+        )
+        same = (
+            int(metadata["input"]["height"]) == self.tile_height
+            and int(metadata["input"]["width"]) == self.tile_width
+            and class_table(metadata) == self.classes
+            and FieldOfView.from_metadata(metadata) == self.field_of_view
+        )
+        if not same:
+            raise ModelError(f"{path}: its input size, classes or field of view differ from {self.model_path.name}'s")
+        if options.expect_int8 and not tiles.is_integer:
+            raise ModelError(
+                f"not an int8 model (--expect-int8): {path.name}, the route for degraded frames, is {tiles.tensor_type}"
+            )
+        return route, tiles, path
 
     def scale_for(self, height: int, width: int) -> float:
         """Model pixels per input pixel for a ``height x width`` input: the override
@@ -343,8 +399,15 @@ class Segmenter:
         scale = self.scale_for(height, width)
         if scale != 1.0:
             gray = resize_area(gray, *scaled_size(height, width, scale))
+        network, quality, degraded = self._tiles, None, False
+        if self.route is not None:
+            quality = frame_quality(gray)
+            degraded = self.route.degraded(quality)
+            if degraded:
+                network = self._route_tiles
+        class_ids = network.output_classes
         th, tw = self.tile_height, self.tile_width
-        quantised = self._input_lut[pad_to(gray, th, tw)]
+        quantised = network.lut[pad_to(gray, th, tw)]
         full_height, full_width = quantised.shape
         mask = np.empty((full_height, full_width), dtype=np.uint8)
         certainty = np.empty((full_height, full_width), dtype=np.float32)
@@ -357,11 +420,11 @@ class Segmenter:
         weights = self._weights.transpose(1, 0, 2) if across else self._weights
         rows = tile_origins(frame.shape[0], bh, self.options.tile_overlap)
         cols = tile_origins(frame.shape[1], bw, self.options.tile_overlap)
-        band = np.zeros((bh, frame.shape[1], len(self._class_ids)), dtype=np.float32)
+        band = np.zeros((bh, frame.shape[1], len(class_ids)), dtype=np.float32)
         band_weight = np.zeros((bh, frame.shape[1]), dtype=np.float32)
         tile_weight = weights[..., 0]
         # the summed logits are weighted (and doubled with TTA): their mean over the model's temperature
-        temperature = self.temperature * (2 if self.options.tta else 1)
+        temperature = network.temperature * (2 if self.options.tta else 1)
         band_top = 0
         infer_s = post_s = 0.0
         pre_s = time.perf_counter() - start
@@ -369,7 +432,7 @@ class Segmenter:
             tick = time.perf_counter()
             shift = y - band_top
             if shift:
-                out[band_top:y] = self._class_ids[band[:shift].argmax(axis=-1)]
+                out[band_top:y] = class_ids[band[:shift].argmax(axis=-1)]
                 out_conf[band_top:y] = confidence(band[:shift] / band_weight[:shift, :, None], temperature)
                 band[: bh - shift] = band[shift:]
                 band[bh - shift :] = 0.0
@@ -382,20 +445,20 @@ class Segmenter:
                 if across:
                     tile = tile.T
                 tick = time.perf_counter()
-                raw = self._tiles.invoke(tile)
+                raw = network.invoke(tile)
                 if self.options.tta:
-                    flipped = self._tiles.invoke(tile[:, ::-1])[:, ::-1]
+                    flipped = network.invoke(tile[:, ::-1])[:, ::-1]
                 mid = time.perf_counter()
                 infer_s += mid - tick
-                logits = self._tiles.dequantise(raw)
+                logits = network.dequantise(raw)
                 if self.options.tta:
-                    logits += self._tiles.dequantise(flipped)
+                    logits += network.dequantise(flipped)
                 band[:, x : x + bw] += (logits.transpose(1, 0, 2) if across else logits) * weights
                 band_weight[:, x : x + bw] += tile_weight
                 post_s += time.perf_counter() - mid
         tick = time.perf_counter()
         rest = frame.shape[0] - band_top
-        out[band_top:] = self._class_ids[band[:rest].argmax(axis=-1)]
+        out[band_top:] = class_ids[band[:rest].argmax(axis=-1)]
         out_conf[band_top:] = confidence(band[:rest] / band_weight[:rest, :, None], temperature)
         mask, certainty = mask[: gray.shape[0], : gray.shape[1]], certainty[: gray.shape[0], : gray.shape[1]]
         threshold = self.options.min_confidence
@@ -432,6 +495,8 @@ class Segmenter:
             confidence_threshold=shown_threshold,
             below_threshold=below / terrain if terrain else 0.0,
             ignored_fraction=0.0 if ignored is None else float(np.count_nonzero(ignored)) / ignored.size,
+            quality=None if quality is None else quality.as_dict(),
+            degraded=degraded,
             model_confidence=certainty,
         )
 
