@@ -37,8 +37,8 @@ from the split recipe in its metadata, from the data beside the checkout in
 (:func:`marsedge.core.calibration.calibrate_tiles`), and stamps it as ``calibration``. Only
 that key changes; the flatbuffer is checked unchanged.
 
-``--stamp-route VARIANT`` records in the default int8 file the variant's int8 file as its
-partner for degraded frames (``degraded_route``: file name, SHA-256 and the two thresholds
+``--stamp-route VARIANT`` records in each of the default's files the variant's file of the
+same precision as its partner for degraded frames (``degraded_route``: file name, SHA-256 and the two thresholds
 of :mod:`marsedge.edge_runtime.quality`, chosen on the val split: docs/research.md,
 "Routing degraded frames"). Only that key changes; the flatbuffer is checked unchanged.
 """
@@ -68,11 +68,14 @@ MODEL_NAME = "marsedge-navcam"
 RECIPE = "configs/navcam.json"
 
 
-# Beside the default model's pair: the robust variant (its int8 file only) and the tile
-# model the default was fine-tuned from (its pair: the float32 file starts and teaches the
-# robust recipes, configs/navcam_frames_robust*.json).
+# Beside the default model's pair: the robust variant's pair (the default's partner for
+# degraded frames, each precision for its own) and the tile model the default was
+# fine-tuned from (its pair: the float32 file starts and teaches the robust recipes).
 VARIANTS = {
-    "robust": {"marsedge_qat.tflite": "marsedge_robust_int8.tflite"},
+    "robust": {
+        "marsedge_qat.tflite": "marsedge_robust_int8.tflite",
+        "marsedge_float32.tflite": "marsedge_robust_float32.tflite",
+    },
     "tiles": {
         "marsedge_qat.tflite": "marsedge_tiles_int8.tflite",
         "marsedge_float32.tflite": "marsedge_tiles_float32.tflite",
@@ -163,12 +166,12 @@ def restamp_bundled(model_pixels_per_frame: float, variant: str | None = None) -
 
 
 def calibrate_bundled(variant: str | None = None, data_dir: Path | None = None) -> None:
-    from marsedge.cli import DEFAULT_DATA
     from marsedge.core.calibration import calibrate_tiles
+    from marsedge.datapaths import SHARED_DATA
     from marsedge.edge_runtime.tile_model import TileModel
     from marsedge.evaluation.evaluate import recipe_split
 
-    folder = data_dir or DEFAULT_DATA.parent
+    folder = data_dir or SHARED_DATA
     for target in _targets(variant):
         content = target.read_bytes()
         flatbuffer = _strip_archive(content)
@@ -186,21 +189,22 @@ def calibrate_bundled(variant: str | None = None, data_dir: Path | None = None) 
 
 
 def stamp_route(variant: str, max_noise: float, min_sharpness: float) -> None:
-    """Adds ``degraded_route`` to the default int8 file's metadata, nothing else."""
-    target = MODELS / BUNDLE["marsedge_qat.tflite"]
-    partner = MODELS / VARIANTS[variant]["marsedge_qat.tflite"]
-    route = {
-        "model": partner.name,
-        "sha256": hashlib.sha256(partner.read_bytes()).hexdigest(),
-        "max_noise": max_noise,
-        "min_sharpness": min_sharpness,
-    }
-    content = target.read_bytes()
-    flatbuffer = _strip_archive(content)
-    _write(target, content, {**read_metadata(content), "degraded_route": route}, str(target))
-    if _strip_archive(target.read_bytes()) != flatbuffer:
-        raise SystemExit(f"{target}: flatbuffer changed")
-    print(f"{target.name}: degraded frames -> {json.dumps(route)}")
+    """Adds ``degraded_route`` to the default's files' metadata, nothing else: each file's
+    partner is the variant's file of the same precision."""
+    for export_name, target_name in BUNDLE.items():
+        target, partner = MODELS / target_name, MODELS / VARIANTS[variant][export_name]
+        route = {
+            "model": partner.name,
+            "sha256": hashlib.sha256(partner.read_bytes()).hexdigest(),
+            "max_noise": max_noise,
+            "min_sharpness": min_sharpness,
+        }
+        content = target.read_bytes()
+        flatbuffer = _strip_archive(content)
+        _write(target, content, {**read_metadata(content), "degraded_route": route}, str(target))
+        if _strip_archive(target.read_bytes()) != flatbuffer:
+            raise SystemExit(f"{target}: flatbuffer changed")
+        print(f"{target.name}: degraded frames -> {json.dumps(route)}")
 
 
 def main() -> None:
