@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import save_png
+from conftest import SAMPLES, save_png
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
@@ -163,3 +163,15 @@ def test_a_cluster_worker_without_the_files_gets_the_partner_beside_its_copy(rou
     assert copy.parent.parent == worker and (copy.parent / partner.name).read_bytes() == partner.read_bytes()
     assert Segmenter(copy).route is not None
     assert _local_model(model, digest, content, [partner.name, b"unused"]) == model  # the job's own files
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="../shared/data/samples not present")
+def test_the_default_routes_blurred_and_noisy_navcam_frames_and_no_clean_sample():
+    default, robust = Segmenter("navcam"), Segmenter("navcam-robust")
+    for path in sorted(SAMPLES.glob("*.png")):
+        frame = np.asarray(Image.open(path).convert("L"))
+        assert not default.segment(frame).degraded, path.name
+        for degraded in (blurred(frame, 2), noisy(frame, 8)):
+            result = default.segment(degraded)
+            assert result.degraded, (path.name, result.quality)
+            np.testing.assert_array_equal(result.mask, robust.segment(degraded).mask)

@@ -8,6 +8,7 @@ Depends only on numpy, Pillow and a LiteRT interpreter (``ai_edge_litert``, else
     result = segmenter.segment(frame)  # uint8 (H, W) grey frame, any size
     result.mask, result.class_fractions, result.timings
     result.confidence                  # each pixel's calibrated confidence, 0..1
+    result.degraded, result.quality    # the frame measured blurred or noisy: navcam-robust ran
 """
 
 from .errors import ImageError, ModelError
