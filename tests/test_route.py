@@ -88,9 +88,11 @@ def test_a_degraded_frame_runs_the_partner_and_a_clean_one_the_model(routed, tin
     off = Segmenter(model, route_degraded=False)
     assert off.route is None and off.segment(soft).quality is None
     np.testing.assert_array_equal(off.segment(soft).confidence, Segmenter(tiny_int8).segment(soft).confidence)
-    # the route decides masks: a batch under one setting does not count frames of the other as done
+    # the route decides masks: a batch under one setting does not count frames of the other as done;
+    # without a route the settings are those of a model that never had one
     assert segmenter.mask_settings()["degraded_route"]["sha256"] == hashlib.sha256(partner.read_bytes()).hexdigest()
-    assert off.mask_settings()["degraded_route"] is None
+    assert "degraded_route" not in off.mask_settings()
+    assert off.mask_settings().keys() == Segmenter(tiny_int8).mask_settings().keys()
     assert segmenter.model_info["degraded_route"]["path"] == str(partner)
 
 
@@ -159,10 +161,13 @@ def test_a_cluster_worker_without_the_files_gets_the_partner_beside_its_copy(rou
     monkeypatch.setattr(tempfile, "tempdir", str(worker))
     content = model.read_bytes()
     digest = hashlib.sha256(content).hexdigest()
-    copy = _local_model(tmp_path / "elsewhere" / model.name, digest, content, [partner.name, partner.read_bytes()])
+    shipped = [partner.name, hashlib.sha256(partner.read_bytes()).hexdigest(), str(partner), partner.read_bytes()]
+    copy = _local_model(tmp_path / "elsewhere" / model.name, digest, content, shipped)
     assert copy.parent.parent == worker and (copy.parent / partner.name).read_bytes() == partner.read_bytes()
     assert Segmenter(copy).route is not None
-    assert _local_model(model, digest, content, [partner.name, b"unused"]) == model  # the job's own files
+    assert _local_model(model, digest, content, shipped) == model  # the job's own files, partner and all
+    partner.write_bytes(b"another file")  # a stale partner beside the job's model: the copy, not a failure
+    assert _local_model(model, digest, content, shipped) == copy
 
 
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason="../shared/data/samples not present")
@@ -175,3 +180,22 @@ def test_the_default_routes_blurred_and_noisy_navcam_frames_and_no_clean_sample(
             result = default.segment(degraded)
             assert result.degraded, (path.name, result.quality)
             np.testing.assert_array_equal(result.mask, robust.segment(degraded).mask)
+
+
+def test_a_frame_smaller_than_the_field_of_view_is_measured_as_given(tiny_int8, golden_frame):
+    """Enlarging repeats pixels, which reads as blur: a small frame is measured before it."""
+    import math
+
+    model = Segmenter(tiny_int8, scale=2.0)
+    assert model.scale_for(*golden_frame.shape) == 2.0
+    enlarged = np.kron(golden_frame, np.ones((2, 2), np.uint8))
+    assert frame_quality(enlarged).sharpness < 0.675 < frame_quality(golden_frame).sharpness
+    assert math.isclose(frame_quality(golden_frame).sharpness, 1.1417, rel_tol=0.01)
+
+
+def test_black_or_white_blocks_do_not_hide_noise(golden_frame):
+    noisy_frame = noisy(golden_frame, 8)
+    bordered = noisy_frame.copy()
+    bordered[:, :40] = 0  # a black border, or lines lost in downlink
+    bordered[:24] = 255  # saturated sky
+    assert frame_quality(bordered).noise == pytest.approx(frame_quality(noisy_frame).noise, rel=0.15)

@@ -107,6 +107,14 @@ def bundle(run: Path, model_name: str = MODEL_NAME, recipe: str = RECIPE, varian
             mix = json.loads((run / "mix.json").read_text())
             metadata["interpolation"] = {**mix, "partner": Path(mix["partner"]).name}
         _write(MODELS / target_name, content, metadata, str(source))
+    if variant is None:
+        print(
+            "the default's route for degraded frames is not carried over: python tools/bundle_model.py --stamp-route robust"
+        )
+    elif variant == "robust":
+        print(
+            "the default routes degraded frames to these files by sha256: python tools/bundle_model.py --stamp-route robust"
+        )
 
 
 def stamp_names(model_name: str, recipe: str, variant: str | None = None) -> None:
@@ -225,9 +233,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="with --calibrate: the folder holding the models' data")
     parser.add_argument(
         "--stamp-route",
-        choices=sorted(VARIANTS),
+        choices=["robust"],  # a partner takes the default's input: the tile model's 64x128 does not
         metavar="VARIANT",
-        help="route degraded frames to VARIANT's int8 file",
+        help="route the default's degraded frames to VARIANT's file of each precision (robust)",
     )
     parser.add_argument("--max-noise", type=float, default=3.125, help="with --stamp-route: grey levels of noise")
     parser.add_argument("--min-sharpness", type=float, default=0.675, help="with --stamp-route: Laplacian ratio")

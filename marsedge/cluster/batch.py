@@ -289,8 +289,10 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchR
     class_names = [c.name for c in checker.classes]
     settings = checker.mask_settings()
     model_bytes = checker.model_path.read_bytes()
-    route = checker.model_info["degraded_route"]  # its partner for degraded frames travels with it
-    partner = [route["model"], Path(route["path"]).read_bytes()] if route else None
+    # a partner for degraded frames travels with the model; without one here, no worker routes
+    route = checker.model_info["degraded_route"]
+    partner = [route["model"], route["sha256"], route["path"], Path(route["path"]).read_bytes()] if route else None
+    options = replace(options, segmenter=replace(options.segmenter, route_degraded=route is not None))
     del checker
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -373,7 +375,7 @@ def _segment_on_ray(
         fn_constructor_kwargs={
             "options": replace(options.segmenter, threads=threads),
             # a reference, fetched only by an actor whose machine lacks the model file
-            "model": [model_sha256, ray.put(model_bytes), partner and [partner[0], ray.put(partner[1])]],
+            "model": [model_sha256, ray.put(model_bytes), partner and [*partner[:3], ray.put(partner[3])]],
             "out": str(options.out),
             "overlay": options.overlay,
             "max_pixels": options.max_pixels,
@@ -422,6 +424,8 @@ class SegmentFrames:
         self.segmenter = Segmenter.from_options(replace(options, model=local))
         if options.model is not None:  # records name the model as the job gave it, not a worker's copy
             self.segmenter.model_info["path"] = str(options.model)
+        if partner and self.segmenter.model_info["degraded_route"]:
+            self.segmenter.model_info["degraded_route"]["path"] = partner[0][2]
         self.out = Path(out)
         self.overlay = overlay
         self.max_pixels = max_pixels
@@ -701,18 +705,19 @@ def _local_model(
     """The model file for an actor: the job's own path when this machine has it with the
     same content (sha256 ``digest``) and, for a model that routes degraded frames, its
     partner beside it; else a private copy of the bytes the driver sent (``content``: the
-    bytes or a Ray object reference to them; ``partner``: [file name, bytes or reference])."""
+    bytes or a Ray object reference to them; ``partner``: [file name, its sha256, the
+    driver's path, bytes or reference])."""
     path = model_path(model)  # a path, or a bundled model's name
     try:
         if hashlib.sha256(path.read_bytes()).hexdigest() == digest and (
-            partner is None or (path.parent / partner[0]).is_file()
+            partner is None or hashlib.sha256((path.parent / partner[0]).read_bytes()).hexdigest() == partner[1]
         ):
             return path
     except OSError:
         pass
     folder = Path(tempfile.gettempdir()) / f"marsedge-model-{digest[:16]}"
     copy = folder / (path.name if path.suffix == ".tflite" else "model.tflite")
-    for target, data in ((copy, content), *(((folder / partner[0], partner[1]),) if partner else ())):
+    for target, data in ((copy, content), *(((folder / partner[0], partner[3]),) if partner else ())):
         if not target.is_file():
             if not isinstance(data, bytes):
                 import ray

@@ -279,6 +279,8 @@ class Segmenter:
         the options that change a mask. Two runs with equal settings write the same masks,
         so a frame done under other settings is not done (``marsedge batch``, watch mode)."""
         options = self.options
+        # a route, when one runs: its partner and thresholds decide the masks of degraded frames
+        route = {} if self.route is None else {"degraded_route": self.route.as_dict()}
         return {
             "model_sha256": self.model_info["sha256"],
             "tile_overlap": options.tile_overlap,
@@ -289,7 +291,7 @@ class Segmenter:
             "bit_depth": options.bit_depth,
             "min_confidence": options.min_confidence,
             "ignore_mask_sha256": self.ignore_mask_sha256,
-            "degraded_route": None if self.route is None else self.route.as_dict(),
+            **route,
         }
 
     def _load_route(self, enabled: bool) -> tuple[DegradedRoute | None, TileModel | None, Path | None]:
@@ -323,6 +325,7 @@ class Segmenter:
             int(metadata["input"]["height"]) == self.tile_height
             and int(metadata["input"]["width"]) == self.tile_width
             and class_table(metadata) == self.classes
+            and tiles.output_classes.tolist() == self._tiles.output_classes.tolist()
             and FieldOfView.from_metadata(metadata) == self.field_of_view
         )
         if not same:
@@ -397,11 +400,14 @@ class Segmenter:
         gray, depth = self.to_gray8(image)
         height, width = gray.shape
         scale = self.scale_for(height, width)
+        measured = gray  # an enlarged frame repeats pixels: its quality is that of the frame given
         if scale != 1.0:
             gray = resize_area(gray, *scaled_size(height, width, scale))
+            if scale < 1.0:
+                measured = gray
         network, quality, degraded = self._tiles, None, False
         if self.route is not None:
-            quality = frame_quality(gray)
+            quality = frame_quality(measured)
             degraded = self.route.degraded(quality)
             if degraded:
                 network = self._route_tiles
