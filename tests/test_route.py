@@ -36,6 +36,15 @@ def test_noise_measures_added_sensor_noise_in_grey_levels(golden_frame):
     assert frame_quality(np.full((64, 64), 90, np.uint8)) == FrameQuality(0.0, 1.0)  # flat: no noise, no blur
 
 
+def test_noise_is_measured_on_the_frame_given_and_reduced_by_the_resize(golden_frame):
+    """Area-averaging 4 x 4 pixels divides white noise by 4: the network sees a quarter."""
+    frame = noisy(golden_frame, 8)
+    assert frame_quality(frame, 0.25).noise == pytest.approx(frame_quality(frame).noise / 4)
+    assert frame_quality(frame, 2.0).noise == frame_quality(frame).noise  # an enlargement keeps it
+    big = noisy(np.kron(golden_frame, np.ones((4, 4), np.uint8)), 8)  # the same noise on a 4x larger frame
+    assert frame_quality(big, 0.25).noise == pytest.approx(2, rel=0.25)
+
+
 def test_sharpness_falls_with_blur_and_rises_with_noise(golden_frame):
     clean = frame_quality(golden_frame).sharpness
     assert frame_quality(blurred(golden_frame, 1)).sharpness < clean / 2
@@ -172,11 +181,12 @@ def test_a_cluster_worker_without_the_files_gets_the_partner_beside_its_copy(rou
 
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason="../shared/data/samples not present")
 def test_the_default_routes_blurred_and_noisy_navcam_frames_and_no_clean_sample():
+    """Noise of sigma 4 on a 256-px frame reaches the 128-px network as sigma 2: routed too."""
     default, robust = Segmenter("navcam"), Segmenter("navcam-robust")
     for path in sorted(SAMPLES.glob("*.png")):
         frame = np.asarray(Image.open(path).convert("L"))
         assert not default.segment(frame).degraded, path.name
-        for degraded in (blurred(frame, 2), noisy(frame, 8)):
+        for degraded in (blurred(frame, 2), noisy(frame, 4), noisy(frame, 8)):
             result = default.segment(degraded)
             assert result.degraded, (path.name, result.quality)
             np.testing.assert_array_equal(result.mask, robust.segment(degraded).mask)

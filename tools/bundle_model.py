@@ -6,7 +6,7 @@
     python tools/bundle_model.py --stamp-split configs/marsedge_navcam.json --variant tiles
     python tools/bundle_model.py --restamp [--model-pixels-per-frame 128]
     python tools/bundle_model.py --calibrate [--variant robust|tiles]
-    python tools/bundle_model.py --stamp-route robust --max-noise 3.125 --min-sharpness 0.675
+    python tools/bundle_model.py --stamp-route robust --max-noise 1.55 --min-sharpness 0.675
 
 The AN2DL tiles were cut from 256x256 AI4Mars frames reduced 2x, so the bundled model's
 metadata says ``input.model_pixels_per_frame = 128`` (the export writes the run's
@@ -237,7 +237,7 @@ def main() -> None:
         metavar="VARIANT",
         help="route the default's degraded frames to VARIANT's file of each precision (robust)",
     )
-    parser.add_argument("--max-noise", type=float, default=3.125, help="with --stamp-route: grey levels of noise")
+    parser.add_argument("--max-noise", type=float, default=1.55, help="with --stamp-route: grey levels of noise")
     parser.add_argument("--min-sharpness", type=float, default=0.675, help="with --stamp-route: Laplacian ratio")
     args = parser.parse_args()
     if args.calibrate:

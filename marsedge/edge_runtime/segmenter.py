@@ -400,14 +400,12 @@ class Segmenter:
         gray, depth = self.to_gray8(image)
         height, width = gray.shape
         scale = self.scale_for(height, width)
-        measured = gray  # an enlarged frame repeats pixels: its quality is that of the frame given
+        given = gray
         if scale != 1.0:
             gray = resize_area(gray, *scaled_size(height, width, scale))
-            if scale < 1.0:
-                measured = gray
         network, quality, degraded = self._tiles, None, False
         if self.route is not None:
-            quality = frame_quality(measured)
+            quality = frame_quality(given, scale, gray)
             degraded = self.route.degraded(quality)
             if degraded:
                 network = self._route_tiles
