@@ -22,6 +22,7 @@ bundled default (``navcam``) segments a frame that measures blurred or noisy wit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -140,9 +141,4 @@ class DegradedRoute:
         return quality.noise > self.max_noise or quality.sharpness < self.min_sharpness
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "sha256": self.sha256,
-            "max_noise": self.max_noise,
-            "min_sharpness": self.min_sharpness,
-        }
+        return dataclasses.asdict(self)
